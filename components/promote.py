@@ -1,0 +1,19 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
+
+from resumo.components import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def promote(config: dict, model: Input[Model], scores: Input[Artifact], decision: Output[Artifact], metrics: Output[Metrics]):
+    """Publish the tuned model to the registry if it beats production (see `resumo promote`)."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from resumo import promote
+    from resumo.config import PromoteConfig, validate
+
+    result = promote.run(validate(PromoteConfig, config), model.path + "/adapter", json.loads(Path(scores.path, "scores.json").read_text()))
+    Path(decision.path).write_text(json.dumps(dataclasses.asdict(result), indent=2))
+    metrics.log_metric("promoted", int(result.promoted))

@@ -1,0 +1,15 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Metrics, Output
+
+from resumo.components import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def scrape(config: dict, articles: Output[Dataset], metrics: Output[Metrics]):
+    """Collect and clean Wikipedia articles into train/val/test Parquet (see `resumo scrape`)."""
+    from resumo import scrape
+    from resumo.config import ScrapeConfig, validate
+
+    result = scrape.run(validate(ScrapeConfig, config), articles.path)
+    for name, value in {**result.counts, **{f"split_{k}": v for k, v in result.splits.items()}}.items():
+        metrics.log_metric(name, value)

@@ -1,0 +1,15 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from resumo.components import TRAIN_IMAGE
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def train(config: dict, params: dict, pairs: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
+    """LoRA-tune the student with `config` updated by `params` (dotted train.* keys; see `resumo train`)."""
+    from resumo import train, tune
+    from resumo.config import TrainConfig, validate
+
+    result = train.run(tune.apply_params(validate(TrainConfig, config), params), pairs.path, model.path)
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)

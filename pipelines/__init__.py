@@ -1,0 +1,1 @@
+"""KFP pipelines built from `resumo.components`; installed as `resumo.pipelines`."""

@@ -1,0 +1,81 @@
+"""Loading a model (base, tuned adapter, or merged) and batched greedy summarisation.
+
+One code path for the `transformers` teacher, validation during training,
+scoring and `resumo summarize`, so every number comes from the same generation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from resumo import models, prompts
+from resumo.config import PromptConfig
+
+log = logging.getLogger(__name__)
+
+# Written beside every tuned model: what it was tuned from and with which prompt.
+MODEL_META = "resumo_model.json"
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    prompt: PromptConfig | None  # the prompt the model was tuned on, if it is ours
+
+
+def load(ref: str, device: str | None = None) -> LoadedModel:
+    """A hub id, path or s3:// prefix of a full model, or a folder holding a LoRA adapter."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = models.resolve(ref)
+    meta_file = Path(path) / MODEL_META
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if (Path(path) / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(models.resolve(meta["base_model"]), dtype=dtype)
+        model = PeftModel.from_pretrained(base, path)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path if (Path(path) / "tokenizer_config.json").exists() else models.resolve(meta["base_model"]))
+    tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device).eval()
+    prompt = PromptConfig.model_validate(meta["prompt"]) if "prompt" in meta else None
+    return LoadedModel(model, tokenizer, prompt)
+
+
+def summarize(loaded: LoadedModel, texts: list[str], prompt: PromptConfig, batch_size: int, max_new_tokens: int, desc: str = "summarize") -> list[str]:
+    """Greedy summaries of `texts`, in order. Batches are sorted by length so little is padding."""
+    chats = [prompts.user_message(text, prompt) for text in texts]
+    return generate_chat(loaded, chats, batch_size, max_new_tokens, desc)
+
+
+def generate_chat(loaded: LoadedModel, chats: list[list[dict]], batch_size: int, max_new_tokens: int, desc: str = "generate") -> list[str]:
+    import torch
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    rendered = [tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) for chat in chats]
+    order = sorted(range(len(rendered)), key=lambda i: -len(rendered[i]))
+    outputs: list[str] = [""] * len(rendered)
+    with tqdm(total=len(rendered), desc=desc, unit="text") as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            encoded = tokenizer([rendered[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            with torch.inference_mode():
+                generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            new_tokens = generated[:, encoded["input_ids"].shape[1] :]
+            for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+                outputs[i] = text.strip()
+            bar.update(len(batch))
+    return outputs

@@ -1,0 +1,61 @@
+"""Run the pipeline on this machine with kfp.local: the same DAG as on a cluster.
+
+    resumo run                      # smoke profile: bundled corpus, tiny models, CPU
+    resumo run --set train.epochs=2
+
+Artifacts land under `runs/<run id>/`; the run ends by writing `summary.json`
+with the baseline's and the tuned student's scores and the promotion decision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from resumo.config import PipelineConfig
+from resumo.errors import ResumoError
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: PipelineConfig, runs_dir: str | Path = "runs") -> Path:
+    from kfp import local
+
+    from resumo.pipelines.summarization import build
+
+    run_dir = Path(runs_dir).resolve() / datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+    # A relative registry is relative to where `resumo run` was started, as a user expects.
+    if "://" not in cfg.promote.registry and not Path(cfg.promote.registry).is_absolute():
+        cfg = cfg.model_copy(update={"promote": cfg.promote.model_copy(update={"registry": str(Path(cfg.promote.registry).resolve())})})
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "artifacts"), raise_on_error=True)
+    try:
+        build(cfg)()
+    except RuntimeError as err:  # kfp.local names the failed task; its log is above
+        raise ResumoError(f"local run failed: {err}; artifacts so far are in {run_dir}") from None
+    summary = summarize_run(run_dir / "artifacts")
+    summary["config"] = cfg.model_dump()
+    path = run_dir / "summary.json"
+    path.write_text(json.dumps(summary, indent=2))
+    return path
+
+
+def summarize_run(artifacts: Path) -> dict:
+    """Scores and promotion decision from a finished run's artifacts."""
+    scores = _only(artifacts.glob("*/score/scores/scores.json"))
+    decision = _only(artifacts.glob("*/promote/decision"))
+    best = _only(artifacts.glob("*/tune/trials/best.json"))
+    return {
+        "scores": json.loads(scores.read_text())["models"],
+        "tune": {k: v for k, v in json.loads(best.read_text()).items() if k != "trials"},
+        "promotion": json.loads(decision.read_text()),
+        "artifacts": str(artifacts),
+    }
+
+
+def _only(paths) -> Path:
+    found = sorted(paths)
+    if len(found) != 1:
+        raise ResumoError(f"expected one output, found {len(found)}: {found}")
+    return found[0]

@@ -1,0 +1,167 @@
+"""Model references: hub ids, paths, `s3://` prefixes and the bundled tiny models.
+
+Everything loads through `from_pretrained(resolve(ref))`, exactly as in
+production. `tiny:qwen2` and `tiny:bert` are built here, deterministically,
+from the bundled Portuguese corpus, because our build and CI machines reach no
+model hub. They are tiny and random: no quality claim is made from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from resumo import storage
+from resumo.errors import ConfigError
+
+TINY_MODELS = ("tiny:qwen2", "tiny:bert")
+# Bump when the builders below change, so caches of old builds are not reused.
+TINY_BUILD_VERSION = "2"
+
+# Qwen2.5's chat template, minus tool calling; its default system prompt is kept
+# so prompts are shaped (and as long) as the real student's.
+QWEN_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    "{%- endif %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
+)
+QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RESUMO_CACHE", Path.home() / ".cache" / "resumo"))
+
+
+def resolve(ref: str) -> str:
+    """A local path or hub id that `from_pretrained` accepts."""
+    if ref in TINY_MODELS:
+        return str(_tiny_model(ref.removeprefix("tiny:")))
+    if ref.startswith("tiny:"):
+        raise ConfigError(f"model {ref!r} is not a bundled tiny model; use one of {list(TINY_MODELS)}")
+    if ref.startswith("s3://"):
+        local = cache_dir() / "s3" / hashlib.sha256(ref.encode()).hexdigest()[:16]
+        if not (local / "config.json").exists():
+            storage.download(ref, local)
+        return str(local)
+    return ref.removeprefix("file://")
+
+
+def _tiny_model(kind: str) -> Path:
+    from resumo import wiki
+
+    corpus = wiki.bundled_dump_path().read_bytes()
+    digest = hashlib.sha256(corpus + TINY_BUILD_VERSION.encode()).hexdigest()[:12]
+    target = cache_dir() / "tiny" / f"{kind}-{digest}"
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename: parallel test workers never see half a model.
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{kind}-"))
+    try:
+        texts = list(wiki.bundled_texts())
+        (_build_tiny_qwen2 if kind == "qwen2" else _build_tiny_bert)(texts, staging)
+        (staging / "RESUMO_TINY_MODEL.json").write_text(
+            json.dumps({"model": f"tiny:{kind}", "note": "tiny random model for tests; not for quality claims", "corpus_sha256": digest})
+        )
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first; its build is identical
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _build_tiny_qwen2(texts: list[str], out: Path) -> None:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    from resumo.prompts import PROMPTS
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=4096, special_tokens=QWEN_SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    # The prompt templates are part of every training example: give them good merges.
+    bpe.train_from_iterator(texts + [p.template for p in PROMPTS.values()], trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=QWEN_SPECIAL_TOKENS[1:]
+    )
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    tokenizer.model_max_length = 8192
+    tokenizer.save_pretrained(out)
+
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,  # as Qwen2.5-0.5B
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    _pretrain(model, tokenizer, texts)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id], pad_token_id=tokenizer.pad_token_id, do_sample=False
+    )
+    model.save_pretrained(out)
+
+
+def _pretrain(model, tokenizer, texts: list[str], steps: int = 300, block: int = 128, batch: int = 16) -> None:
+    """A few hundred steps of next-token prediction on the corpus.
+
+    A freshly initialised model's tied embeddings bound its logits near uniform
+    (loss stuck at log(vocab)), and a frozen random base leaves LoRA nothing to
+    adapt. Like a real base model, this one has seen Portuguese but never a
+    summary, so tuning has something to learn and something to build on.
+    """
+    import torch
+
+    ids = [i for text in texts for i in tokenizer(text + tokenizer.pad_token)["input_ids"]]
+    blocks = torch.tensor(ids[: len(ids) // block * block]).view(-1, block)
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        sample = blocks[torch.randint(len(blocks), (batch,), generator=generator)]
+        model(input_ids=sample, labels=sample).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+def _build_tiny_bert(texts: list[str], out: Path) -> None:
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    wordpiece = BertWordPieceTokenizer(lowercase=False, strip_accents=False)  # cased, like mBERT
+    wordpiece.train_from_iterator(texts, vocab_size=4096, show_progress=False)
+    vocab = out / "vocab.txt"
+    out.mkdir(parents=True, exist_ok=True)
+    vocab.write_text("\n".join(t for t, _ in sorted(wordpiece.get_vocab().items(), key=lambda kv: kv[1])) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=False, strip_accents=False, model_max_length=512)
+    tokenizer.save_pretrained(out)
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=512
+    )
+    BertModel(config).save_pretrained(out)

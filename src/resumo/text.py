@@ -1,0 +1,54 @@
+"""Portuguese text helpers shared by the teacher, scoring and scraping."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Abbreviations after which a period does not end a sentence (lowercased, without the period).
+ABBREVIATIONS = frozenset(
+    """sr sra srs sras dr dra drs dras prof profa eng arq gen cel cap ten sgto pe fr d dom sto sta
+    av r pç lg trav n nº no núm pág págs p pp cf ex etc vol vols ed eds séc sécs a.c d.c aprox
+    jan fev mar abr mai jun jul ago set out nov dez km kg cm mm hab lda ltda cia s.a fig figs op cit
+    i.e e.g vs""".split()
+)
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'»”)]*\s+(?=[\"'«“(]?[A-ZÀ-ÖØ-Þ0-9])")
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split Portuguese prose into sentences, keeping abbreviations ('Sr.', 'séc.') and initials intact."""
+    sentences: list[str] = []
+    for paragraph in re.split(r"\n\s*\n|\n", text):
+        start = 0
+        for match in _SENTENCE_END.finditer(paragraph):
+            candidate = paragraph[start : match.start()].rstrip()
+            last_word = candidate.rsplit(None, 1)[-1] if candidate else ""
+            stem = last_word.rstrip(".!?…\"'»”)").lower()
+            # A period after an abbreviation or a single letter (an initial) is not a sentence end.
+            if last_word.endswith(".") and (stem in ABBREVIATIONS or (len(stem) == 1 and stem.isalpha())):
+                continue
+            sentences.append(paragraph[start : match.end()].strip())
+            start = match.end()
+        tail = paragraph[start:].strip()
+        if tail:
+            sentences.append(tail)
+    return [s for s in sentences if s]
+
+
+def words(text: str) -> list[str]:
+    """Whitespace-separated words, the unit of the original study's word counts."""
+    return text.split()
+
+
+def unicode_tokens(text: str) -> list[str]:
+    """NFC, lowercase, maximal runs of Unicode letters or digits: 'Ação-2024' -> ['ação', '2024']."""
+    return _WORD.findall(unicodedata.normalize("NFC", text).lower())
+
+
+class UnicodeTokenizer:
+    """A `rouge_score` tokenizer that keeps accented letters (its default drops them)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return unicode_tokens(text)

@@ -1,0 +1,133 @@
+"""MediaWiki XML dumps and wikitext: stream pages with mwxml, clean with mwparserfromhell."""
+
+from __future__ import annotations
+
+import bz2
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote
+from xml.etree.ElementTree import ParseError
+
+import mwparserfromhell
+from mwparserfromhell.nodes import Comment, ExternalLink, Heading, Tag, Template, Wikilink
+
+from resumo.errors import DataError
+
+BUNDLED_DUMP = "ptwiki-sample-pages-articles.xml"
+
+DISAMBIGUATION_TEMPLATES = {"desambiguação", "desambiguacao", "desambig", "dab", "disambig"}
+# Sections after which an article has no prose worth summarising.
+TRAILING_SECTIONS = {"referências", "referencias", "notas", "ligações externas", "links externos", "ver também", "bibliografia", "fontes", "leitura adicional", "notas e referências"}
+NON_TEXT_LINK_PREFIXES = ("ficheiro:", "arquivo:", "imagem:", "file:", "image:", "categoria:", "category:", "media:")
+# Tags whose content is not prose: references, tables, formulas, galleries.
+DROPPED_TAGS = {"ref", "references", "table", "math", "gallery", "timeline", "imagemap", "syntaxhighlight", "score", "chem", "graph", "templatestyles"}
+
+
+@dataclass(frozen=True)
+class Page:
+    page_id: int
+    revid: int
+    title: str
+    namespace: int
+    redirect: bool
+    wikitext: str
+    url: str
+
+
+def bundled_dump_path() -> Path:
+    return Path(str(resources.files("resumo.data").joinpath(BUNDLED_DUMP)))
+
+
+def iter_pages(path: str | Path) -> Iterator[Page]:
+    """Stream every page of a pages-articles dump (.xml or .bz2) in constant memory."""
+    import mwxml
+
+    path = Path(path)
+    opener = bz2.open if path.suffix == ".bz2" else open
+    n = 0
+    try:
+        with opener(path, "rb") as f:
+            dump = mwxml.Dump.from_file(f)
+            base = _article_base_url(dump.site_info.base)
+            for page in dump:
+                revision = next(iter(page), None)
+                n += 1
+                yield Page(
+                    page_id=page.id,
+                    revid=revision.id if revision else 0,
+                    title=page.title,
+                    namespace=page.namespace,
+                    redirect=page.redirect is not None,
+                    wikitext=(revision.text or "") if revision else "",
+                    url=base + quote(page.title.replace(" ", "_")),
+                )
+    except (ParseError, EOFError, OSError, ValueError) as err:
+        raise DataError(f"dump {path} is malformed after {n} pages: {err}; check the file is a complete MediaWiki XML export") from None
+
+
+def _article_base_url(site_base: str | None) -> str:
+    # siteinfo/base is the main page's URL, e.g. https://pt.wikipedia.org/wiki/Wikipédia:Página_principal
+    if site_base and "/wiki/" in site_base:
+        return site_base.split("/wiki/", 1)[0] + "/wiki/"
+    return "https://pt.wikipedia.org/wiki/"
+
+
+def is_disambiguation(wikitext: str) -> bool:
+    code = mwparserfromhell.parse(wikitext)
+    return any(_template_name(t) in DISAMBIGUATION_TEMPLATES for t in code.filter_templates(recursive=False))
+
+
+def clean_wikitext(wikitext: str) -> str:
+    """Plain prose: templates, infoboxes, references, tables, files and categories removed,
+    link text kept, headings and trailing sections (Referências, Ligações externas) dropped,
+    paragraphs separated by blank lines, Unicode NFC."""
+    code = mwparserfromhell.parse(wikitext)
+    for section in code.get_sections(levels=[2]):
+        heading = section.filter_headings(recursive=False)[0]
+        if heading.title.strip_code().strip().lower() in TRAILING_SECTIONS:
+            _remove(code, section)
+    for node in code.filter(recursive=True, forcetype=(Template, Comment, Tag, Wikilink, ExternalLink, Heading)):
+        if isinstance(node, (Template, Comment, Heading)):
+            _remove(code, node)
+        elif isinstance(node, Tag) and str(node.tag).lower() in DROPPED_TAGS:
+            _remove(code, node)
+        elif isinstance(node, Wikilink) and str(node.title).strip().lower().startswith(NON_TEXT_LINK_PREFIXES):
+            _remove(code, node)
+    text = code.strip_code(normalize=True, collapse=True)
+    return _tidy(unicodedata.normalize("NFC", text))
+
+
+def bundled_texts() -> Iterator[str]:
+    """Clean texts of the bundled corpus's articles (to train the tiny tokenizers)."""
+    for page in iter_pages(bundled_dump_path()):
+        if page.namespace == 0 and not page.redirect:
+            text = clean_wikitext(page.wikitext)
+            if text:
+                yield text
+
+
+def _template_name(template: Template) -> str:
+    return str(template.name).strip().lower().replace("_", " ")
+
+
+def _remove(code, node) -> None:
+    try:
+        code.remove(node)
+    except ValueError:  # already gone with a removed parent
+        pass
+
+
+def _tidy(text: str) -> str:
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text):
+        lines = [re.sub(r"[ \t\u00a0]+", " ", line).strip() for line in block.splitlines()]
+        # List items and leftover markup fragments become their own short lines; keep prose lines.
+        kept = [line.lstrip("*#:; ").strip() for line in lines]
+        kept = [line for line in kept if line and not re.fullmatch(r"[\W_]+", line)]
+        if kept:
+            paragraphs.append(re.sub(r"\s+([,.;:!?)])", r"\1", " ".join(kept)).replace("( ", "("))
+    return "\n\n".join(paragraphs)
