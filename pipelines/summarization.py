@@ -20,7 +20,7 @@ GPU = "nvidia.com/gpu"
 
 def build(cfg: PipelineConfig):
     """The pipeline function, its parameters defaulting to `cfg` (already validated)."""
-    defaults = cfg.model_dump()
+    defaults = cfg.stage_parameters()
     gpu_teacher = cfg.distill.teacher.backend in ("vllm", "transformers")
 
     @dsl.pipeline(name="resumo", description="Fine-tune a small language model to summarise Portuguese (LoRA, distilled targets).")

@@ -15,7 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import urlparse
 
 from resumo.errors import StorageError
@@ -47,8 +47,7 @@ def parse(uri: str | Path) -> Location:
 
 def join(prefix: str | Path, key: str) -> str:
     """`prefix/key`, refusing keys that would escape the prefix (`..`, absolute paths)."""
-    parts = PurePosixPath(key).parts
-    if not key or key.startswith("/") or "\\" in key or any(p in ("..", ".") for p in parts):
+    if not key or key.startswith("/") or "\\" in key or any(part in ("..", ".") for part in key.split("/")):
         raise StorageError(f"key {key!r} would escape prefix {str(prefix)!r}; use a relative key without '..'")
     return f"{str(prefix).rstrip('/')}/{key}"
 

@@ -23,6 +23,8 @@ DISAMBIGUATION_TEMPLATES = {"desambiguação", "desambiguacao", "desambig", "dab
 # Sections after which an article has no prose worth summarising.
 TRAILING_SECTIONS = {"referências", "referencias", "notas", "ligações externas", "links externos", "ver também", "bibliografia", "fontes", "leitura adicional", "notas e referências"}
 NON_TEXT_LINK_PREFIXES = ("ficheiro:", "arquivo:", "imagem:", "file:", "image:", "categoria:", "category:", "media:")
+# Inline templates that wrap prose: keep the text, drop the wrapper ({{nowrap|25 de abril de 1974}}).
+INLINE_TEXT_TEMPLATES = {"nowrap": 1, "nobr": 1, "lang": 2, "smallcaps": 1, "versalete": 1}
 # Tags whose content is not prose: references, tables, formulas, galleries.
 DROPPED_TAGS = {"ref", "references", "table", "math", "gallery", "timeline", "imagemap", "syntaxhighlight", "score", "chem", "graph", "templatestyles"}
 
@@ -86,6 +88,8 @@ def clean_wikitext(wikitext: str) -> str:
     link text kept, headings and trailing sections (Referências, Ligações externas) dropped,
     paragraphs separated by blank lines, Unicode NFC."""
     code = mwparserfromhell.parse(wikitext)
+    for template in code.filter_templates(recursive=True):
+        _unwrap_inline(code, template)
     for section in code.get_sections(levels=[2]):
         heading = section.filter_headings(recursive=False)[0]
         if heading.title.strip_code().strip().lower() in TRAILING_SECTIONS:
@@ -112,6 +116,16 @@ def bundled_texts() -> Iterator[str]:
 
 def _template_name(template: Template) -> str:
     return str(template.name).strip().lower().replace("_", " ")
+
+
+def _unwrap_inline(code, template: Template) -> None:
+    name = _template_name(template)
+    position = INLINE_TEXT_TEMPLATES.get(name, 1 if name.startswith("lang-") else None)
+    if position is not None and template.has(position):
+        try:
+            code.replace(template, str(template.get(position).value))
+        except ValueError:  # inside a template already replaced
+            pass
 
 
 def _remove(code, node) -> None:

@@ -1,0 +1,74 @@
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Tiny models are built once per checkout and shared by every test and worker.
+os.environ.setdefault("RESUMO_CACHE", str(ROOT / ".cache" / "resumo"))
+# Nothing in the tests may reach a model hub: fail fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 HTTP endpoint on loopback (moto's server mode)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint, monkeypatch):
+    """Environment pointing boto3 at the loopback endpoint, and a fresh bucket."""
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    bucket = f"resumo-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}"
+
+
+@pytest.fixture(scope="session")
+def smoke_config():
+    from resumo.config import load_config
+
+    return load_config("smoke")
+
+
+@pytest.fixture(scope="session")
+def articles_dir(tmp_path_factory, smoke_config):
+    """The bundled corpus scraped once for the session."""
+    from resumo import scrape
+
+    out = tmp_path_factory.mktemp("articles")
+    scrape.run(smoke_config.scrape, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pairs_dir(tmp_path_factory, smoke_config, articles_dir):
+    from resumo import distill
+
+    out = tmp_path_factory.mktemp("pairs")
+    distill.run(smoke_config.distill, articles_dir, out)
+    return out
