@@ -20,18 +20,18 @@ from resumo.errors import ConfigError
 
 TINY_MODELS = ("tiny:qwen2", "tiny:bert")
 # Bump when the builders below change, so caches of old builds are not reused.
-TINY_BUILD_VERSION = "2"
+TINY_BUILD_VERSION = "3"
 
 # Qwen2.5's chat template, minus tool calling; its default system prompt is kept
 # so prompts are shaped (and as long) as the real student's.
 QWEN_CHAT_TEMPLATE = (
     "{%- for message in messages %}"
     "{%- if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    "{{ '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}"
     "{%- endif %}"
-    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{%- endif %}"
 )
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 

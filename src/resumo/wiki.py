@@ -47,6 +47,7 @@ def bundled_dump_path() -> Path:
 def iter_pages(path: str | Path) -> Iterator[Page]:
     """Stream every page of a pages-articles dump (.xml or .bz2) in constant memory."""
     import mwxml
+    from mwxml.errors import MalformedXML
 
     path = Path(path)
     opener = bz2.open if path.suffix == ".bz2" else open
@@ -67,7 +68,7 @@ def iter_pages(path: str | Path) -> Iterator[Page]:
                     wikitext=(revision.text or "") if revision else "",
                     url=base + quote(page.title.replace(" ", "_")),
                 )
-    except (ParseError, EOFError, OSError, ValueError) as err:
+    except (ParseError, MalformedXML, EOFError, OSError, ValueError) as err:
         raise DataError(f"dump {path} is malformed after {n} pages: {err}; check the file is a complete MediaWiki XML export") from None
 
 

@@ -1,0 +1,37 @@
+# resumo: `make run` and `make test` install what they need on first use.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Tiny models are built once per checkout, here (git-ignored).
+export RESUMO_CACHE ?= $(CURDIR)/.cache/resumo
+# No model hub is reachable from our build machines: fail fast instead of waiting on it.
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install run test compile lint clean
+
+install: $(STAMP)
+
+# torch first and alone: pip takes the CPU build of 2.13.0 where one lies on disk,
+# then everything else resolves against the pinned constraints.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+run: install  ## the whole pipeline on kfp.local: smoke profile, bundled corpus, tiny models
+	$(BIN)/resumo run --profile smoke
+
+test: install  ## the test suite (unit, contract, local pipeline)
+	$(BIN)/python -c "from resumo import models; [models.resolve(m) for m in models.TINY_MODELS]"  # once, not per test worker
+	$(BIN)/pytest -n 2 --dist loadgroup -q
+
+compile: install  ## the full pipeline for a cluster
+	$(BIN)/resumo compile --profile full --output resumo-pipeline.yaml
+
+clean:
+	rm -rf $(VENV) .cache runs resumo-pipeline.yaml
