@@ -16,6 +16,8 @@ import math
 import random
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,25 +172,17 @@ def _load_tokenizer(ref: str):
     return AutoTokenizer.from_pretrained(models.resolve(ref))
 
 
-class _local_dump:
+@contextmanager
+def _local_dump(uri: str) -> Iterator[Path]:
     """The dump as a local file: the bundled corpus, a path, or a download from s3://."""
-
-    def __init__(self, uri: str):
-        self.uri = uri
-        self._tmp: tempfile.TemporaryDirectory | None = None
-
-    def __enter__(self) -> Path:
-        if self.uri == "bundled":
-            return wiki.bundled_dump_path()
-        loc = storage.parse(self.uri)
-        if loc.scheme == "file":
-            path = Path(loc.key)
-            if not path.is_file():
-                raise DataError(f"scrape.dump = {self.uri!r} does not exist; give a pages-articles XML or .bz2 path, or `bundled`")
-            return path
-        self._tmp = tempfile.TemporaryDirectory(prefix="resumo-dump-")
-        return storage.download(self.uri, Path(self._tmp.name) / Path(loc.key).name)
-
-    def __exit__(self, *exc) -> None:
-        if self._tmp:
-            self._tmp.cleanup()
+    if uri == "bundled":
+        yield wiki.bundled_dump_path()
+        return
+    loc = storage.parse(uri)
+    if loc.scheme == "file":
+        if not Path(loc.key).is_file():
+            raise DataError(f"scrape.dump = {uri!r} does not exist; give a pages-articles XML or .bz2 path, or `bundled`")
+        yield Path(loc.key)
+        return
+    with tempfile.TemporaryDirectory(prefix="resumo-dump-") as tmp:
+        yield storage.download(uri, Path(tmp) / Path(loc.key).name)

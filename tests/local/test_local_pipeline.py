@@ -12,7 +12,7 @@ from resumo.config import load_config
 @pytest.mark.xdist_group("local-pipeline")
 def test_smoke_pipeline_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = load_config("smoke", ["score.max_samples=8"])
+    cfg = load_config("smoke", ["score.max_samples=8", "train.epochs=2", "train.eval_samples=4"])
     summary_path = local.run(cfg, tmp_path / "runs")
     summary = json.loads(summary_path.read_text())
 
