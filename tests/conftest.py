@@ -12,6 +12,8 @@ os.environ.setdefault("RESUMO_CACHE", str(ROOT / ".cache" / "resumo"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Two test workers on two cores: one thread each, or torch oversubscribes and slows to a crawl.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ from resumo.errors import ConfigError
 
 TINY_MODELS = ("tiny:qwen2", "tiny:bert")
 # Bump when the builders below change, so caches of old builds are not reused.
-TINY_BUILD_VERSION = "3"
+TINY_BUILD_VERSION = "4"
 
 # Qwen2.5's chat template, minus tool calling; its default system prompt is kept
 # so prompts are shaped (and as long) as the real student's.
@@ -124,13 +124,14 @@ def _build_tiny_qwen2(texts: list[str], out: Path) -> None:
     model.save_pretrained(out)
 
 
-def _pretrain(model, tokenizer, texts: list[str], steps: int = 300, block: int = 128, batch: int = 16) -> None:
+def _pretrain(model, tokenizer, texts: list[str], steps: int = 400, block: int = 128, batch: int = 16) -> None:
     """A few hundred steps of next-token prediction on the corpus.
 
     A freshly initialised model's tied embeddings bound its logits near uniform
     (loss stuck at log(vocab)), and a frozen random base leaves LoRA nothing to
-    adapt. Like a real base model, this one has seen Portuguese but never a
-    summary, so tuning has something to learn and something to build on.
+    adapt. Half of each batch repeats its first half, the classic way to grow
+    induction heads: like a real base model, this one can copy from its context
+    (which extractive targets need) and has seen Portuguese, but never a summary.
     """
     import torch
 
@@ -140,7 +141,9 @@ def _pretrain(model, tokenizer, texts: list[str], steps: int = 300, block: int =
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(steps):
-        sample = blocks[torch.randint(len(blocks), (batch,), generator=generator)]
+        sample = blocks[torch.randint(len(blocks), (batch,), generator=generator)].clone()
+        half = block // 2
+        sample[batch // 2 :, half:] = sample[batch // 2 :, :half]
         model(input_ids=sample, labels=sample).loss.backward()
         optimizer.step()
         optimizer.zero_grad()

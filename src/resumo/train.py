@@ -100,6 +100,7 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path):
         use_cpu=not cuda,
         eval_strategy="epoch",
         save_strategy="epoch",
+        save_total_limit=2,  # the last checkpoint to resume from, and one in case it is half-written
         logging_steps=1,
         report_to="none",
         seed=cfg.seed,
