@@ -106,10 +106,8 @@ def score(
     """Score models on the test split.  Example: resumo score --pairs runs/pairs --model base=tiny:qwen2 --model tuned=runs/model/adapter --out runs/score"""
     from resumo import score as stage
 
-    refs = dict(_name_ref(m) for m in model)
-    scores = stage.run(_config(profile, sets).score, pairs, refs, out)
+    stage.run(_config(profile, sets).score, pairs, dict(_name_ref(m) for m in model), out)
     typer.echo((out / "report.md").read_text())
-    del scores
 
 
 @app.command()
