@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test compile lint clean
+.PHONY: install run test bench compile lint clean
 
 install: $(STAMP)
 
@@ -29,6 +29,12 @@ run: install  ## the whole pipeline on kfp.local: smoke profile, bundled corpus,
 test: install  ## the test suite (unit, contract, local pipeline)
 	$(BIN)/python -c "from resumo import models; [models.resolve(m) for m in models.TINY_MODELS]"  # once, not per test worker
 	$(BIN)/pytest -n 2 --dist loadgroup -q
+
+# Each tests/bench/bench_*.py is a script: a ratio against a baseline measured in the
+# same run, printed as a table and written to runs/bench/NAME.json. One: make bench BENCH=scrape
+BENCH ?= *
+bench: install  ## benchmarks (ratios against a baseline in the same run)
+	@set -e; for script in tests/bench/bench_$(BENCH).py; do echo "== $$script"; $(BIN)/python $$script; done
 
 compile: install  ## the full pipeline for a cluster
 	$(BIN)/resumo compile --profile full --output resumo-pipeline.yaml
