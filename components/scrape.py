@@ -5,8 +5,11 @@ from resumo.components import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def scrape(config: dict, articles: Output[Dataset], metrics: Output[Metrics]):
-    """Collect and clean Wikipedia articles into train/val/test Parquet (see `resumo scrape`)."""
+def scrape(config: dict, articles: Output[Dataset], metrics: Output[Metrics], run_date: str = ""):
+    """Collect and clean Wikipedia articles into train/val/test Parquet (see `resumo scrape`).
+
+    `run_date` is part of KFP's cache key only: a run on a new day scrapes again, a rerun the same day reuses.
+    """
     from resumo import scrape
     from resumo.config import ScrapeConfig, validate
 

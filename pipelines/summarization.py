@@ -3,9 +3,16 @@
 Compiled for a cluster with `resumo compile --output resumo.yaml` and run on a
 laptop, as this same function, with `resumo run` (kfp.local). Parameters are the
 validated config, one dict per stage, so the UI shows them grouped by stage.
+
+The KFP UI lists a pipeline's parameters in the order the compiled spec keeps
+them, which is alphabetical (the compiler sorts keys; the run form iterates
+them). So each parameter name starts with its step number: `s1_scrape` ...
+`s6_promote` read in pipeline order, `s0_run_date` comes first and the GPU
+settings (`s9_gpu_*`) last. Cross-cutting settings (caching, retries, GPU
+requests, secrets) are small functions below, applied per task.
 """
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from resumo.components.distill import distill
 from resumo.components.promote import promote
@@ -15,44 +22,109 @@ from resumo.components.train import train
 from resumo.components.tune import tune
 from resumo.config import PipelineConfig
 
-GPU = "nvidia.com/gpu"
+# A transient failure (S3 throttling, a teacher endpoint restarting, a hub 5xx) is
+# retried after 1, 2, 4 minutes; a bug fails three times within 10 minutes.
+RETRIES = {"num_retries": 3, "backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
 
 
 def build(cfg: PipelineConfig):
     """The pipeline function, its parameters defaulting to `cfg` (already validated)."""
     defaults = cfg.stage_parameters()
+    gpu = cfg.cluster.gpu
     gpu_teacher = cfg.distill.teacher.backend in ("vllm", "transformers")
 
-    @dsl.pipeline(name="resumo", description="Fine-tune a small language model to summarise Portuguese (LoRA, distilled targets).")
+    @dsl.pipeline(
+        name=cfg.cluster.pipeline_name,
+        description="Fine-tune a small language model to summarise Portuguese (LoRA, distilled targets).",
+        pipeline_root=cfg.cluster.pipeline_root,
+    )
     def resumo(
-        scrape_config: dict = defaults["scrape"],
-        distill_config: dict = defaults["distill"],
-        tune_config: dict = defaults["tune"],
-        train_config: dict = defaults["train"],
-        score_config: dict = defaults["score"],
-        promote_config: dict = defaults["promote"],
+        s0_run_date: str = "",
+        s1_scrape: dict = defaults["scrape"],
+        s2_distill: dict = defaults["distill"],
+        s3_tune: dict = defaults["tune"],
+        s4_train: dict = defaults["train"],
+        s5_score: dict = defaults["score"],
+        s6_promote: dict = defaults["promote"],
+        s9_gpu_accelerator: str = gpu.accelerator,
+        s9_gpu_count: int = gpu.count,
+        s9_gpu_cpu: str = gpu.cpu,
+        s9_gpu_memory: str = gpu.memory,
+        s9_gpu_tolerations: list = gpu.tolerations,
+        s9_gpu_node_selector: dict = gpu.node_selector,
     ):
+        """Args:
+        s0_run_date: The day the run reads the world as of (YYYY-MM-DD). Keys scrape's cache, so a
+            new date re-scrapes and a rerun the same day reuses; `resumo schedule` sets it to the
+            scheduled day and `resumo submit` to today.
+        s1_scrape ... s6_promote: each stage's config (`resumo config -p full` shows them).
+        s9_gpu_*: what every GPU task requests and where it may run.
+        """
+        scrape_config, distill_config, tune_config = s1_scrape, s2_distill, s3_tune
+        train_config, score_config, promote_config = s4_train, s5_score, s6_promote
+        on_gpu = _GpuRequest(s9_gpu_accelerator, s9_gpu_count, s9_gpu_cpu, s9_gpu_memory, s9_gpu_tolerations, s9_gpu_node_selector)
+        secrets = cfg.cluster.secrets
+
         # 1. Articles from the dump, cleaned and split by article.
-        articles = scrape(config=scrape_config).set_display_name("scrape")
-        # 2. The teacher's summaries: the student's targets.
+        articles = scrape(config=scrape_config, run_date=s0_run_date).set_display_name("scrape")
+        _talks_to_network(_with_s3(articles, secrets))
+        # 2. The teacher's summaries: the student's targets. Its cache key holds today's
+        #    articles, and the teacher cache in S3 makes a rerun distil only new revisions.
         pairs = distill(config=distill_config, articles=articles.outputs["articles"]).set_display_name("distill")
+        _talks_to_network(_with_model_hub(_with_openai(_with_s3(pairs, secrets), secrets), secrets))
         if gpu_teacher:
-            _on_gpu(pairs)
+            _on_gpu(pairs, on_gpu)
         # 3. Search LoRA hyperparameters on the validation split.
-        search = _on_gpu(tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune"))
+        search = _on_gpu(tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune"), on_gpu)
+        _with_model_hub(_with_s3(search, secrets), secrets)
         # 4. Train the student with the best hyperparameters.
         tuned = _on_gpu(
-            train(config=train_config, params=search.outputs["best_params"], pairs=pairs.outputs["pairs"]).set_display_name("train")
+            train(config=train_config, params=search.outputs["best_params"], pairs=pairs.outputs["pairs"]).set_display_name("train"), on_gpu
         )
+        _with_model_hub(_with_s3(tuned, secrets), secrets)
         # 5. Untuned against tuned student on the test split.
         scores = score(
             config=score_config, train_config=train_config, pairs=pairs.outputs["pairs"], model=tuned.outputs["model"]
         ).set_display_name("score")
-        # 6. Publish if it beats production.
-        promote(config=promote_config, model=tuned.outputs["model"], scores=scores.outputs["scores"]).set_display_name("promote")
+        _talks_to_network(_with_model_hub(_with_openai(_with_s3(scores, secrets), secrets), secrets))
+        # 6. Publish if it beats production. Never cached: production may have moved since.
+        published = promote(config=promote_config, model=tuned.outputs["model"], scores=scores.outputs["scores"]).set_display_name("promote")
+        _talks_to_network(_with_s3(published, secrets)).set_caching_options(enable_caching=False)
 
     return resumo
 
 
-def _on_gpu(task):
-    return task.set_accelerator_type(GPU).set_accelerator_limit(1)
+class _GpuRequest:
+    """The s9_gpu_* pipeline parameters, applied together to each GPU task."""
+
+    def __init__(self, accelerator, count, cpu, memory, tolerations, node_selector):
+        self.accelerator, self.count, self.cpu, self.memory = accelerator, count, cpu, memory
+        self.tolerations, self.node_selector = tolerations, node_selector
+
+
+def _on_gpu(task, gpu: _GpuRequest):
+    task.set_accelerator_type(gpu.accelerator).set_accelerator_limit(gpu.count)
+    task.set_cpu_request(gpu.cpu).set_memory_request(gpu.memory)
+    kubernetes.add_toleration_json(task, gpu.tolerations)
+    kubernetes.add_node_selector_json(task, gpu.node_selector)
+    return task
+
+
+def _talks_to_network(task):
+    return task.set_retry(**RETRIES)
+
+
+def _with_s3(task, secrets):
+    # The dump, the teacher cache, Katib trial data and the registry live in S3.
+    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
+    return kubernetes.use_secret_as_env(task, secrets.s3, {key: key for key in keys})
+
+
+def _with_model_hub(task, secrets):
+    # Optional: public models need no token, and a missing Secret must not stop the pod.
+    return kubernetes.use_secret_as_env(task, secrets.hub, {"HF_TOKEN": "HF_TOKEN"}, optional=True)
+
+
+def _with_openai(task, secrets):
+    return kubernetes.use_secret_as_env(task, secrets.openai, {"OPENAI_API_KEY": "OPENAI_API_KEY"}, optional=True)
+

@@ -175,6 +175,42 @@ class PromoteConfig(Section):
     min_improvement: float = Field(0.0, ge=0, description="The candidate is promoted only if metric > production's + this.")
 
 
+# --- cluster ----------------------------------------------------------------
+
+
+class GpuConfig(Section):
+    accelerator: str = Field("nvidia.com/gpu", description="Extended resource a GPU task requests (`nvidia.com/gpu`, `amd.com/gpu`); a pipeline parameter, so a run can pick another.")
+    count: int = Field(1, ge=1, le=16, description="GPUs per GPU task (train, tune trials, a vLLM teacher). The 8B teacher and the 0.5B student each fit one 80 GB GPU.")
+    cpu: str = Field("8", pattern=r"^\d+(\.\d+)?m?$", description="CPU request of a GPU task, Kubernetes quantity (`8`, `500m`): tokenisation and data loading run beside the GPU.")
+    memory: str = Field("48Gi", pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$", description="Memory request of a GPU task, Kubernetes quantity: loading an 8B teacher in bf16 needs about 16 GB of host memory, with headroom.")
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        description="Pod tolerations of GPU tasks (Kubernetes Toleration objects); the default tolerates the taint GPU node pools usually carry.",
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels a GPU task must run on, e.g. {'nvidia.com/gpu.product': 'NVIDIA-H100-80GB-HBM3'}; empty: any GPU node.")
+
+
+class SecretsConfig(Section):
+    s3: str = Field("resumo-s3", description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL, set as environment on every task (see manifests/).")
+    hub: str = Field("resumo-hf", description="Secret with HF_TOKEN for gated hub models (Llama); optional: a task starts without it.")
+    openai: str = Field("resumo-openai", description="Secret with OPENAI_API_KEY for an OpenAI-compatible teacher or judge; optional: a task starts without it.")
+
+
+class ClusterConfig(Section):
+    """Where and how the pipeline runs on Kubeflow; not passed to any stage."""
+
+    host: str | None = Field(None, description="KFP API endpoint (https://kubeflow.example.com/pipeline); None: the in-cluster service or the kubeconfig's cluster through the API server proxy.")
+    namespace: str | None = Field(None, description="Kubeflow profile namespace of multi-user deployments; None for single-user KFP.")
+    experiment: str = Field("resumo", description="Experiment that runs and recurring runs are filed under in the UI.")
+    pipeline_name: str = Field("resumo", description="Pipeline name in the UI; each submit uploads a new version of it.")
+    pipeline_root: str | None = Field(None, pattern=r"^(s3|gs|minio|file)://.+", description="Where KFP keeps artifacts (s3://bucket/prefix); None: the namespace's `kfp-launcher` ConfigMap default (manifests/).")
+    token_env: str = Field("KF_PIPELINES_TOKEN", description="Environment variable holding a bearer token for the KFP API; unset or empty: in-cluster service-account token, then kubeconfig.")
+    kube_context: str | None = Field(None, description="kubeconfig context used when neither a token nor an in-cluster token is found; None: the current context.")
+    service_account: str | None = Field(None, description="Kubernetes service account the run's pods use; None: the namespace's pipeline runner (manifests/ binds the Katib launcher role to it).")
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
+
+
 # --- pipeline ---------------------------------------------------------------
 
 
@@ -185,6 +221,7 @@ class PipelineConfig(Section):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
 
     def stage_parameters(self) -> dict[str, dict[str, Any]]:
@@ -193,8 +230,8 @@ class PipelineConfig(Section):
         A None is left out, which brings back the field's default; that is only
         faithful where the default is None too, so check the round trip.
         """
-        params = self.model_dump(mode="json", exclude_none=True)
-        if PipelineConfig.model_validate(params) != self:
+        params = self.model_dump(mode="json", exclude_none=True, exclude={"cluster"})
+        if PipelineConfig.model_validate({**params, "cluster": self.cluster}) != self:
             raise ConfigError("a field set to None has a non-None default, which a KFP parameter cannot express; set it to a value")
         return params
 

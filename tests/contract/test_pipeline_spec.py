@@ -1,4 +1,4 @@
-"""The compiled pipeline: tasks, edges, GPU requests and parameters."""
+"""The compiled pipeline: tasks, edges, GPU requests, caching, retries, secrets and parameters."""
 
 import pytest
 import yaml
@@ -8,6 +8,8 @@ from resumo.config import load_config
 from resumo.pipelines.summarization import build
 
 STAGES = ["scrape", "distill", "tune", "train", "score", "promote"]
+GPU_STAGES = ["distill", "tune", "train"]
+NETWORK_STAGES = ["scrape", "distill", "score", "promote"]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,7 @@ def compiled(tmp_path_factory):
 def test_compiled_pipeline_loads_back_with_the_six_stages(compiled):
     loaded = components.load_component_from_file(str(compiled))
     assert loaded.name == "resumo"
-    spec = yaml.safe_load(compiled.read_text())
+    spec = next(_spec(compiled))
     tasks = spec["root"]["dag"]["tasks"]
     assert sorted(tasks) == sorted(STAGES)
     deps = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
@@ -36,28 +38,104 @@ def test_compiled_pipeline_loads_back_with_the_six_stages(compiled):
     }
 
 
+def _spec(path):
+    return yaml.safe_load_all(path.read_text())
+
+
 def test_gpu_requests_on_distill_tune_and_train(compiled):
-    spec = yaml.safe_load(compiled.read_text())
+    spec, platform = _spec(compiled)
     executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for stage in STAGES:
         resources = executors[f"exec-{stage}"]["container"].get("resources", {})
-        accelerator = resources.get("accelerator", {})
-        if stage in ("distill", "tune", "train"):
-            assert accelerator.get("resourceType") == "nvidia.com/gpu" and accelerator.get("resourceCount") == "1", stage
+        if stage in GPU_STAGES:
+            # Type, count, CPU and memory come from the s9_gpu_* pipeline parameters.
+            assert "s9_gpu_accelerator" in resources["accelerator"]["resourceType"], stage
+            assert "s9_gpu_count" in resources["accelerator"]["resourceCount"], stage
+            assert "s9_gpu_cpu" in resources["resourceCpuRequest"] and "s9_gpu_memory" in resources["resourceMemoryRequest"], stage
+            assert k8s[f"exec-{stage}"]["tolerations"] == [{"tolerationJson": {"componentInputParameter": "s9_gpu_tolerations"}}], stage
+            assert k8s[f"exec-{stage}"]["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "s9_gpu_node_selector"}}, stage
         else:
-            assert not accelerator, stage
+            assert not resources.get("accelerator"), stage
+            assert "tolerations" not in k8s[f"exec-{stage}"] and "nodeSelector" not in k8s[f"exec-{stage}"], stage
+
+
+def test_gpu_defaults_come_from_the_cluster_config(tmp_path):
+    from kfp import compiler
+
+    path = tmp_path / "p.yaml"
+    cfg = load_config("full", ["cluster.gpu.count=2", "cluster.gpu.node_selector={pool: h100}"])
+    compiler.Compiler().compile(build(cfg), str(path))
+    params = next(_spec(path))["root"]["inputDefinitions"]["parameters"]
+    assert params["s9_gpu_count"]["defaultValue"] == 2
+    assert params["s9_gpu_accelerator"]["defaultValue"] == "nvidia.com/gpu"
+    assert params["s9_gpu_node_selector"]["defaultValue"] == {"pool": "h100"}
+    assert params["s9_gpu_tolerations"]["defaultValue"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_caching_is_keyed_on_the_run_date_and_off_for_promote(compiled):
+    tasks = next(_spec(compiled))["root"]["dag"]["tasks"]
+    caching = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, task in tasks.items()}
+    # Deterministic given their inputs; promote reads production, which moves between runs.
+    assert caching == {"scrape": True, "distill": True, "tune": True, "train": True, "score": True, "promote": False}
+    # scrape's cache key holds the run date, so a new day scrapes again; distill's holds scrape's output.
+    assert tasks["scrape"]["inputs"]["parameters"]["run_date"] == {"componentInputParameter": "s0_run_date"}
+    assert tasks["distill"]["inputs"]["artifacts"]["articles"]["taskOutputArtifact"]["producerTask"] == "scrape"
+
+
+def test_retries_on_the_stages_that_talk_to_the_network(compiled):
+    tasks = next(_spec(compiled))["root"]["dag"]["tasks"]
+    for stage in STAGES:
+        policy = tasks[stage].get("retryPolicy")
+        if stage in NETWORK_STAGES:
+            assert policy["maxRetryCount"] == 3 and policy["backoffDuration"] == "60s", stage
+        else:  # hours on a GPU: a failure there is rarely transient
+            assert policy is None, stage
+
+
+def test_secrets_are_environment_by_name(compiled):
+    _, platform = _spec(compiled)
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for stage in STAGES:
+        secrets = {s["secretName"]: s for s in k8s[f"exec-{stage}"]["secretAsEnv"]}
+        s3 = secrets["resumo-s3"]
+        assert {e["envVar"] for e in s3["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"}
+        assert not s3["optional"]
+        if stage in ("distill", "tune", "train", "score"):
+            assert secrets["resumo-hf"]["optional"] and secrets["resumo-hf"]["keyToEnv"] == [{"envVar": "HF_TOKEN", "secretKey": "HF_TOKEN"}]
+        if stage in ("distill", "score"):
+            assert secrets["resumo-openai"]["keyToEnv"] == [{"envVar": "OPENAI_API_KEY", "secretKey": "OPENAI_API_KEY"}]
+
+
+def test_pipeline_root_is_configurable(compiled, tmp_path):
+    from kfp import compiler
+
+    path = tmp_path / "p.yaml"
+    compiler.Compiler().compile(build(load_config("full", ["cluster.pipeline_root=s3://ml/resumo"])), str(path))
+    assert next(_spec(path))["defaultPipelineRoot"] == "s3://ml/resumo"
+    # Unset, the namespace's kfp-launcher ConfigMap decides (manifests/).
+    assert "defaultPipelineRoot" not in next(_spec(compiled))
+
+
+def test_parameters_read_in_pipeline_order(compiled):
+    # The UI lists parameters alphabetically; the step-number prefixes make that pipeline order.
+    params = next(_spec(compiled))["root"]["inputDefinitions"]["parameters"]
+    names = list(params)
+    assert names == sorted(names)
+    stages = [n for n in names if n[:2] in {f"s{i}" for i in range(1, 7)}]
+    assert stages == ["s1_scrape", "s2_distill", "s3_tune", "s4_train", "s5_score", "s6_promote"]
+    assert names[0] == "s0_run_date" and all(n.startswith("s9_gpu_") for n in names[len(stages) + 1 :])
 
 
 def test_parameters_default_to_the_validated_profile(compiled):
-    spec = yaml.safe_load(compiled.read_text())
-    params = spec["root"]["inputDefinitions"]["parameters"]
-    assert sorted(params) == sorted(f"{s}_config" for s in STAGES)
-    assert params["train_config"]["defaultValue"]["lora"]["r"] == 64
-    assert params["distill_config"]["defaultValue"]["teacher"]["backend"] == "vllm"
+    params = next(_spec(compiled))["root"]["inputDefinitions"]["parameters"]
+    assert params["s4_train"]["defaultValue"]["lora"]["r"] == 64
+    assert params["s2_distill"]["defaultValue"]["teacher"]["backend"] == "vllm"
+    assert "cluster" not in params["s1_scrape"]["defaultValue"]
 
 
 def test_components_run_in_our_images_without_installing_kfp(compiled):
-    spec = yaml.safe_load(compiled.read_text())
+    spec = next(_spec(compiled))
     for stage in STAGES:
         container = spec["deploymentSpec"]["executors"][f"exec-{stage}"]["container"]
         assert "/resumo-" in container["image"]
@@ -69,6 +147,6 @@ def test_extractive_teacher_needs_no_gpu(tmp_path):
 
     path = tmp_path / "smoke.yaml"
     compiler.Compiler().compile(build(load_config("smoke")), str(path))
-    executors = yaml.safe_load(path.read_text())["deploymentSpec"]["executors"]
+    executors = next(_spec(path))["deploymentSpec"]["executors"]
     assert "accelerator" not in executors["exec-distill"]["container"].get("resources", {})
-    assert executors["exec-train"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
+    assert "s9_gpu_count" in executors["exec-train"]["container"]["resources"]["accelerator"]["resourceCount"]
