@@ -170,6 +170,115 @@ def compile_pipeline(
     typer.echo(f"compiled pipeline -> {output}")
 
 
+# Where to find Kubeflow: sugar for --set cluster.host=... etc., so they validate with the rest.
+Host = Annotated[str | None, typer.Option("--host", help="KFP API URL, e.g. https://kubeflow.example.com/pipeline (cluster.host); unset: in-cluster, then kubeconfig.")]
+Namespace = Annotated[str | None, typer.Option("--namespace", help="Kubeflow profile namespace (cluster.namespace); unset for single-user KFP.")]
+Experiment = Annotated[str | None, typer.Option("--experiment", help="Experiment to file runs under (cluster.experiment).")]
+TokenEnv = Annotated[str | None, typer.Option("--token-env", help="Environment variable with a bearer token (cluster.token_env, default KF_PIPELINES_TOKEN).")]
+
+
+def _cluster_config(profile: str, sets: list[str] | None, host, namespace, experiment, token_env):
+    flags = {"host": host, "namespace": namespace, "experiment": experiment, "token_env": token_env}
+    return _config(profile, (sets or []) + [f"cluster.{key}={value}" for key, value in flags.items() if value is not None])
+
+
+@app.command()
+def submit(
+    host: Host = None,
+    namespace: Namespace = None,
+    experiment: Experiment = None,
+    token_env: TokenEnv = None,
+    run_name: Annotated[str | None, typer.Option(help="Run name in the UI; default: pipeline name and run date.")] = None,
+    run_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD the run reads the world as of; default: today (UTC).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", help="Poll the run until it ends, printing state changes.")] = False,
+    profile: Profile = "full",
+    sets: Sets = None,
+) -> None:
+    """Compile, upload as a new pipeline version and run it on Kubeflow.  Example: resumo submit --host https://kubeflow.example.com/pipeline --set train.lora.r=16"""
+    from resumo import cluster
+
+    cfg = _cluster_config(profile, sets, host, namespace, experiment, token_env)
+    if run_date is not None:
+        _check_date(run_date)
+    client = cluster.connect(cfg.cluster)
+    submitted = cluster.submit(cfg, run_name, run_date, client=client)
+    typer.echo(f"run {submitted.run_id}: {submitted.url}")
+    if follow:
+        for line in cluster.follow(cfg.cluster, client, submitted.run_id):
+            typer.echo(line)
+
+
+@app.command()
+def runs(
+    host: Host = None,
+    namespace: Namespace = None,
+    experiment: Experiment = None,
+    token_env: TokenEnv = None,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="Most recent runs to list.")] = 10,
+    follow: Annotated[str | None, typer.Option("--follow", help="RUN_ID to poll until it ends, printing state changes.")] = None,
+    interval: Annotated[float, typer.Option(min=0, help="Seconds between polls with --follow.")] = 30,
+    profile: Profile = "full",
+    sets: Sets = None,
+) -> None:
+    """List the experiment's runs, or follow one.  Example: resumo runs --host https://kubeflow.example.com/pipeline --follow RUN_ID"""
+    from resumo import cluster
+
+    cfg = _cluster_config(profile, sets, host, namespace, experiment, token_env)
+    client = cluster.connect(cfg.cluster)
+    if follow:
+        for line in cluster.follow(cfg.cluster, client, follow, interval=interval):
+            typer.echo(line)
+        return
+    for run in cluster.list_runs(cfg.cluster, client, limit):
+        typer.echo(f"{run.created_at:16}  {run.state:10}  {run.name}  {run.url}")
+
+
+@app.command()
+def schedule(
+    cron: Annotated[str | None, typer.Option("--cron", help='Six fields, seconds first, UTC: "0 0 3 * * 1" is Mondays 03:00.')] = None,
+    name: Annotated[str | None, typer.Option(help="Recurring run name in the UI; default: '<pipeline> retrain'.")] = None,
+    list_all: Annotated[bool, typer.Option("--list", help="List the experiment's recurring runs.")] = False,
+    delete: Annotated[str | None, typer.Option("--delete", help="RECURRING_RUN_ID to delete.")] = None,
+    host: Host = None,
+    namespace: Namespace = None,
+    experiment: Experiment = None,
+    token_env: TokenEnv = None,
+    profile: Profile = "full",
+    sets: Sets = None,
+) -> None:
+    """Create (--cron), list (--list) or delete (--delete ID) recurring retrains.  Example: resumo schedule --host https://kubeflow.example.com/pipeline --cron '0 0 3 * * 1'"""
+    from resumo import cluster
+    from resumo.errors import ConfigError
+
+    if sum([cron is not None, list_all, delete is not None]) != 1:
+        raise ConfigError("give exactly one of --cron, --list or --delete ID")
+    cfg = _cluster_config(profile, sets, host, namespace, experiment, token_env)
+    if cron is not None:
+        cron = cluster.validate_cron(cron)  # before connecting: a bad cron sends nothing
+    client = cluster.connect(cfg.cluster)
+    if list_all:
+        for job in cluster.list_schedules(cfg.cluster, client):
+            trigger = job.trigger.cron_schedule.cron if job.trigger and job.trigger.cron_schedule else ""
+            typer.echo(f"{job.recurring_run_id}  {job.status or '':8}  {trigger:15}  {job.display_name}")
+    elif delete is not None:
+        cluster.delete_schedule(cfg.cluster, client, delete)
+        typer.echo(f"deleted recurring run {delete}")
+    else:
+        job = cluster.schedule(cfg, cron, name, client=client)
+        typer.echo(f"recurring run {job.recurring_run_id}: {cron!r} (UTC), one at a time, no catch-up")
+
+
+def _check_date(text: str) -> None:
+    from datetime import date
+
+    from resumo.errors import ConfigError
+
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--run-date {text!r} is not a date; use YYYY-MM-DD, e.g. 2026-01-31") from None
+
+
 @app.command("run")
 def run_local(
     profile: Profile = "smoke",
