@@ -10,7 +10,17 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test bench compile lint clean
+.PHONY: install run test bench compile lint clean images
+
+# Image registry and tag for `make images` and `make compile`; components/__init__.py reads
+# them as RESUMO_IMAGE_PREFIX / RESUMO_IMAGE_TAG (unset: ghcr.io/resumo-ml and the version).
+ifdef REGISTRY
+export RESUMO_IMAGE_PREFIX := $(REGISTRY)
+endif
+ifdef TAG
+export RESUMO_IMAGE_TAG := $(TAG)
+endif
+DOCKER ?= docker
 
 install: $(STAMP)
 
@@ -38,6 +48,14 @@ bench: install  ## benchmarks (ratios against a baseline in the same run)
 
 compile: install  ## the full pipeline for a cluster
 	$(BIN)/resumo compile --profile full --output resumo-pipeline.yaml
+
+# The names come from components/__init__.py (IMAGES), so the pipeline runs what was pushed.
+images:  ## build and push images/{cpu,train,vllm}.Dockerfile with one tag: make images REGISTRY=... TAG=...
+	@set -e; python3 -c 'import runpy; [print(f, i) for f, i in runpy.run_path("components/__init__.py")["IMAGES"].items()]' \
+	| while read flavour image; do \
+		$(DOCKER) build --file images/$$flavour.Dockerfile --tag $$image . ; \
+		$(DOCKER) push $$image ; \
+	done
 
 clean:
 	rm -rf $(VENV) .cache runs resumo-pipeline.yaml
