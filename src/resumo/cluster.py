@@ -169,15 +169,20 @@ def schedule(cfg: PipelineConfig, cron: str, name: str | None = None, client=Non
     each run's `s0_run_date` set to its scheduled day."""
     cron = validate_cron(cron)
     cluster = cfg.cluster
+    name = name or f"{cluster.pipeline_name} retrain"
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_to(cfg, Path(tmp) / "resumo.yaml")
         client = client or connect(cluster)
+        # Two schedules of one name would both retrain and promote; changing one is delete + create.
+        for job in list_schedules(cluster, client):
+            if job.display_name == name:
+                raise ResumoError(f"a recurring run named {name!r} exists ({job.recurring_run_id}); delete it first: resumo schedule --delete {job.recurring_run_id}")
         with _api_errors(cluster):
             experiment_id = _experiment_id(client, cluster)
             pipeline_id, version_id = _upload(client, cluster, package)
             return client.create_recurring_run(
                 experiment_id=experiment_id,
-                job_name=name or f"{cluster.pipeline_name} retrain",
+                job_name=name,
                 description=f"resumo recurring retrain, cron {cron!r} (UTC)",
                 cron_expression=cron,
                 # A retrain takes hours; a second one at once would compete for the same GPUs

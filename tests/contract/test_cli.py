@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["config", "scrape", "distill", "train", "tune", "score", "summarize", "promote", "compile", "run"]
+COMMANDS = ["config", "scrape", "distill", "train", "tune", "score", "summarize", "promote", "compile", "run", "submit", "runs", "schedule"]
 
 
 def resumo(*args):

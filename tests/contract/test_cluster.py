@@ -86,6 +86,10 @@ def test_schedule_creates_lists_and_deletes_a_recurring_retrain(kfp_api):
     assert job["runtime_config"]["parameters"] == {"s0_run_date": "[[ScheduledTime.2006-01-02]]"}
     assert job["pipeline_version_reference"]["pipeline_version_id"] in kfp_api.state.versions
 
+    again = resumo("schedule", "--host", kfp_api.url, "--cron", "0 0 4 * * 1", "--name", "weekly")
+    assert isinstance(again.exception, ResumoError) and f"resumo schedule --delete {job['recurring_run_id']}" in str(again.exception)
+    assert len(kfp_api.state.recurring_runs) == 1
+
     listed = resumo("schedule", "--host", kfp_api.url, "--list")
     assert job["recurring_run_id"] in listed.output and "0 0 3 * * 1" in listed.output and "weekly" in listed.output
     deleted = resumo("schedule", "--host", kfp_api.url, "--delete", job["recurring_run_id"])
