@@ -194,7 +194,7 @@ def submit(
     profile: Profile = "full",
     sets: Sets = None,
 ) -> None:
-    """Compile, upload as a new pipeline version and run it on Kubeflow.  Example: resumo submit --host https://kubeflow.example.com/pipeline --set train.lora.r=16"""
+    """Run on Kubeflow: compile, upload a version, start it.  Example: resumo submit --host https://kubeflow.example.com/pipeline --set train.lora.r=16"""
     from resumo import cluster
 
     cfg = _cluster_config(profile, sets, host, namespace, experiment, token_env)
