@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test bench compile lint clean images
+.PHONY: install run test bench compile lint clean images submit schedule
 
 # Image registry and tag for `make images` and `make compile`; components/__init__.py reads
 # them as RESUMO_IMAGE_PREFIX / RESUMO_IMAGE_TAG (unset: ghcr.io/resumo-ml and the version).
@@ -54,6 +54,15 @@ bench: install  ## benchmarks (ratios against a baseline in the same run)
 
 compile: install  ## the full pipeline for a cluster
 	$(BIN)/resumo compile --profile full --output resumo-pipeline.yaml
+
+# On Kubeflow: make submit HOST=https://kubeflow.example.com/pipeline [NAMESPACE=...] [SET="train.lora.r=16 ..."]
+CLUSTER_FLAGS = --host $(HOST) $(if $(NAMESPACE),--namespace $(NAMESPACE)) $(foreach s,$(SET),--set $(s))
+submit: install  ## compile, upload and run the full pipeline on Kubeflow
+	$(BIN)/resumo submit $(CLUSTER_FLAGS)
+
+CRON ?= 0 0 3 * * 1
+schedule: install  ## a recurring retrain: make schedule HOST=... CRON="0 0 3 * * 1" (six fields, seconds first, UTC)
+	$(BIN)/resumo schedule $(CLUSTER_FLAGS) --cron "$(CRON)"
 
 # The names come from components/__init__.py (IMAGES), so the pipeline runs what was pushed.
 images:  ## build and push images/{cpu,train,vllm}.Dockerfile with one tag: make images REGISTRY=... TAG=...
