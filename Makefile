@@ -56,7 +56,7 @@ compile: install  ## the full pipeline for a cluster
 	$(BIN)/resumo compile --profile full --output resumo-pipeline.yaml
 
 # On Kubeflow: make submit HOST=https://kubeflow.example.com/pipeline [NAMESPACE=...] [SET="train.lora.r=16 ..."]
-CLUSTER_FLAGS = --host $(HOST) $(if $(NAMESPACE),--namespace $(NAMESPACE)) $(foreach s,$(SET),--set $(s))
+CLUSTER_FLAGS = $(if $(HOST),--host $(HOST)) $(if $(NAMESPACE),--namespace $(NAMESPACE)) $(foreach s,$(SET),--set $(s))
 submit: install  ## compile, upload and run the full pipeline on Kubeflow
 	$(BIN)/resumo submit $(CLUSTER_FLAGS)
 
