@@ -189,6 +189,20 @@ class GpuConfig(Section):
     )
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels a GPU task must run on, e.g. {'nvidia.com/gpu.product': 'NVIDIA-H100-80GB-HBM3'}; empty: any GPU node.")
 
+    @field_validator("tolerations")
+    @classmethod
+    def _kubernetes_tolerations(cls, tolerations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # Kubernetes would refuse these only when the pod is created, hours into a run.
+        for t in tolerations:
+            unknown = set(t) - {"key", "operator", "value", "effect", "tolerationSeconds"}
+            if unknown:
+                raise ValueError(f"{sorted(unknown)} are not Toleration fields; use key, operator, value, effect, tolerationSeconds")
+            if t.get("operator", "Equal") not in ("Equal", "Exists"):
+                raise ValueError(f"operator {t['operator']!r} must be Equal or Exists")
+            if t.get("effect", "") not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
+                raise ValueError(f"effect {t['effect']!r} must be NoSchedule, PreferNoSchedule or NoExecute")
+        return tolerations
+
 
 class SecretsConfig(Section):
     s3: str = Field("resumo-s3", description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL, set as environment on every task (see manifests/).")

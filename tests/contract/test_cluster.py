@@ -62,6 +62,8 @@ def test_a_second_submit_is_a_new_version_of_the_same_pipeline(kfp_api):
         (["submit", "--set", "train.lora.r=0"], "train.lora.r = 0: Input should be greater than or equal to 1"),
         (["submit", "--set", "cluster.pipeline_root=bucket/x"], "cluster.pipeline_root = 'bucket/x'"),
         (["submit", "--run-date", "yesterday"], "--run-date 'yesterday' is not a date"),
+        (["submit", "--set", "cluster.gpu.tolerations=[{key: gpu, operator: Maybe}]"], "operator 'Maybe' must be Equal or Exists"),
+        (["submit", "--set", "cluster.gpu.memory=lots"], "cluster.gpu.memory = 'lots'"),
         (["schedule", "--cron", "0 3 * * 1"], "has 5 fields; KFP needs six fields, seconds first"),
         (["schedule", "--cron", "0 0 3 * * 8"], "is not valid"),
         (["schedule", "--cron", "0 0 0 31 2 *"], "never fires"),
