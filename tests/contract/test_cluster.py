@@ -24,7 +24,7 @@ def resumo(*args):
     return CliRunner().invoke(app, list(args), catch_exceptions=True)
 
 
-def uploaded_spec(api, request):
+def uploaded_spec(request):
     return next(yaml.safe_load_all(request.body["uploadfile"]))
 
 
@@ -36,7 +36,7 @@ def test_submit_uploads_the_validated_pipeline_and_prints_the_run_url(kfp_api):
 
     (upload,) = kfp_api.state.of("POST", "/pipelines/upload")
     assert upload.query["name"] == "resumo"
-    spec = uploaded_spec(kfp_api, upload)
+    spec = uploaded_spec(upload)
     assert spec["root"]["inputDefinitions"]["parameters"]["s4_train"]["defaultValue"]["lora"]["r"] == 16
     # The run refers to the uploaded version and passes only the run date; the rest are its defaults.
     (version,) = kfp_api.state.versions.values()
@@ -121,7 +121,7 @@ def test_follow_polls_until_the_run_ends_and_prints_each_change(kfp_api):
     run_id = cluster.submit(cfg, client=client).run_id
     waits = []
     lines = list(cluster.follow(cfg.cluster, client, run_id, interval=7, sleep=waits.append))
-    assert lines == [f"  scrape: PENDING", f"run {run_id}: PENDING", f"  scrape: RUNNING", f"run {run_id}: RUNNING", "  scrape: SUCCEEDED", f"run {run_id}: SUCCEEDED"]
+    assert lines == ["  scrape: PENDING", f"run {run_id}: PENDING", "  scrape: RUNNING", f"run {run_id}: RUNNING", "  scrape: SUCCEEDED", f"run {run_id}: SUCCEEDED"]
     assert waits == [7, 7, 7]  # four polls, a wait between each
 
 
@@ -144,3 +144,11 @@ def test_api_refusals_and_unreachable_hosts_are_one_line_errors(kfp_api):
     down = load_config("full", [f"cluster.host=http://127.0.0.1:{free_port()}"])
     with pytest.raises(ResumoError, match="cannot reach KFP at http://127.0.0.1"):
         cluster.submit(down)
+
+
+def test_compile_refuses_an_invalid_value_and_writes_nothing(tmp_path):
+    out = tmp_path / "resumo.yaml"
+    result = resumo("compile", "--output", str(out), "--set", "cluster.gpu.count=0")
+    assert isinstance(result.exception, ConfigError)
+    assert "cluster.gpu.count = 0: Input should be greater than or equal to 1" in str(result.exception)
+    assert not out.exists()

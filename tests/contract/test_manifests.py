@@ -108,15 +108,13 @@ def test_recurring_run_job_creates_the_schedule_through_the_kfp_api(rendered, mo
     assert source.service_account_token.audience == "pipelines.kubeflow.org"
     assert container.volume_mounts[0].mount_path == "/var/run/secrets/kubeflow/pipelines"
 
-    # Run the Job's own command line against a KFP API on loopback.
-    args = list(container.args)
-    args[args.index("--host") + 1] = None
+    # Run the Job's own command line against a KFP API on loopback (single-user: no namespace).
+    assert container.command == ["resumo", "schedule"]
+    flags = dict(zip(container.args[::2], container.args[1::2]))
+    assert flags.pop("--namespace") == "$(NAMESPACE)" and container.env[0].value_from.field_ref.field_path == "metadata.namespace"
     with KfpApiServer() as api:
-        args[args.index(None)] = api.url
-        args = [a.replace("$(NAMESPACE)", "") for a in args]
-        del args[args.index("--namespace") : args.index("--namespace") + 2]
-        assert container.command == ["resumo", "schedule"]
-        result = CliRunner().invoke(app, ["schedule", *args])
+        flags["--host"] = api.url
+        result = CliRunner().invoke(app, ["schedule", *[word for pair in flags.items() for word in pair]])
         assert result.exit_code == 0, result.output
         (created,) = api.state.recurring_runs.values()
     assert created["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
