@@ -89,7 +89,7 @@ def build(cfg: PipelineConfig):
         _talks_to_network(_with_model_hub(_with_openai(_with_s3(scores, secrets), secrets), secrets))
         # 6. Publish if it beats production. Never cached: production may have moved since.
         published = promote(config=promote_config, model=tuned.outputs["model"], scores=scores.outputs["scores"]).set_display_name("promote")
-        _talks_to_network(_with_s3(published, secrets)).set_caching_options(enable_caching=False)
+        _never_cached(_talks_to_network(_with_s3(published, secrets)))
 
     return resumo
 
@@ -108,6 +108,11 @@ def _on_gpu(task, gpu: _GpuRequest):
     kubernetes.add_toleration_json(task, gpu.tolerations)
     kubernetes.add_node_selector_json(task, gpu.node_selector)
     return task
+
+
+def _never_cached(task):
+    # KFP caches every task on its inputs by default; that is right for all but promote.
+    return task.set_caching_options(enable_caching=False)
 
 
 def _talks_to_network(task):
