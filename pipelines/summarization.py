@@ -8,6 +8,7 @@ validated config, one dict per stage, so the UI shows them grouped by stage.
 from kfp import dsl
 
 from resumo.components.distill import distill
+from resumo.components.katib import tune as katib_tune
 from resumo.components.promote import promote
 from resumo.components.score import score
 from resumo.components.scrape import scrape
@@ -38,8 +39,12 @@ def build(cfg: PipelineConfig):
         pairs = distill(config=distill_config, articles=articles.outputs["articles"]).set_display_name("distill")
         if gpu_teacher:
             _on_gpu(pairs)
-        # 3. Search LoRA hyperparameters on the validation split.
-        search = _on_gpu(tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune"))
+        # 3. Search LoRA hyperparameters on the validation split: a Katib Experiment on a cluster
+        #    (the launcher on CPU, each trial a GPU pod), else an optuna study in the task itself.
+        if cfg.tune.backend == "katib":
+            search = katib_tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune")
+        else:
+            search = _on_gpu(tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune"))
         # 4. Train the student with the best hyperparameters.
         tuned = _on_gpu(
             train(config=train_config, params=search.outputs["best_params"], pairs=pairs.outputs["pairs"]).set_display_name("train")

@@ -75,6 +75,8 @@ def experiment(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, name: st
     """The Experiment as the JSON the API server takes, built with the Katib SDK models."""
     from kubeflow_katib_api import models as k
 
+    # KFP's default MinIO pipeline root names its artifacts minio://; to boto3 in the trial it is S3.
+    pairs_uri = "s3://" + pairs_uri.removeprefix("minio://") if pairs_uri.startswith("minio://") else pairs_uri
     if storage.parse(pairs_uri).scheme != "s3":
         raise ConfigError(f"pairs {pairs_uri!r}: Katib trial pods cannot read a local folder; give the s3:// URI of the distill output")
     parameters = [_parameter_spec(name_, getattr(cfg.space, name_)) for name_ in cfg.search]

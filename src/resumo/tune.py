@@ -38,11 +38,11 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir:
     import optuna
 
     out_dir = Path(out_dir)
-    study = optuna.create_study(direction="maximize", sampler=_sampler(cfg))
+    study = optuna.create_study(direction="maximize", sampler=sampler(cfg))
     trials: list[dict] = []
 
     def objective(trial) -> float:
-        params = train_params({name: _suggest(trial, name, getattr(cfg.space, name)) for name in cfg.search})
+        params = suggest(trial, cfg)
         result = train.run(apply_params(train_cfg, params), pairs_dir, out_dir / f"trial-{trial.number:03d}")
         score = result.metrics[cfg.objective]
         trials.append({"trial": trial.number, "params": params, **result.metrics})
@@ -58,6 +58,11 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir:
         json.dumps({"params": result.best_params, cfg.objective: result.best_score, "adapter": str(result.best_adapter), "trials": trials}, indent=2)
     )
     return result
+
+
+def suggest(trial, cfg: TuneConfig) -> dict:
+    """The trial's values for the searched entries of the space, as dotted train.* overrides."""
+    return train_params({name: _suggest(trial, name, getattr(cfg.space, name)) for name in cfg.search})
 
 
 def train_params(assignments: dict) -> dict:
@@ -85,7 +90,8 @@ def _suggest(trial, name: str, entry: ParamRange):
     return trial.suggest_float(name, entry.low, entry.high, log=entry.log)
 
 
-def _sampler(cfg: TuneConfig):
+def sampler(cfg: TuneConfig):
+    """optuna's sampler for Katib's algorithm name."""
     import optuna
 
     if cfg.algorithm == "grid":

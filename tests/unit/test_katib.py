@@ -170,3 +170,40 @@ def test_a_trial_command_trains_reports_metrics_and_writes_its_adapter(s3, pairs
     meta = json.loads(storage.read_text(f"{adapter}/{generation.MODEL_META}"))
     assert meta["lora"]["r"] == 16 and meta["base_model"] == "tiny:qwen2"  # the trial's value over the pipeline's config
     assert json.loads(storage.read_text(f"{s3}/tune/{trial}/metrics.json"))["metrics"]["rougeLsum"] == pytest.approx(float(reported["rougeLsum"]), abs=1e-6)
+
+
+def resumo(*args):
+    return subprocess.run([sys.executable, "-c", "from resumo.cli import main; main()", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_dry_run_writes_the_experiment_yaml(schema_errors, tmp_path):
+    out = tmp_path / "k8s" / "experiment.yaml"
+    done = resumo("tune", "--backend", "katib", "--dry-run", "--pairs", PAIRS, "--out", str(out), "-p", "full", "--set", "tune.algorithm=random")
+    assert done.returncode == 0, done.stderr
+    exp = yaml.safe_load(out.read_text())
+    assert schema_errors(exp) == []
+    assert exp["spec"]["algorithm"]["algorithmName"] == "random" and exp["metadata"]["name"] in done.stdout
+    # Without Katib, a dry run has nothing to render; with local pairs, trial pods could not read them.
+    for args, error in [((), "add --backend katib"), (("--backend", "katib", "--pairs", "runs/pairs"), "cannot read a local folder")]:
+        done = resumo("tune", "--dry-run", "--pairs", PAIRS, "--out", str(tmp_path / "x.yaml"), *args)
+        assert done.returncode == 2 and error in done.stderr.splitlines()[-1] and "Traceback" not in done.stderr
+    assert not (tmp_path / "x.yaml").exists()
+
+
+@pytest.mark.parametrize(("backend", "image", "gpu"), [("katib", "resumo-cpu", False), ("optuna", "resumo-train", True)])
+def test_the_pipeline_launches_katib_or_runs_optuna_as_its_tune_task(tmp_path, backend, image, gpu):
+    from kfp import compiler
+
+    from resumo.pipelines.summarization import build
+
+    path = tmp_path / "resumo.yaml"
+    compiler.Compiler().compile(build(load_config("full", [f"tune.backend={backend}"])), str(path))
+    spec = yaml.safe_load(path.read_text())
+    container = spec["deploymentSpec"]["executors"]["exec-tune"]["container"]
+    assert f"/{image}:" in container["image"]
+    assert ("accelerator" in container.get("resources", {})) == gpu
+    source = " ".join(container["command"] + container.get("args", []))
+    assert ("katib.run(" in source) == (backend == "katib")
+    outputs = spec["components"]["comp-tune"]["outputDefinitions"]["parameters"]
+    assert set(outputs) == {"best_params", "best_adapter"}
+    assert spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]["params"]["taskOutputParameter"]["producerTask"] == "tune"
