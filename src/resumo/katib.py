@@ -283,6 +283,8 @@ def wait(api, name: str, namespace: str, *, timeout_s: float, poll_s: float) -> 
             errors = 0
         except (ApiException, HTTPError) as err:
             status_code = getattr(err, "status", None)
+            if status_code == 404:
+                raise KatibError(f"Katib Experiment {namespace}/{name} disappeared while the launcher waited for it (deleted?)") from None
             if isinstance(err, ApiException) and status_code is not None and status_code < 500:
                 raise _api_error(err, f"read Experiment {namespace}/{name}") from None
             errors += 1
@@ -413,7 +415,7 @@ def _current_condition(status: dict) -> dict | None:
 
 
 def _progress(status: dict) -> str:
-    counts = {k: status.get(f"trials{k.capitalize()}", 0) for k in ("succeeded", "running", "failed", "earlyStopped")}
+    counts = {k: status.get(f"trials{k[0].upper()}{k[1:]}", 0) for k in ("succeeded", "running", "failed", "earlyStopped")}
     return f"{status.get('trials', 0)} trials (" + ", ".join(f"{v} {k}" for k, v in counts.items()) + ")"
 
 

@@ -8,6 +8,7 @@ plays each created Experiment through Katib's conditions, one step per read:
     failed:    Created -> Running -> Failed (max failed trials reached)
     stuck:     Created -> Running, forever (the launcher's timeout)
     flaky:     as succeeded, but the second read answers 503 (a restarting API server)
+    deleted:   Created -> Running -> gone (someone deleted it)
 
 `experiment_validator(schemas)` builds a JSON Schema from the Katib CRD and the
 Katib API's swagger definitions in ../shared/schemas; given to the server it
@@ -27,7 +28,7 @@ from pathlib import Path
 import yaml
 
 PATH = re.compile(r"^/apis/kubeflow\.org/v1beta1/namespaces/(?P<ns>[^/]+)/experiments(?:/(?P<name>[^/?]+))?/?(?:\?.*)?$")
-PLAYS = ("succeeded", "failed", "stuck", "flaky")
+PLAYS = ("succeeded", "failed", "stuck", "flaky", "deleted")
 BEST_METRICS = {"rougeLsum": "0.4123", "eval_loss": "1.2345"}
 
 
@@ -91,6 +92,9 @@ class KubeAPI:
             self.flaked.add((ns, name))
             return _status(503, "ServiceUnavailable", "the server is currently unable to handle the request")
         self.reads[(ns, name)] = step + 1
+        if self.play == "deleted" and step == 2:
+            del self.experiments[(ns, name)]
+            return _status(404, "NotFound", f'experiments.kubeflow.org "{name}" not found')
         obj["status"] = _status_at(obj, self.play, step)
         obj["metadata"]["resourceVersion"] = str(step + 2)
         return 200, obj

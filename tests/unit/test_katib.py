@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resumo import generation, katib, storage
+from resumo import generation, katib, storage, tables
 from resumo.config import load_config
 from resumo.errors import ConfigError
 from tests.servers import kube_api
@@ -146,7 +146,8 @@ def test_local_pairs_are_refused():
 def test_a_trial_command_trains_reports_metrics_and_writes_its_adapter(s3, pairs_dir, tmp_path):
     """The rendered trial, run as Katib runs it: parameters substituted, the StdOut collector's redirect appended."""
     cfg = load_config("smoke", ["train.epochs=1", "train.eval_samples=2", "train.max_new_tokens=4", f"tune.katib.output={s3}/tune"])
-    storage.upload(pairs_dir, f"{s3}/pairs")
+    for split, rows in [("train", 4), ("val", 2)]:  # one optimizer step: the test is about the plumbing
+        tables.write_split(tables.read_split(pairs_dir, split).head(rows), f"{s3}/pairs", split)
     exp = katib.experiment(cfg.tune, cfg.train, f"{s3}/pairs", "resumo-1a2b3c", "team-a")
     trial = "resumo-1a2b3c-x7k2p9qd"
     text = json.dumps(exp["spec"]["trialTemplate"]["trialSpec"])

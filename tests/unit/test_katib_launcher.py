@@ -84,6 +84,12 @@ def test_a_transient_api_error_while_waiting_is_retried(cfg, validator):
         assert sum(1 for m, *_ in api.requests if m == "GET") == 4  # one 503 among them
 
 
+def test_an_experiment_deleted_while_waiting_is_a_clear_error(cfg, validator):
+    with _api("deleted", validator) as api:
+        with pytest.raises(katib.KatibError, match="disappeared while the launcher waited"):
+            katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client())
+
+
 def test_an_experiment_katib_refuses_is_reported_with_its_reason(cfg, validator):
     cfg.tune.max_trials = 5
     body = katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-bad000", "team-a")
