@@ -75,11 +75,14 @@ def experiment(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, name: st
     """The Experiment as the JSON the API server takes, built with the Katib SDK models."""
     from kubeflow_katib_api import models as k
 
+    from resumo.tune import grid_size
+
     # KFP's default MinIO pipeline root names its artifacts minio://; to boto3 in the trial it is S3.
     pairs_uri = "s3://" + pairs_uri.removeprefix("minio://") if pairs_uri.startswith("minio://") else pairs_uri
     if storage.parse(pairs_uri).scheme != "s3":
         raise ConfigError(f"pairs {pairs_uri!r}: Katib trial pods cannot read a local folder; give the s3:// URI of the distill output")
     parameters = [_parameter_spec(name_, getattr(cfg.space, name_)) for name_ in cfg.search]
+    max_trials = min(cfg.max_trials, grid_size(cfg)) if cfg.algorithm == "grid" else cfg.max_trials
     spec = k.V1beta1ExperimentSpec(
         objective=k.V1beta1ObjectiveSpec(
             type="maximize",
@@ -90,9 +93,11 @@ def experiment(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, name: st
         ),
         algorithm=k.V1beta1AlgorithmSpec(algorithm_name=cfg.algorithm, algorithm_settings=_algorithm_settings(cfg)),
         early_stopping=_early_stopping(cfg),
-        parallel_trial_count=cfg.parallel_trials,
-        max_trial_count=cfg.max_trials,
-        max_failed_trial_count=cfg.max_failed_trials,
+        # Katib's webhook refuses more parallel (or failed) trials than trials, and a grid
+        # suggestion refuses more trials than grid points.
+        parallel_trial_count=min(cfg.parallel_trials, max_trials),
+        max_trial_count=max_trials,
+        max_failed_trial_count=min(cfg.max_failed_trials, max_trials),
         parameters=parameters,
         metrics_collector_spec=k.V1beta1MetricsCollectorSpec(
             collector=k.V1beta1CollectorSpec(kind="StdOut"),

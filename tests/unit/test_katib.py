@@ -89,7 +89,7 @@ def test_the_search_space_renders_as_katib_parameters():
 
 
 def test_only_the_searched_entries_vary_and_counts_come_from_the_config():
-    spec = render("smoke", "tune.max_trials=7", "tune.parallel_trials=2", "tune.max_failed_trials=1")["spec"]
+    spec = render("smoke", "tune.algorithm=tpe", "tune.max_trials=7", "tune.parallel_trials=2", "tune.max_failed_trials=1")["spec"]
     assert [p["name"] for p in spec["parameters"]] == ["lora_r"]
     assert (spec["maxTrialCount"], spec["parallelTrialCount"], spec["maxFailedTrialCount"]) == (7, 2, 1)
     assert spec["objective"]["objectiveMetricName"] == "rougeLsum" and spec["objective"]["type"] == "maximize"
@@ -98,6 +98,12 @@ def test_only_the_searched_entries_vary_and_counts_come_from_the_config():
         "algorithmName": "medianstop",
         "algorithmSettings": [{"name": "min_trials_required", "value": "3"}, {"name": "start_step", "value": "1"}],
     }
+
+
+def test_trial_counts_stay_within_what_katib_accepts():
+    # smoke: a grid of 2 ranks, 3 parallel trials by default; Katib refuses parallel > max and max > grid points.
+    spec = render("smoke", "tune.max_trials=10")["spec"]
+    assert (spec["maxTrialCount"], spec["parallelTrialCount"], spec["maxFailedTrialCount"]) == (2, 2, 2)
 
 
 def test_every_trial_parameter_is_defined_and_used():
