@@ -254,24 +254,25 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, out_dir: str | 
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "experiment.yaml").write_text(to_yaml(body))
-    result = launch(body, api_client, cfg, timeout_s=cfg.katib.timeout_s, poll_s=cfg.katib.poll_s, delete=cfg.katib.delete)
+    result = launch(body, api_client, cfg)
     if out_dir is not None:
         (Path(out_dir) / "best.json").write_text(json.dumps(_summary(result, cfg), indent=2))
     return result
 
 
-def launch(body: dict, api_client, cfg: TuneConfig, *, timeout_s: float, poll_s: float, delete: bool) -> KatibResult:
+def launch(body: dict, api_client, cfg: TuneConfig) -> KatibResult:
+    """Create the Experiment `body`, wait for it, read its best trial; delete it afterwards if tune.katib.delete."""
     from kubernetes import client as k8s
 
     api = k8s.CustomObjectsApi(api_client)
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     _call(api.create_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, body, what=f"create Experiment {namespace}/{name}")
-    log.info("tune: created Katib Experiment %s/%s (%s, up to %d trials)", namespace, name, cfg.algorithm, cfg.max_trials)
+    log.info("tune: created Katib Experiment %s/%s (%s, up to %d trials)", namespace, name, cfg.algorithm, body["spec"]["maxTrialCount"])
     try:
-        status = wait(api, name, namespace, timeout_s=timeout_s, poll_s=poll_s)
+        status = wait(api, name, namespace, timeout_s=cfg.katib.timeout_s, poll_s=cfg.katib.poll_s)
         return best_trial(status, name, namespace, cfg)
     finally:
-        if delete:
+        if cfg.katib.delete:
             _delete(api, name, namespace)
 
 
@@ -290,12 +291,12 @@ def wait(api, name: str, namespace: str, *, timeout_s: float, poll_s: float) -> 
             status_code = getattr(err, "status", None)
             if status_code == 404:
                 raise KatibError(f"Katib Experiment {namespace}/{name} disappeared while the launcher waited for it (deleted?)") from None
-            if isinstance(err, ApiException) and status_code is not None and status_code < 500:
+            if isinstance(err, ApiException) and status_code is not None and status_code < 500 and status_code != 429:
                 raise _api_error(err, f"read Experiment {namespace}/{name}") from None
             errors += 1
-            if errors > MAX_READ_ERRORS:
-                raise KatibError(f"cannot read Experiment {namespace}/{name}: {MAX_READ_ERRORS + 1} reads in a row failed ({err}); it may still be running") from None
             reason = f"HTTP {err.status} {err.reason}" if isinstance(err, ApiException) else str(err)
+            if errors > MAX_READ_ERRORS:
+                raise KatibError(f"cannot read Experiment {namespace}/{name}: {errors} reads in a row failed ({reason}); it may still be running") from None
             log.warning("tune: reading Experiment %s/%s failed (%s); retrying", namespace, name, reason)
         else:
             status = obj.get("status") or {}

@@ -96,16 +96,16 @@ def test_an_experiment_katib_refuses_is_reported_with_its_reason(cfg, validator)
     body["spec"]["parameters"][0]["parameterType"] = "float"
     with _api("succeeded", validator) as api:
         with pytest.raises(katib.KatibError, match=r"cannot create Experiment team-a/resumo-bad000: HTTP 400 .*denied the request: spec.parameters.0.parameterType"):
-            katib.launch(body, api.client(), cfg.tune, timeout_s=5, poll_s=0, delete=False)
+            katib.launch(body, api.client(), cfg.tune)
 
 
 def test_a_name_taken_and_an_unreachable_api_are_clear_errors(cfg, validator):
     body = katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-same00", "team-a")
     with _api("succeeded", validator) as api:
-        katib.launch(body, api.client(), cfg.tune, timeout_s=5, poll_s=0, delete=False)
+        katib.launch(body, api.client(), cfg.tune)
         with pytest.raises(katib.KatibError, match="HTTP 409 an Experiment of that name exists already"):
-            katib.launch(body, api.client(), cfg.tune, timeout_s=5, poll_s=0, delete=False)
+            katib.launch(body, api.client(), cfg.tune)
         client = api.client()
     client.configuration.retries = 0
     with pytest.raises(katib.KatibError, match="Kubernetes API is unreachable"):
-        katib.launch(body, client, cfg.tune, timeout_s=5, poll_s=0, delete=False)
+        katib.launch(body, client, cfg.tune)
