@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import secrets
 import time
@@ -355,7 +356,8 @@ def kube_client():
         config.load_incluster_config()
     except config.ConfigException:
         try:
-            config.load_kube_config()
+            # KUBECONFIG read now, not when the kubernetes package was imported.
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
         except (config.ConfigException, OSError) as err:
             raise KatibError(f"no Kubernetes credentials: run in a pod with a service account, or set KUBECONFIG ({err})") from None
     return client.ApiClient()

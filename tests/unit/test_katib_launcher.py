@@ -109,3 +109,47 @@ def test_a_name_taken_and_an_unreachable_api_are_clear_errors(cfg, validator):
     client.configuration.retries = 0
     with pytest.raises(katib.KatibError, match="Kubernetes API is unreachable"):
         katib.launch(body, client, cfg.tune)
+
+
+class StandIn:
+    """What a KFP artifact offers a component body: a path, a URI, log_metric."""
+
+    def __init__(self, path, uri=None):
+        self.path, self.uri, self.metrics = str(path), uri or str(path), {}
+
+    def log_metric(self, name, value):
+        self.metrics[name] = value
+
+
+def test_the_launcher_component_finds_the_cluster_through_kubeconfig(validator, tmp_path, monkeypatch):
+    from resumo.components.katib import tune as component
+
+    cfg = load_config("full", ["tune.katib.poll_s=0"])
+    with _api("succeeded", validator) as api:
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "loopback", "cluster": {"server": api.url}}],
+            "users": [{"name": "tester", "user": {"token": "not-a-secret"}}],
+            "contexts": [{"name": "loopback", "context": {"cluster": "loopback", "user": "tester"}}],
+            "current-context": "loopback",
+        }
+        (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a pod: kubeconfig it is
+        experiment, metrics = StandIn(tmp_path / "experiment"), StandIn(tmp_path / "metrics")
+        outputs = component.python_func(
+            config=cfg.stage_parameters()["tune"],
+            train_config=cfg.stage_parameters()["train"],
+            pairs=StandIn(tmp_path / "pairs", uri="minio://mlpipeline/v2/artifacts/resumo/run/distill/pairs"),
+            experiment=experiment,
+            metrics=metrics,
+        )
+        body = api.requests[0][2]
+    assert api.requests[0][1].startswith("/apis/kubeflow.org/v1beta1/namespaces/default/experiments")  # no pod namespace here
+    assert {e["name"]: e.get("value") for e in body["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["env"]}[
+        "RESUMO_PAIRS"
+    ] == "s3://mlpipeline/v2/artifacts/resumo/run/distill/pairs"  # KFP's MinIO root, as S3 for boto3
+    assert outputs.best_params["lora.r"] == 64 and outputs.best_adapter.startswith("s3://resumo/tune/resumo-")
+    assert metrics.metrics == {"best_rougeLsum": 0.4123, "trials": 3}
+    assert (tmp_path / "experiment" / "experiment.yaml").is_file() and (tmp_path / "experiment" / "best.json").is_file()
