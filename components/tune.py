@@ -7,14 +7,17 @@ from resumo.components import TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def tune(config: dict, train_config: dict, pairs: Input[Dataset], trials: Output[Artifact], metrics: Output[Metrics]) -> NamedTuple("Outputs", best_params=dict):
-    """Search LoRA hyperparameters; hand on the best trial's as train.* overrides (see `resumo tune`)."""
+def tune(
+    config: dict, train_config: dict, pairs: Input[Dataset], trials: Output[Artifact], metrics: Output[Metrics]
+) -> NamedTuple("Outputs", best_params=dict, best_adapter=str):
+    """Search LoRA hyperparameters in an optuna study here; hand on the best trial's train.* overrides and adapter (see `resumo tune`)."""
     from collections import namedtuple
 
     from resumo import tune
     from resumo.config import TrainConfig, TuneConfig, validate
 
-    result = tune.run(validate(TuneConfig, config), validate(TrainConfig, train_config), pairs.path, trials.path)
-    metrics.log_metric("best_" + validate(TuneConfig, config).objective, result.best_score)
+    cfg = validate(TuneConfig, config)
+    result = tune.run(cfg, validate(TrainConfig, train_config), pairs.path, trials.path)
+    metrics.log_metric("best_" + cfg.objective, result.best_score)
     metrics.log_metric("trials", len(result.trials))
-    return namedtuple("Outputs", ["best_params"])(result.best_params)
+    return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, str(result.best_adapter))

@@ -15,6 +15,7 @@ requests, secrets) are small functions below, applied per task.
 from kfp import dsl, kubernetes
 
 from resumo.components.distill import distill
+from resumo.components.katib import tune as katib_tune
 from resumo.components.promote import promote
 from resumo.components.score import score
 from resumo.components.scrape import scrape
@@ -74,9 +75,14 @@ def build(cfg: PipelineConfig):
         _talks_to_network(_with_model_hub(_with_openai(_with_s3(pairs, secrets), secrets), secrets))
         if gpu_teacher:
             _on_gpu(pairs, on_gpu)
-        # 3. Search LoRA hyperparameters on the validation split.
-        search = _on_gpu(tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune"), on_gpu)
-        _with_model_hub(_with_s3(search, secrets), secrets)
+        # 3. Search LoRA hyperparameters on the validation split: a Katib Experiment on a cluster
+        #    (the launcher on CPU, each trial a GPU pod), else an optuna study in the task itself.
+        if cfg.tune.backend == "katib":
+            search = katib_tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune")
+            _talks_to_network(_with_s3(search, secrets))
+        else:
+            search = _on_gpu(tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune"), on_gpu)
+            _with_model_hub(_with_s3(search, secrets), secrets)
         # 4. Train the student with the best hyperparameters.
         tuned = _on_gpu(
             train(config=train_config, params=search.outputs["best_params"], pairs=pairs.outputs["pairs"]).set_display_name("train"), on_gpu

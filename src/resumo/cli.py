@@ -82,17 +82,36 @@ def train(
 
 @app.command()
 def tune(
-    pairs: Annotated[Path, typer.Option(help="Folder written by `resumo distill`.")],
-    out: OutDir,
+    pairs: Annotated[str, typer.Option(help="Folder or s3:// URI written by `resumo distill`; Katib trial pods need the s3:// URI.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (trials or experiment.yaml, and best.json); with --dry-run, the Experiment YAML file.")],
+    backend: Annotated[str | None, typer.Option(help="optuna (trials in this process) or katib (a Katib Experiment); default: tune.backend.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="katib: write the Experiment YAML to --out and create nothing.")] = False,
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """Search LoRA hyperparameters.  Example: resumo tune --pairs runs/pairs --out runs/tune"""
-    from resumo import tune as stage
+    """Search LoRA hyperparameters.  Example: resumo tune --backend katib --dry-run --pairs s3://resumo/pairs --out experiment.yaml"""
+    from resumo.errors import ConfigError
 
-    cfg = _config(profile, sets)
-    result = stage.run(cfg.tune, cfg.train, pairs, out)
-    typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": str(result.best_adapter)}))
+    cfg = _config(profile, (sets or []) + ([f"tune.backend={backend}"] if backend else []))
+    if cfg.tune.backend == "optuna":
+        if dry_run:
+            raise ConfigError("--dry-run renders the Katib Experiment; add --backend katib")
+        from resumo import tune as stage
+
+        result = stage.run(cfg.tune, cfg.train, pairs, out)
+        typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": str(result.best_adapter)}))
+        return
+    from resumo import katib
+
+    if dry_run:
+        name = katib.experiment_name(cfg.tune.katib.name_prefix)
+        body = katib.experiment(cfg.tune, cfg.train, pairs, name, cfg.tune.katib.namespace or "default")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(katib.to_yaml(body))
+        typer.echo(f"Katib Experiment {name} -> {out} (apply with: kubectl create -f {out})")
+        return
+    result = katib.run(cfg.tune, cfg.train, pairs, out)
+    typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": result.best_adapter}))
 
 
 @app.command()

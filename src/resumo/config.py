@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -134,21 +134,149 @@ class TrainConfig(Section):
 # --- tune -------------------------------------------------------------------
 
 
-class TuneConfig(Section):
-    backend: Literal["optuna"] = Field("optuna", description="`optuna`: trials run in this process (kfp.local and laptops).")
-    algorithm: Literal["grid", "random", "tpe"] = Field("grid", description="Search algorithm (original study: grid over the rank).")
-    lora_r: list[int] = Field(default_factory=lambda: [8, 16, 32, 64], min_length=1, description="LoRA ranks to try (original study: 8, 16, 32, 64).")
-    learning_rate: list[float] | None = Field(None, description="Learning rates to try; None keeps train.learning_rate. With `grid`, every (r, lr) pair is a trial.")
-    max_trials: int = Field(4, ge=1, description="Upper bound on trials; `grid` stops early when the grid is exhausted.")
-    objective: Literal["rougeLsum"] = Field("rougeLsum", description="Validation metric to maximise (the original study chose r by validation scores).")
+class ParamRange(Section):
+    """One hyperparameter's candidates: a list of `values`, or a `low`..`high` range."""
 
-    @field_validator("lora_r")
+    values: list[int | float] | None = Field(None, min_length=1, description="The values to try (Katib `discrete`, optuna categorical); `grid` needs this form. None: use low..high.")
+    low: float | None = Field(None, description="Lower end of the range (inclusive); only without `values`.")
+    high: float | None = Field(None, description="Upper end of the range (inclusive); only without `values`.")
+    log: bool = Field(False, description="Draw from low..high log-uniformly (Katib `logUniform`): right for learning rates, which matter by order of magnitude.")
+
+    @model_validator(mode="after")
+    def _values_or_a_range(self) -> ParamRange:
+        if self.values is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either values or low/high, not both (to switch a profile's values to a range, also set values=null)")
+            if len(set(self.values)) != len(self.values):
+                raise ValueError(f"values {self.values} repeat; list each value once")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a range needs low < high (got low={self.low}, high={self.high}); or give values: [...]")
+        elif self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got {self.low})")
+        return self
+
+    def bounds(self) -> list[float]:
+        """The values, or the two ends of the range: each must be a valid train value."""
+        return list(self.values) if self.values is not None else [self.low, self.high]
+
+
+class SearchSpace(Section):
+    """The hyperparameters tune may vary, each mapped to the train.* field it sets."""
+
+    # The train.* field each entry sets; its type and bounds check the candidates.
+    TRAIN_KEYS: ClassVar[dict[str, str]] = {
+        "lora_r": "lora.r",
+        "lora_alpha_ratio": "lora.alpha_ratio",
+        "learning_rate": "learning_rate",
+        "lora_dropout": "lora.dropout",
+        "epochs": "epochs",
+    }
+
+    lora_r: ParamRange = Field(default_factory=lambda: ParamRange(values=[8, 16, 32, 64]), description="LoRA rank (original study: grid over 8, 16, 32, 64).")
+    lora_alpha_ratio: ParamRange = Field(default_factory=lambda: ParamRange(values=[1, 2, 4]), description="lora_alpha / r (original study: 2).")
+    learning_rate: ParamRange = Field(default_factory=lambda: ParamRange(low=1e-5, high=3e-4, log=True), description="Peak learning rate, log-uniform (original study: 2e-5).")
+    lora_dropout: ParamRange = Field(default_factory=lambda: ParamRange(low=0.0, high=0.1), description="LoRA dropout (original study: 0.05).")
+    epochs: ParamRange = Field(default_factory=lambda: ParamRange(values=[2, 3, 4]), description="Passes over the training split (original study: 4).")
+
+    @model_validator(mode="before")
     @classmethod
-    def _positive_ranks(cls, ranks: list[int]) -> list[int]:
-        bad = [r for r in ranks if r < 1]
-        if bad:
-            raise ValueError(f"ranks {bad} are not positive; use values such as 8, 16, 32, 64")
-        return ranks
+    def _complete_from_defaults(cls, data: Any) -> Any:
+        """`--set tune.space.learning_rate.high=1e-3` keeps the default low and log: an entry given
+        in the same form as its default (values, or low/high) is merged into the default."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, given in data.items():
+            if name in cls.TRAIN_KEYS and isinstance(given, dict):
+                default = cls.model_fields[name].get_default(call_default_factory=True).model_dump(exclude_none=True)
+                if _range_form(given) in (None, _range_form(default)):
+                    merged[name] = {**default, **given}
+        return merged
+
+    @model_validator(mode="after")
+    def _candidates_are_valid_train_values(self) -> SearchSpace:
+        for name in self.TRAIN_KEYS:
+            for value in getattr(self, name).bounds():
+                try:
+                    train_value(name, value)
+                except ValidationError as err:
+                    raise ValueError(f"{name}: {value!r} is not a valid train.{self.TRAIN_KEYS[name]} ({err.errors()[0]['msg']})") from None
+        return self
+
+
+def _range_form(entry: dict) -> str | None:
+    if entry.get("values") is not None:
+        return "values"
+    return "range" if entry.get("low") is not None or entry.get("high") is not None else None
+
+
+def train_field(name: str):
+    """The pydantic FieldInfo of the train.* field that search-space entry `name` sets."""
+    model: type[BaseModel] = TrainConfig
+    *parents, leaf = SearchSpace.TRAIN_KEYS[name].split(".")
+    for part in parents:
+        model = model.model_fields[part].annotation
+    return model.model_fields[leaf]
+
+
+def train_value(name: str, value: Any) -> Any:
+    """`value` (a number or Katib's string form) as the train field's type, checked against its bounds."""
+    from pydantic import TypeAdapter
+
+    field = train_field(name)
+    return TypeAdapter(Annotated[field.annotation, *field.metadata]).validate_python(value)
+
+
+class KatibSettings(Section):
+    namespace: str | None = Field(None, description="Namespace of the Experiment; None: the launcher pod's own namespace (its service account's), else `default`.")
+    name_prefix: str = Field("resumo", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=32, description="Experiment name = prefix + '-' + 6 random characters (Katib caps names at 40 characters).")
+    output: str = Field("s3://resumo/tune", pattern=r"^s3://[^/]+", description="S3 prefix trial pods write to: <output>/<trial name>/adapter, /metrics.json.")
+    s3_secret: str = Field("resumo-s3", description="Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...) trial pods get as environment.")
+    image: str | None = Field(None, description="Trial image; None: the train image of resumo.components (RESUMO_IMAGE_PREFIX/TAG).")
+    gpus: int = Field(1, ge=0, description="nvidia.com/gpu limit of each trial pod.")
+    service_account: str | None = Field(None, description="Service account of trial pods; None: the namespace's default.")
+    timeout_s: int = Field(48 * 3600, ge=1, description="Longest the launcher waits for the Experiment to finish before failing.")
+    poll_s: float = Field(30.0, ge=0, description="Seconds between status reads while waiting.")
+    delete: bool = Field(False, description="Delete the Experiment (and its trials) once its result is read, or when it failed or timed out; the adapters on S3 stay.")
+
+
+class TuneConfig(Section):
+    backend: Literal["optuna", "katib"] = Field(
+        "optuna",
+        description="`optuna`: trials run one after another in the tune step (kfp.local, laptops); `katib`: the tune step launches a Katib Experiment whose trials are pods of the train image.",
+    )
+    algorithm: Literal["tpe", "random", "grid", "bayesianoptimization"] = Field(
+        "tpe",
+        description="Katib's algorithm names. optuna maps them to TPESampler, RandomSampler, GridSampler; `bayesianoptimization` (Katib: scikit-optimize's GP) runs TPE under optuna.",
+    )
+    space: SearchSpace = Field(default_factory=SearchSpace)
+    search: list[Literal["lora_r", "lora_alpha_ratio", "learning_rate", "lora_dropout", "epochs"]] = Field(
+        default_factory=lambda: list(SearchSpace.TRAIN_KEYS),
+        min_length=1,
+        description="Which entries of `space` vary; the others keep their train.* value.",
+    )
+    max_trials: int = Field(12, ge=1, description="Most trials; `grid` stops earlier when the grid is exhausted.")
+    parallel_trials: int = Field(3, ge=1, description="Katib trials running at once (each takes a GPU); optuna runs one at a time.")
+    max_failed_trials: int = Field(3, ge=0, description="Katib marks the Experiment failed after this many failed trials.")
+    early_stopping: Literal["medianstop", "none"] = Field(
+        "medianstop",
+        description="Katib only: `medianstop` stops a trial whose objective falls below the median of finished trials at the same epoch.",
+    )
+    median_stop_min_trials: int = Field(3, ge=1, description="Finished trials needed before medianstop may stop one (Katib's default: 3).")
+    median_stop_start_step: int = Field(1, ge=1, description="Metric reports (one per epoch) a trial makes before medianstop may stop it.")
+    seed: int = Field(42, description="Seed of the sampler (optuna) or the suggestion's random_state (Katib).")
+    objective: Literal["rougeLsum"] = Field("rougeLsum", description="Validation metric to maximise (the original study chose r by validation scores).")
+    katib: KatibSettings = Field(default_factory=KatibSettings)
+
+    @model_validator(mode="after")
+    def _grid_needs_values(self) -> TuneConfig:
+        if len(set(self.search)) != len(self.search):
+            raise ValueError(f"search {self.search} repeats an entry; list each once")
+        if self.algorithm == "grid":
+            ranges = [name for name in self.search if getattr(self.space, name).values is None]
+            if ranges:
+                raise ValueError(f"grid needs a list of values for {ranges}; set tune.space.{ranges[0]}.values=[...] or use algorithm tpe/random")
+        return self
 
 
 # --- score ------------------------------------------------------------------

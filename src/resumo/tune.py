@@ -1,21 +1,26 @@
 """Tune: search LoRA hyperparameters, keep the trial with the best validation ROUGE-Lsum.
 
     resumo tune --pairs runs/pairs --out runs/tune
-    resumo tune --pairs runs/pairs --out runs/tune --set tune.algorithm=tpe --set tune.max_trials=8
+    resumo tune --pairs runs/pairs --out runs/tune --set tune.algorithm=random --set tune.max_trials=8
+    resumo tune --backend katib --dry-run --pairs s3://resumo/pairs --out experiment.yaml
 
-Each trial is a full `train.run` in `trial-NNN/`; `best.json` holds the best
-trial's hyperparameters (as `train.*` overrides), its score and its adapter.
+One search space (`tune.space`, the entries named in `tune.search`) and one set
+of algorithm names drive both backends: here an optuna study whose trials are
+full `train.run`s in `trial-NNN/` (`best.json` holds the best trial's
+hyperparameters as `train.*` overrides, its score and its adapter), and on a
+cluster a Katib Experiment (`resumo.katib`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from resumo import train
-from resumo.config import TrainConfig, TuneConfig, set_dotted, validate
+from resumo.config import ParamRange, SearchSpace, TrainConfig, TuneConfig, set_dotted, train_value, validate
 
 log = logging.getLogger(__name__)
 
@@ -29,37 +34,40 @@ class TuneResult:
 
 
 def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path) -> TuneResult:
+    """The local backend: an optuna study over `cfg.space`, one `train.run` per trial, in this process."""
     import optuna
 
     out_dir = Path(out_dir)
-    space = search_space(cfg)
-    study = optuna.create_study(direction="maximize", sampler=_sampler(cfg, space))
+    study = optuna.create_study(direction="maximize", sampler=sampler(cfg))
     trials: list[dict] = []
 
     def objective(trial) -> float:
-        params = {key: trial.suggest_categorical(key, values) for key, values in space.items()}
-        trial_cfg = apply_params(train_cfg, params)
-        result = train.run(trial_cfg, pairs_dir, out_dir / f"trial-{trial.number:03d}")
+        params = suggest(trial, cfg)
+        result = train.run(apply_params(train_cfg, params), pairs_dir, out_dir / f"trial-{trial.number:03d}")
         score = result.metrics[cfg.objective]
         trials.append({"trial": trial.number, "params": params, **result.metrics})
-        log.info("tune: trial %d %s -> %s=%.4f", trial.number, params, cfg.objective, score)
+        log.info("tune: trial %d/%d %s -> %s=%.4f", trial.number + 1, n_trials, params, cfg.objective, score)
         return score
 
-    study.optimize(objective, n_trials=min(cfg.max_trials, _grid_size(space)) if cfg.algorithm == "grid" else cfg.max_trials)
+    n_trials = min(cfg.max_trials, grid_size(cfg)) if cfg.algorithm == "grid" else cfg.max_trials
+    study.optimize(objective, n_trials=n_trials)
     best = study.best_trial
-    result = TuneResult(best.params, float(best.value), out_dir / f"trial-{best.number:03d}" / "adapter", trials)
+    best_params = train_params(best.params)
+    result = TuneResult(best_params, float(best.value), out_dir / f"trial-{best.number:03d}" / "adapter", trials)
     (out_dir / "best.json").write_text(
         json.dumps({"params": result.best_params, cfg.objective: result.best_score, "adapter": str(result.best_adapter), "trials": trials}, indent=2)
     )
     return result
 
 
-def search_space(cfg: TuneConfig) -> dict[str, list]:
-    """Dotted train.* keys to the values tried; the one space every backend renders."""
-    space: dict[str, list] = {"lora.r": list(cfg.lora_r)}
-    if cfg.learning_rate:
-        space["learning_rate"] = list(cfg.learning_rate)
-    return space
+def suggest(trial, cfg: TuneConfig) -> dict:
+    """The trial's values for the searched entries of the space, as dotted train.* overrides."""
+    return train_params({name: _suggest(trial, name, getattr(cfg.space, name)) for name in cfg.search})
+
+
+def train_params(assignments: dict) -> dict:
+    """Search-space names and values (numbers, or Katib's strings) to typed dotted train.* overrides."""
+    return {SearchSpace.TRAIN_KEYS[name]: train_value(name, value) for name, value in assignments.items()}
 
 
 def apply_params(train_cfg: TrainConfig, params: dict) -> TrainConfig:
@@ -70,18 +78,28 @@ def apply_params(train_cfg: TrainConfig, params: dict) -> TrainConfig:
     return validate(TrainConfig, values)
 
 
-def _grid_size(space: dict[str, list]) -> int:
-    size = 1
-    for values in space.values():
-        size *= len(set(values))
-    return size
+def grid_size(cfg: TuneConfig) -> int:
+    return math.prod(len(getattr(cfg.space, name).values) for name in cfg.search)
 
 
-def _sampler(cfg: TuneConfig, space: dict[str, list]):
+def _suggest(trial, name: str, entry: ParamRange):
+    if entry.values is not None:
+        return trial.suggest_categorical(name, entry.values)
+    if isinstance(train_value(name, entry.low), int):
+        return trial.suggest_int(name, int(entry.low), int(entry.high), log=entry.log)
+    return trial.suggest_float(name, entry.low, entry.high, log=entry.log)
+
+
+def sampler(cfg: TuneConfig):
+    """optuna's sampler for Katib's algorithm name."""
     import optuna
 
     if cfg.algorithm == "grid":
-        return optuna.samplers.GridSampler(space, seed=0)
+        return optuna.samplers.GridSampler({name: getattr(cfg.space, name).values for name in cfg.search}, seed=cfg.seed)
     if cfg.algorithm == "random":
-        return optuna.samplers.RandomSampler(seed=0)
-    return optuna.samplers.TPESampler(seed=0)
+        return optuna.samplers.RandomSampler(seed=cfg.seed)
+    if cfg.algorithm == "bayesianoptimization":
+        # Katib runs scikit-optimize's Gaussian process; optuna's GPSampler needs scipy, which we
+        # do not ship, so the local study uses TPE, also a model-based (Bayesian) sampler.
+        log.info("tune: bayesianoptimization runs as TPE in the local optuna study")
+    return optuna.samplers.TPESampler(seed=cfg.seed)

@@ -8,8 +8,8 @@ from resumo.config import load_config
 from resumo.pipelines.summarization import build
 
 STAGES = ["scrape", "distill", "tune", "train", "score", "promote"]
-GPU_STAGES = ["distill", "tune", "train"]
-NETWORK_STAGES = ["scrape", "distill", "score", "promote"]
+GPU_STAGES = ["distill", "train"]
+NETWORK_STAGES = ["scrape", "distill", "tune", "score", "promote"]  # full tunes through the Kubernetes API
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,8 @@ def _spec(path):
     return yaml.safe_load_all(path.read_text())
 
 
-def test_gpu_requests_on_distill_tune_and_train(compiled):
+def test_gpu_requests_on_distill_and_train(compiled):
+    # The full profile tunes with Katib: a CPU launcher task whose trials are GPU pods (test_katib).
     spec, platform = _spec(compiled)
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -101,7 +102,7 @@ def test_secrets_are_environment_by_name(compiled):
         s3 = secrets["resumo-s3"]
         assert {e["envVar"] for e in s3["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"}
         assert not s3["optional"]
-        if stage in ("distill", "tune", "train", "score"):
+        if stage in ("distill", "train", "score"):
             assert secrets["resumo-hf"]["optional"] and secrets["resumo-hf"]["keyToEnv"] == [{"envVar": "HF_TOKEN", "secretKey": "HF_TOKEN"}]
         if stage in ("distill", "score"):
             assert secrets["resumo-openai"]["keyToEnv"] == [{"envVar": "OPENAI_API_KEY", "secretKey": "OPENAI_API_KEY"}]

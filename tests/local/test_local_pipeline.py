@@ -21,7 +21,7 @@ def test_smoke_pipeline_runs_end_to_end(tmp_path, monkeypatch):
     for values in scores.values():
         assert {"rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "words_mean"} <= set(values)
         assert all(0 <= values[k] <= 1 for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
-    assert summary["tune"]["params"]["lora.r"] in cfg.tune.lora_r
+    assert summary["tune"]["params"]["lora.r"] in cfg.tune.space.lora_r.values
     # The first run has no production model to beat, so it is published.
     assert summary["promotion"]["promoted"]
     production = promote.current_production(str(tmp_path / "runs" / "registry"))

@@ -17,16 +17,16 @@ def test_full_profile_keeps_the_original_study_values():
     assert (cfg.train.learning_rate, cfg.train.epochs, cfg.train.warmup_steps, cfg.train.weight_decay) == (2e-5, 4, 5, 0.01)
     assert cfg.train.batch_size * cfg.train.gradient_accumulation == 64
     assert cfg.train.max_length == 6000
-    assert cfg.tune.lora_r == [8, 16, 32, 64]
+    assert cfg.tune.space.lora_r.values == [8, 16, 32, 64]
     assert (cfg.scrape.min_tokens, cfg.scrape.max_tokens, cfg.scrape.split.seed) == (500, 4000, 42)
     assert (cfg.distill.prompt.n_words, cfg.distill.teacher.max_new_tokens) == (100, 500)
     assert cfg.distill.teacher.model == "meta-llama/Llama-3.1-8B-Instruct"
 
 
 def test_overrides_apply_after_the_profile_and_parse_types():
-    cfg = load_config("smoke", ["train.lora.r=16", "tune.lora_r=[2, 4]", "score.max_samples=5", "train.eval_samples=null"])
+    cfg = load_config("smoke", ["train.lora.r=16", "tune.space.lora_r.values=[2, 4]", "score.max_samples=5", "train.eval_samples=null"])
     assert cfg.train.lora.r == 16 and cfg.train.lora.alpha == 32
-    assert cfg.tune.lora_r == [2, 4]
+    assert cfg.tune.space.lora_r.values == [2, 4]
     assert cfg.score.max_samples == 5
     assert cfg.train.eval_samples is None
 

@@ -73,7 +73,7 @@ def test_no_usable_pairs_is_a_clear_error(tmp_path, pairs_dir):
 
 
 def test_tune_tries_each_rank_and_keeps_the_best(pairs_dir, tmp_path):
-    cfg = load_config("smoke", ["tune.lora_r=[2, 4]", "train.epochs=1", "train.eval_samples=2", "train.max_new_tokens=4"])
+    cfg = load_config("smoke", ["tune.space.lora_r.values=[2, 4]", "train.epochs=1", "train.eval_samples=2", "train.max_new_tokens=4"])
     result = tune.run(cfg.tune, cfg.train, pairs_dir, tmp_path)
     assert sorted(t["params"]["lora.r"] for t in result.trials) == [2, 4]
     best = max(result.trials, key=lambda t: t["rougeLsum"])

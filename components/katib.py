@@ -1,0 +1,24 @@
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+
+from resumo.components import CPU_IMAGE
+
+
+# Named `tune` like the optuna component, so the task is `tune` whichever backend runs it.
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def tune(
+    config: dict, train_config: dict, pairs: Input[Dataset], experiment: Output[Artifact], metrics: Output[Metrics]
+) -> NamedTuple("Outputs", best_params=dict, best_adapter=str):
+    """Launch a Katib Experiment, wait for it, hand on the best trial's train.* overrides and adapter URI (see `resumo tune --backend katib`)."""
+    from collections import namedtuple
+
+    from resumo import katib
+    from resumo.config import TrainConfig, TuneConfig, validate
+
+    cfg = validate(TuneConfig, config)
+    result = katib.run(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path)
+    metrics.log_metric("best_" + cfg.objective, result.best_score)
+    metrics.log_metric("trials", result.status.get("trials", 0))
+    return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, result.best_adapter)

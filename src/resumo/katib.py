@@ -1,0 +1,438 @@
+"""Katib: the tune search space as a Katib Experiment, and the launcher that runs it.
+
+    resumo tune --backend katib --dry-run --pairs s3://resumo/pairs --out experiment.yaml
+    resumo tune --backend katib --pairs s3://resumo/pairs --out runs/tune   # create, wait, read the best trial
+
+The Experiment is built from the kubeflow-katib-api models (typed, validated
+on construction) with the trial's Job built from the kubernetes client's
+models; `tune.space`, `tune.search` and `tune.algorithm` mean what they mean
+to the local optuna study (`resumo.tune`). Each trial runs `resumo train` in
+the train image with its parameters as `--set` overrides and copies its
+adapter to `<tune.katib.output>/<trial name>/adapter`, so the launcher hands on
+the best trial's adapter URI and nothing is trained twice.
+
+RBAC the launcher's service account needs, in the Experiment's namespace only
+(a namespaced Role; manifests/ holds it):
+
+    - apiGroups: ["kubeflow.org"]
+      resources: ["experiments"]
+      verbs: ["create", "get", "delete"]
+
+`get` is polled (no list/watch); `delete` is used only with tune.katib.delete.
+Trial pods need no Kubernetes API access; they read the S3 Secret
+`tune.katib.s3_secret` as environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resumo import storage
+from resumo.config import SearchSpace, TrainConfig, TuneConfig, train_field
+from resumo.errors import ConfigError, ResumoError
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1beta1", "experiments", "Experiment"
+# What `resumo train` prints, one `name=value` line each per epoch (train.py).
+ADDITIONAL_METRICS = ("eval_loss",)
+CONTAINER = "training"
+WORKDIR = "/workspace"
+# Katib terminal condition types (pkg/apis/controller/experiments/v1beta1).
+SUCCEEDED, FAILED = "Succeeded", "Failed"
+# Consecutive failed status reads tolerated while waiting: an API server restart
+# or a dropped connection during hours of waiting must not lose the Experiment.
+MAX_READ_ERRORS = 5
+
+
+class KatibError(ResumoError):
+    """The Experiment could not be created, failed, or did not finish in time."""
+
+
+@dataclass
+class KatibResult:
+    experiment: str
+    namespace: str
+    best_trial: str
+    best_params: dict[str, Any]  # dotted train.* keys, e.g. {"lora.r": 16}
+    best_score: float
+    best_adapter: str  # s3:// URI written by the best trial
+    metrics: dict[str, float] = field(default_factory=dict)
+    status: dict = field(default_factory=dict)
+
+
+# --- the Experiment ----------------------------------------------------------
+
+
+def experiment(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, name: str, namespace: str) -> dict:
+    """The Experiment as the JSON the API server takes, built with the Katib SDK models."""
+    from kubeflow_katib_api import models as k
+
+    from resumo.tune import grid_size
+
+    # KFP's default MinIO pipeline root names its artifacts minio://; to boto3 in the trial it is S3.
+    pairs_uri = "s3://" + pairs_uri.removeprefix("minio://") if pairs_uri.startswith("minio://") else pairs_uri
+    if storage.parse(pairs_uri).scheme != "s3":
+        raise ConfigError(f"pairs {pairs_uri!r}: Katib trial pods cannot read a local folder; give the s3:// URI of the distill output")
+    parameters = [_parameter_spec(name_, getattr(cfg.space, name_)) for name_ in cfg.search]
+    max_trials = min(cfg.max_trials, grid_size(cfg)) if cfg.algorithm == "grid" else cfg.max_trials
+    spec = k.V1beta1ExperimentSpec(
+        objective=k.V1beta1ObjectiveSpec(
+            type="maximize",
+            objective_metric_name=cfg.objective,
+            additional_metric_names=list(ADDITIONAL_METRICS),
+            # `latest`: the score of the adapter the trial saved (its last epoch), not its best epoch.
+            metric_strategies=[k.V1beta1MetricStrategy(name=m, value="latest") for m in (cfg.objective, *ADDITIONAL_METRICS)],
+        ),
+        algorithm=k.V1beta1AlgorithmSpec(algorithm_name=cfg.algorithm, algorithm_settings=_algorithm_settings(cfg)),
+        early_stopping=_early_stopping(cfg),
+        # Katib's webhook refuses more parallel (or failed) trials than trials, and a grid
+        # suggestion refuses more trials than grid points.
+        parallel_trial_count=min(cfg.parallel_trials, max_trials),
+        max_trial_count=max_trials,
+        max_failed_trial_count=min(cfg.max_failed_trials, max_trials),
+        parameters=parameters,
+        metrics_collector_spec=k.V1beta1MetricsCollectorSpec(
+            collector=k.V1beta1CollectorSpec(kind="StdOut"),
+            source=k.V1beta1SourceSpec(filter=k.V1beta1FilterSpec(metrics_format=[metrics_format((cfg.objective, *ADDITIONAL_METRICS))])),
+        ),
+        trial_template=k.V1beta1TrialTemplate(
+            primary_container_name=CONTAINER,
+            trial_parameters=[k.V1beta1TrialParameterSpec(name="trialName", description="Trial name: the adapter's S3 key", reference="${trialSpec.Name}")]
+            + [k.V1beta1TrialParameterSpec(name=p, description=f"train.{SearchSpace.TRAIN_KEYS[p]}", reference=p) for p in cfg.search],
+            trial_spec=trial_job(cfg, train_cfg, pairs_uri),
+        ),
+    )
+    meta = k.IoK8sApimachineryPkgApisMetaV1ObjectMeta(name=name, namespace=namespace, labels={"app.kubernetes.io/part-of": "resumo"})
+    return k.V1beta1Experiment(api_version=f"{GROUP}/{VERSION}", kind=KIND, metadata=meta, spec=spec).to_dict()
+
+
+def experiment_name(prefix: str) -> str:
+    """Unique per launch; trial names (name + 8 characters) stay short enough for Job labels."""
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+def metrics_format(names: tuple[str, ...]) -> str:
+    """Katib's filter: a regex whose two top groups are the metric's name and value (RE2 and Python agree on it).
+
+    The word boundary keeps `eval_loss` from matching inside `train_eval_loss=`.
+    """
+    return r"\b(" + "|".join(re.escape(n) for n in names) + r")=([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+
+
+def trial_output(output: str, trial_name: str) -> str:
+    """Where a trial writes its adapter and metrics: the one place the launcher and the template agree on."""
+    return storage.join(output, trial_name)
+
+
+def trial_job(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str) -> dict:
+    """The batch/v1 Job each trial runs, as JSON (kubernetes client models, sanitised by its ApiClient)."""
+    from kubernetes import client as k8s
+
+    from resumo.components import TRAIN_IMAGE
+
+    env = [
+        # The whole train section, so a trial trains exactly as the pipeline's train step would.
+        k8s.V1EnvVar(name="RESUMO_CONFIG", value=json.dumps({"train": train_cfg.model_dump(mode="json")})),
+        k8s.V1EnvVar(name="RESUMO_PAIRS", value=pairs_uri),
+        k8s.V1EnvVar(name="RESUMO_TRIAL_OUT", value=trial_output(cfg.katib.output, "${trialParameters.trialName}")),
+    ]
+    container = k8s.V1Container(
+        name=CONTAINER,
+        image=cfg.katib.image or TRAIN_IMAGE,
+        command=["sh", "-c", trial_script(cfg)],
+        env=env,
+        env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=cfg.katib.s3_secret))],
+        resources=k8s.V1ResourceRequirements(limits={"nvidia.com/gpu": str(cfg.katib.gpus)}) if cfg.katib.gpus else None,
+        volume_mounts=[k8s.V1VolumeMount(name="work", mount_path=WORKDIR)],
+        working_dir=WORKDIR,
+    )
+    pod = k8s.V1PodTemplateSpec(
+        # An Istio sidecar would keep the pod, and so the Job and the trial, running after training ends.
+        metadata=k8s.V1ObjectMeta(annotations={"sidecar.istio.io/inject": "false"}),
+        spec=k8s.V1PodSpec(
+            restart_policy="Never",
+            service_account_name=cfg.katib.service_account,
+            containers=[container],
+            volumes=[k8s.V1Volume(name="work", empty_dir=k8s.V1EmptyDirVolumeSource())],
+        ),
+    )
+    # backoffLimit 0: a failed trial is Katib's to count (maxFailedTrialCount), not the Job's to retry.
+    job = k8s.V1Job(api_version="batch/v1", kind="Job", spec=k8s.V1JobSpec(backoff_limit=0, template=pod))
+    return k8s.ApiClient().sanitize_for_serialization(job)
+
+
+def trial_script(cfg: TuneConfig) -> str:
+    """The trial's shell command: fetch the pairs, `resumo train` with the trial's values, copy the adapter out.
+
+    Katib's StdOut collector appends ` 1>/var/log/katib/metrics.log 2>&1 && ...`
+    to this command, so it is one parenthesised group: the redirect then takes
+    every line's output, not only the last command's.
+    """
+    copy = "python -c 'import sys; from resumo import storage; storage.{}(*sys.argv[1:])'"
+    sets = " ".join(f"--set train.{SearchSpace.TRAIN_KEYS[p]}=${{trialParameters.{p}}}" for p in cfg.search)
+    lines = [  # in the working directory, an emptyDir
+        "set -eu",
+        'printf "%s" "$RESUMO_CONFIG" > config.yaml',
+        f'{copy.format("download")} "$RESUMO_PAIRS" pairs',
+        f"resumo train --profile config.yaml --pairs pairs --out trial {sets}",
+        f'{copy.format("upload")} trial/adapter "$RESUMO_TRIAL_OUT/adapter"',
+        f'{copy.format("upload")} trial/metrics.json "$RESUMO_TRIAL_OUT/metrics.json"',
+    ]
+    return "(\n" + "\n".join(lines) + "\n)"
+
+
+def to_yaml(obj: dict) -> str:
+    """YAML for people: multi-line strings (the trial script) as literal blocks."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper, value: str):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump(obj, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1000)
+
+
+def _parameter_spec(name: str, entry):
+    from kubeflow_katib_api import models as k
+
+    integer = train_field(name).annotation is int
+    if entry.values is not None:
+        space = k.V1beta1FeasibleSpace(list=[_number(v, integer) for v in entry.values])
+        kind = "discrete"
+    else:
+        space = k.V1beta1FeasibleSpace(
+            min=_number(entry.low, integer), max=_number(entry.high, integer), distribution="logUniform" if entry.log else "uniform"
+        )
+        kind = "int" if integer else "double"
+    return k.V1beta1ParameterSpec(name=name, parameter_type=kind, feasible_space=space)
+
+
+def _number(value: float, integer: bool) -> str:
+    # Katib carries every value as a string; repr keeps floats exact (2e-05, not 0.0000).
+    return str(int(value)) if integer else repr(float(value))
+
+
+def _algorithm_settings(cfg: TuneConfig):
+    from kubeflow_katib_api import models as k
+
+    # Katib's grid suggestion accepts no settings; the others take a random_state.
+    if cfg.algorithm == "grid":
+        return None
+    return [k.V1beta1AlgorithmSetting(name="random_state", value=str(cfg.seed))]
+
+
+def _early_stopping(cfg: TuneConfig):
+    from kubeflow_katib_api import models as k
+
+    if cfg.early_stopping == "none":
+        return None
+    settings = {"min_trials_required": cfg.median_stop_min_trials, "start_step": cfg.median_stop_start_step}
+    return k.V1beta1EarlyStoppingSpec(
+        algorithm_name="medianstop", algorithm_settings=[k.V1beta1EarlyStoppingSetting(name=n, value=str(v)) for n, v in settings.items()]
+    )
+
+
+# --- the launcher -------------------------------------------------------------
+
+
+def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, out_dir: str | Path | None = None, api_client=None) -> KatibResult:
+    """Create the Experiment, wait for it, and read its best trial; the Experiment YAML and result go to `out_dir`."""
+    api_client = api_client or kube_client()
+    namespace = cfg.katib.namespace or _own_namespace()
+    body = experiment(cfg, train_cfg, pairs_uri, experiment_name(cfg.katib.name_prefix), namespace)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "experiment.yaml").write_text(to_yaml(body))
+    result = launch(body, api_client, cfg)
+    if out_dir is not None:
+        (Path(out_dir) / "best.json").write_text(json.dumps(_summary(result, cfg), indent=2))
+    return result
+
+
+def launch(body: dict, api_client, cfg: TuneConfig) -> KatibResult:
+    """Create the Experiment `body`, wait for it, read its best trial; delete it afterwards if tune.katib.delete."""
+    from kubernetes import client as k8s
+
+    api = k8s.CustomObjectsApi(api_client)
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    _call(api.create_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, body, what=f"create Experiment {namespace}/{name}")
+    log.info("tune: created Katib Experiment %s/%s (%s, up to %d trials)", namespace, name, cfg.algorithm, body["spec"]["maxTrialCount"])
+    try:
+        status = wait(api, name, namespace, timeout_s=cfg.katib.timeout_s, poll_s=cfg.katib.poll_s)
+        return best_trial(status, name, namespace, cfg)
+    finally:
+        if cfg.katib.delete:
+            _delete(api, name, namespace)
+
+
+def wait(api, name: str, namespace: str, *, timeout_s: float, poll_s: float) -> dict:
+    """Read the Experiment until it Succeeded (its status) or Failed, or `timeout_s` passed (KatibError)."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    deadline = time.monotonic() + timeout_s
+    last, errors, status = None, 0, {}
+    while True:
+        try:
+            obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            errors = 0
+        except (ApiException, HTTPError) as err:
+            status_code = getattr(err, "status", None)
+            if status_code == 404:
+                raise KatibError(f"Katib Experiment {namespace}/{name} disappeared while the launcher waited for it (deleted?)") from None
+            if isinstance(err, ApiException) and status_code is not None and status_code < 500 and status_code != 429:
+                raise _api_error(err, f"read Experiment {namespace}/{name}") from None
+            errors += 1
+            reason = f"HTTP {err.status} {err.reason}" if isinstance(err, ApiException) else str(err)
+            if errors > MAX_READ_ERRORS:
+                raise KatibError(f"cannot read Experiment {namespace}/{name}: {errors} reads in a row failed ({reason}); it may still be running") from None
+            log.warning("tune: reading Experiment %s/%s failed (%s); retrying", namespace, name, reason)
+        else:
+            status = obj.get("status") or {}
+            condition = _current_condition(status)
+            if condition and condition.get("type") != last:
+                last = condition["type"]
+                log.info("tune: %s/%s %s: %s", namespace, name, last, _progress(status))
+            if _is_true(status, SUCCEEDED):
+                return status
+            if _is_true(status, FAILED):
+                failed = _condition(status, FAILED)
+                raise KatibError(
+                    f"Katib Experiment {namespace}/{name} failed: {failed.get('reason', '?')}: {failed.get('message', '')} "
+                    f"(failed trials: {status.get('failedTrialList') or []}); see `kubectl -n {namespace} describe experiment {name}`"
+                )
+        if time.monotonic() >= deadline:
+            raise KatibError(
+                f"Katib Experiment {namespace}/{name} did not finish within {timeout_s:g} s (last condition: {last or 'none'}, {_progress(status)}); "
+                "raise tune.katib.timeout_s, or read its result later with `kubectl get experiment`"
+            )
+        time.sleep(poll_s)
+
+
+def best_trial(status: dict, name: str, namespace: str, cfg: TuneConfig) -> KatibResult:
+    """The best trial's parameters (as typed train.* overrides), its metrics and its adapter's URI."""
+    from resumo.tune import train_params
+
+    optimal = status.get("currentOptimalTrial") or {}
+    trial = optimal.get("bestTrialName")
+    if not trial:
+        raise KatibError(f"Katib Experiment {namespace}/{name} succeeded without an optimal trial (no trial reported {cfg.objective}); check the trials' logs")
+    assignments = {a["name"]: a["value"] for a in optimal.get("parameterAssignments") or []}
+    unknown = sorted(set(assignments) - set(cfg.search))
+    if unknown:
+        raise KatibError(f"Katib Experiment {namespace}/{name}: its best trial assigns {unknown}, which tune.search {cfg.search} does not hold")
+    metrics = {m["name"]: float(m["latest"]) for m in (optimal.get("observation") or {}).get("metrics") or [] if m.get("latest") not in (None, "unavailable")}
+    if cfg.objective not in metrics:
+        raise KatibError(f"Katib Experiment {namespace}/{name}: best trial {trial} has no {cfg.objective} observation (got {sorted(metrics)})")
+    return KatibResult(
+        experiment=name,
+        namespace=namespace,
+        best_trial=trial,
+        best_params=train_params(assignments),
+        best_score=metrics[cfg.objective],
+        best_adapter=storage.join(trial_output(cfg.katib.output, trial), "adapter"),
+        metrics=metrics,
+        status=status,
+    )
+
+
+def kube_client():
+    """An ApiClient from the pod's service account, else from ~/.kube/config (KUBECONFIG)."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        try:
+            # KUBECONFIG read now, not when the kubernetes package was imported.
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+        except (config.ConfigException, OSError) as err:
+            raise KatibError(f"no Kubernetes credentials: run in a pod with a service account, or set KUBECONFIG ({err})") from None
+    return client.ApiClient()
+
+
+def _own_namespace() -> str:
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.is_file() else "default"
+
+
+def _call(method, *args, what: str):
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        return method(*args)
+    except ApiException as err:
+        raise _api_error(err, what) from None
+    except HTTPError as err:
+        raise KatibError(f"cannot {what}: the Kubernetes API is unreachable ({err})") from None
+
+
+def _api_error(err, what: str) -> KatibError:
+    hints = {
+        401: "the credentials were refused",
+        403: f"the service account lacks RBAC: it needs create/get/delete on {PLURAL}.{GROUP} in this namespace (see manifests/)",
+        404: f"not found: is Katib installed (CRD {PLURAL}.{GROUP}/{VERSION}) and does the namespace exist?",
+        409: "an Experiment of that name exists already; launch again for a new name",
+    }
+    reason = _status_message(err)
+    return KatibError(f"cannot {what}: HTTP {err.status} {hints.get(err.status, '')} ({reason})".replace("  ", " "))
+
+
+def _status_message(err) -> str:
+    try:
+        return json.loads(err.body).get("message", "")
+    except (TypeError, ValueError, AttributeError):
+        return str(err.reason)
+
+
+def _delete(api, name: str, namespace: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        log.info("tune: deleted Katib Experiment %s/%s (its trials go with it; adapters stay on S3)", namespace, name)
+    except ApiException as err:
+        if err.status != 404:
+            log.warning("tune: could not delete Experiment %s/%s: %s", namespace, name, _api_error(err, "delete it"))
+
+
+def _condition(status: dict, kind: str) -> dict:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
+
+
+def _is_true(status: dict, kind: str) -> bool:
+    return _condition(status, kind).get("status") == "True"
+
+
+def _current_condition(status: dict) -> dict | None:
+    true = [c for c in status.get("conditions") or [] if c.get("status") == "True"]
+    return true[-1] if true else None
+
+
+def _progress(status: dict) -> str:
+    counts = {k: status.get(f"trials{k[0].upper()}{k[1:]}", 0) for k in ("succeeded", "running", "failed", "earlyStopped")}
+    return f"{status.get('trials', 0)} trials (" + ", ".join(f"{v} {k}" for k, v in counts.items()) + ")"
+
+
+def _summary(result: KatibResult, cfg: TuneConfig) -> dict:
+    return {
+        "experiment": f"{result.namespace}/{result.experiment}",
+        "best_trial": result.best_trial,
+        "params": result.best_params,
+        cfg.objective: result.best_score,
+        "metrics": result.metrics,
+        "adapter": result.best_adapter,
+    }
