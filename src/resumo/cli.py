@@ -139,10 +139,12 @@ def promote(
     model: Annotated[Path, typer.Option(help="The tuned model (adapter folder) to publish.")],
     scores: Annotated[Path, typer.Option(help="scores.json written by `resumo score`.")],
     candidate: Annotated[str, typer.Option(help="Name of the candidate in scores.json.")] = "tuned",
+    report: Annotated[Path | None, typer.Option(help="report.html to publish with the version.")] = None,
+    version: Annotated[str | None, typer.Option(help="Version id; ids must sort in time order (default: now, UTC).")] = None,
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """Publish the model to the registry if it beats production.  Example: resumo promote --model runs/model/adapter --scores runs/score/scores.json"""
+    """Publish the model to the registry if it passes the gates against production.  Example: resumo promote --model runs/model/adapter --scores runs/score/scores.json"""
     import dataclasses
 
     from resumo import promote as stage
@@ -152,7 +154,8 @@ def promote(
         score_data = json.loads(scores.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"--scores {scores}: {err}") from None
-    typer.echo(json.dumps(dataclasses.asdict(stage.run(_config(profile, sets).promote, model, score_data, candidate))))
+    result = stage.run(_config(profile, sets).promote, model, score_data, candidate, report_html=report, version=version)
+    typer.echo(json.dumps(dataclasses.asdict(result)))
 
 
 @app.command("compile")

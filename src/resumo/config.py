@@ -171,8 +171,31 @@ class ScoreConfig(Section):
 
 class PromoteConfig(Section):
     registry: str = Field("s3://resumo/registry", description="URI prefix of the model registry: versions under models/, the production pointer in production.json.")
-    metric: Literal["rougeLsum", "bertscore_f1"] = Field("rougeLsum", description="Score the candidate must beat production on.")
-    min_improvement: float = Field(0.0, ge=0, description="The candidate is promoted only if metric > production's + this.")
+    metric: Literal["rougeLsum", "bertscore_f1"] = Field("rougeLsum", description="Score the candidate must beat production on (the issue's gate: ROUGE-Lsum).")
+    min_improvement: float = Field(0.0, ge=0, description="The candidate is promoted only if metric > production's + this (absolute, e.g. 0.005 = half a ROUGE point).")
+    max_bertscore_drop: float | None = Field(
+        0.005,
+        ge=0,
+        description="Refuse a candidate whose BERTScore F1 is below production's by more than this (absolute); None skips the check. No-op when `metric` is bertscore_f1.",
+    )
+    max_not_portuguese: float | None = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Refuse a candidate whose share of outputs not in Portuguese is above this (the study's models: 0-1.9%). "
+        "scores.json must then have `share_not_portuguese`; None skips the check (the smoke profile's tiny random models write no language).",
+    )
+    production_name: str = Field(
+        "production",
+        description="Name, in scores.json, of the production model scored on the same test articles. When absent, the candidate is compared with the scores stored in the production pointer (a different test set: logged as a warning).",
+    )
+
+    @field_validator("registry")
+    @classmethod
+    def _registry_is_a_prefix(cls, registry: str) -> str:
+        if not registry.strip():
+            raise ValueError("is empty; give a path or an s3://bucket/prefix")
+        return registry
 
 
 # --- pipeline ---------------------------------------------------------------
