@@ -183,7 +183,7 @@ class PromoteConfig(Section):
         ge=0,
         le=1,
         description="Refuse a candidate whose share of outputs not in Portuguese is above this (the study's models: 0-1.9%). "
-        "scores.json must then have `share_not_portuguese`; None skips the check (the smoke profile's tiny random models write no language).",
+        "scores.json must then have `share_not_portuguese`. 1.0 lets any share pass (the smoke profile: tiny random models write no language); None skips the check (CLI only: a KFP parameter cannot carry None).",
     )
     production_name: str = Field(
         "production",
