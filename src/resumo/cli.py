@@ -111,6 +111,26 @@ def score(
 
 
 @app.command()
+def judge(
+    predictions: Annotated[Path, typer.Option(help="predictions.parquet written by `resumo score`.")],
+    out: OutDir,
+    pairs: Annotated[Path | None, typer.Option(help="Folder written by `resumo distill`: the article texts, joined by id.")] = None,
+    profile: Profile = "smoke",
+    sets: Sets = None,
+) -> None:
+    """LLM judge: the candidate against every other model, both orders.  Example: resumo judge --predictions runs/score/predictions.parquet --pairs runs/pairs --out runs/judge --set judge.base_url=http://localhost:8000/v1"""
+    import pandas as pd
+
+    from resumo import judge as stage
+
+    rows = pd.read_parquet(predictions)
+    if pairs is not None:
+        rows = stage.with_articles(rows, pairs)
+    result = stage.run(_config(profile, sets).judge, rows, out)
+    typer.echo(json.dumps({name: {k: r[k] for k in ("win_rate", "interval", "n_articles", "invalid_verdicts")} for name, r in result["opponents"].items()}))
+
+
+@app.command()
 def summarize(
     model: Annotated[str, typer.Option(help="Hub id, path, s3:// prefix or adapter folder.")],
     input_file: Annotated[Path, typer.Option("--in", help="JSONL or Parquet with a `text` column.")],

@@ -144,3 +144,22 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_articles():
     assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
     assert hi_l - lo_l < (hi_s - lo_s) / 5
     assert judge.bootstrap_interval(np.array([]), 0.95, 100, 1) is None
+
+
+def test_component_joins_articles_and_logs_win_rates(predictions, tmp_path):
+    from kfp import dsl
+
+    from resumo import tables
+    from resumo.components.judge import judge as component
+
+    tables.write_split(predictions[["id", "text"]], tmp_path / "pairs", "test")
+    (tmp_path / "scores").mkdir()
+    predictions.drop(columns=["text"]).to_parquet(tmp_path / "scores" / "predictions.parquet")
+    metrics = dsl.Metrics(uri=str(tmp_path / "m"))
+    with judge_server.serve(prefers_good) as server:
+        component.python_func(
+            config=config(server).model_dump(), pairs=dsl.Dataset(uri=str(tmp_path / "pairs")), scores=dsl.Artifact(uri=str(tmp_path / "scores")),
+            verdicts=dsl.Artifact(uri=str(tmp_path / "verdicts")), metrics=metrics,
+        )  # fmt: skip
+    assert json.loads((tmp_path / "verdicts" / judge.RESULT_FILE).read_text())["opponents"]["baseline"]["win_rate"] == 1.0
+    assert metrics.metadata == {"baseline_win_rate": 1.0, "baseline_n_articles": N, "baseline_invalid_verdicts": 0, "llama_win_rate": 0.75, "llama_n_articles": N, "llama_invalid_verdicts": 0}

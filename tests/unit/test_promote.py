@@ -212,3 +212,25 @@ def test_racing_processes_end_with_the_newest_version(tmp_path, model_dir):
         p.join(timeout=120)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     assert promote.current_production(registry, verify=True)["version"] == versions[-1]
+
+
+def test_component_publishes_the_score_report_and_logs_each_gate(tmp_path, model_dir):
+    import shutil
+
+    from kfp import dsl
+
+    from resumo.components.promote import promote as component
+
+    shutil.copytree(model_dir, tmp_path / "model" / "adapter")
+    (tmp_path / "scores").mkdir()
+    (tmp_path / "scores" / "scores.json").write_text(json.dumps(scores(0.3)))
+    (tmp_path / "scores" / "report.html").write_text("<html>scores</html>")
+    config = PromoteConfig(registry=str(tmp_path / "registry")).model_dump()
+    decision, metrics = dsl.Artifact(uri=str(tmp_path / "decision.json")), dsl.Metrics(uri=str(tmp_path / "m"))
+    component.python_func(
+        config=config, model=dsl.Model(uri=str(tmp_path / "model")), scores=dsl.Artifact(uri=str(tmp_path / "scores")), decision=decision, metrics=metrics
+    )
+    result = json.loads((tmp_path / "decision.json").read_text())
+    assert result["promoted"] and metrics.metadata == {"promoted": 1, "gate_rougeLsum_passed": 1, "gate_bertscore_f1_passed": 1, "gate_share_not_portuguese_passed": 1}
+    pointer = promote.current_production(config["registry"], verify=True)
+    assert storage.read_text(storage.join(config["registry"], f"models/{pointer['version']}/report.html")) == "<html>scores</html>"

@@ -107,3 +107,27 @@ def test_reports_are_stored_with_the_run(tmp_path, request, where):
     paths = report.write_reports(sample_scores(), sample_predictions(), tmp_path / "out", store_uri=prefix)
     assert storage.list_keys(prefix) == ["report.html", "report.md", "report_metrics.json"]
     assert json.loads(storage.read_text(storage.join(prefix, "report_metrics.json"))) == json.loads(paths["metrics"].read_text())
+
+
+def test_component_logs_every_scalar_and_writes_both_pages(tmp_path):
+    from kfp import dsl
+
+    from resumo.components.report import report as component
+
+    scores_dir, model_dir = tmp_path / "scores", tmp_path / "model"
+    scores_dir.mkdir()
+    model_dir.mkdir()
+    (scores_dir / "scores.json").write_text(json.dumps(sample_scores()))
+    sample_predictions().drop(columns=["text"]).to_parquet(scores_dir / "predictions.parquet")
+    (model_dir / "curves.png").write_bytes(report._png(report._pyplot().figure()))
+    (tmp_path / "judge").mkdir()
+    (tmp_path / "judge" / "judge.json").write_text(json.dumps(JUDGE))
+    page, summary, metrics = dsl.HTML(uri=str(tmp_path / "page.html")), dsl.Markdown(uri=str(tmp_path / "summary.md")), dsl.Metrics(uri=str(tmp_path / "m"))
+    component.python_func(
+        scores=dsl.Artifact(uri=str(scores_dir)), model=dsl.Model(uri=str(model_dir)), html=page, markdown=summary, metrics=metrics,
+        judge=dsl.Artifact(uri=str(tmp_path / "judge")), store_uri=str(tmp_path / "store"),
+    )  # fmt: skip
+    assert len(images((tmp_path / "page.html").read_text())) == 4
+    assert (tmp_path / "summary.md").read_text() == report.render_markdown(sample_scores(), JUDGE)
+    assert metrics.metadata == report.scalar_metrics(sample_scores(), JUDGE) and len(metrics.metadata) > 20
+    assert storage.list_keys(str(tmp_path / "store")) == ["report.html", "report.md", "report_metrics.json"]
