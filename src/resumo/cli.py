@@ -118,7 +118,7 @@ def judge(
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """LLM judge: the candidate against every other model, both orders.  Example: resumo judge --predictions runs/score/predictions.parquet --pairs runs/pairs --out runs/judge --set judge.base_url=http://localhost:8000/v1"""
+    """LLM judge, candidate vs each model.  Example: resumo judge --predictions runs/score/predictions.parquet --pairs runs/pairs --out runs/judge --set judge.base_url=http://localhost:8000/v1"""
     import pandas as pd
 
     from resumo import judge as stage

@@ -274,7 +274,7 @@ def model_card(version: str, model_dir: Path, scores: dict, candidate: str, prod
         lines += ["> **Tiny random model** built for tests and `make run`: its scores show that the pipeline works, nothing about summary quality.", ""]
     lines += [
         f"Portuguese summariser: `{base}` tuned with LoRA on teacher summaries of Portuguese Wikipedia articles (resumo).",
-        f"Promoted over {'`' + production['version'] + '`' if production else 'no earlier production model'}.",
+        f"Compared with production {'`' + production['version'] + '`' if production else '(none yet)'} when it was published; `production.json` records what it replaced.",
         "",
         "## Parameters",
         "",

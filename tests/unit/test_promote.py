@@ -201,7 +201,12 @@ def _promote_in_process(registry: str, model_dir: str, version: str, rouge: floa
 
 
 def test_racing_processes_end_with_the_newest_version(tmp_path, model_dir):
-    """No choreography: four processes race on a local registry; the newest (and best) must win."""
+    """No choreography: four processes race on a local registry; the newest (and best) must win.
+
+    Local only: moto's server checks If-Match and then writes in two steps without
+    a lock, so unchoreographed racers could both pass there (S3 and MinIO check
+    atomically); the choreographed test above covers the S3 protocol.
+    """
     registry = str(tmp_path / "registry")
     versions = [f"2026010{i}T000000000000Z" for i in range(1, 5)]
     ctx = multiprocessing.get_context("fork")
