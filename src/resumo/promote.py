@@ -136,6 +136,7 @@ def check_gates(cfg: PromoteConfig, candidate: dict[str, float], production: dic
             )
     if cfg.max_not_portuguese is None:
         log.info("promote: language gate skipped (promote.max_not_portuguese is None)")
+        gates.append(Gate("share_not_portuguese", True, "not checked: promote.max_not_portuguese is None"))
     else:
         share = candidate["share_not_portuguese"]
         ok = share <= cfg.max_not_portuguese
