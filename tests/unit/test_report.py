@@ -131,3 +131,19 @@ def test_component_logs_every_scalar_and_writes_both_pages(tmp_path):
     assert (tmp_path / "summary.md").read_text() == report.render_markdown(sample_scores(), JUDGE)
     assert metrics.metadata == report.scalar_metrics(sample_scores(), JUDGE) and len(metrics.metadata) > 20
     assert storage.list_keys(str(tmp_path / "store")) == ["report.html", "report.md", "report_metrics.json"]
+
+
+def test_report_and_judge_components_compile_with_an_optional_judge_input(tmp_path):
+    import yaml
+    from kfp import compiler
+
+    from resumo.components.judge import judge as judge_component
+    from resumo.components.report import report as report_component
+
+    for component in (report_component, judge_component):
+        compiler.Compiler().compile(component, str(tmp_path / f"{component.name}.yaml"))
+    spec = yaml.safe_load((tmp_path / "report.yaml").read_text())
+    artifacts = spec["root"]["inputDefinitions"]["artifacts"]
+    assert artifacts["judge"].get("isOptional") is True and not artifacts["scores"].get("isOptional")
+    outputs = spec["root"]["outputDefinitions"]["artifacts"]
+    assert {k: v["artifactType"]["schemaTitle"] for k, v in outputs.items()} == {"html": "system.HTML", "markdown": "system.Markdown", "metrics": "system.Metrics"}
