@@ -6,7 +6,7 @@ from resumo.components import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def promote(config: dict, model: Input[Model], scores: Input[Artifact], decision: Output[Artifact], metrics: Output[Metrics]):
-    """Publish the tuned model to the registry if it beats production (see `resumo promote`)."""
+    """Publish the tuned model to the registry if it passes the gates against production (see `resumo promote`)."""
     import dataclasses
     import json
     from pathlib import Path
@@ -14,6 +14,11 @@ def promote(config: dict, model: Input[Model], scores: Input[Artifact], decision
     from resumo import promote
     from resumo.config import PromoteConfig, validate
 
-    result = promote.run(validate(PromoteConfig, config), model.path + "/adapter", json.loads(Path(scores.path, "scores.json").read_text()))
+    report = Path(scores.path, "report.html")  # published with the version when the score step wrote one
+    result = promote.run(
+        validate(PromoteConfig, config), model.path + "/adapter", json.loads(Path(scores.path, "scores.json").read_text()), report_html=report if report.exists() else None
+    )
     Path(decision.path).write_text(json.dumps(dataclasses.asdict(result), indent=2))
     metrics.log_metric("promoted", int(result.promoted))
+    for gate in result.gates:
+        metrics.log_metric(f"gate_{gate.name}_passed", int(gate.passed))

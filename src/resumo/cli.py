@@ -130,6 +130,26 @@ def score(
 
 
 @app.command()
+def judge(
+    predictions: Annotated[Path, typer.Option(help="predictions.parquet written by `resumo score`.")],
+    out: OutDir,
+    pairs: Annotated[Path | None, typer.Option(help="Folder written by `resumo distill`: the article texts, joined by id.")] = None,
+    profile: Profile = "smoke",
+    sets: Sets = None,
+) -> None:
+    """LLM judge, candidate vs each model.  Example: resumo judge --predictions runs/score/predictions.parquet --pairs runs/pairs --out runs/judge --set judge.base_url=http://localhost:8000/v1"""
+    import pandas as pd
+
+    from resumo import judge as stage
+
+    rows = pd.read_parquet(predictions)
+    if pairs is not None:
+        rows = stage.with_articles(rows, pairs)
+    result = stage.run(_config(profile, sets).judge, rows, out)
+    typer.echo(json.dumps({name: {k: r[k] for k in ("win_rate", "interval", "n_articles", "invalid_verdicts")} for name, r in result["opponents"].items()}))
+
+
+@app.command()
 def summarize(
     model: Annotated[str, typer.Option(help="Hub id, path, s3:// prefix or adapter folder.")],
     input_file: Annotated[Path, typer.Option("--in", help="JSONL or Parquet with a `text` column.")],
@@ -158,10 +178,12 @@ def promote(
     model: Annotated[Path, typer.Option(help="The tuned model (adapter folder) to publish.")],
     scores: Annotated[Path, typer.Option(help="scores.json written by `resumo score`.")],
     candidate: Annotated[str, typer.Option(help="Name of the candidate in scores.json.")] = "tuned",
+    report: Annotated[Path | None, typer.Option(help="report.html to publish with the version.")] = None,
+    version: Annotated[str | None, typer.Option(help="Version id; ids must sort in time order (default: now, UTC).")] = None,
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """Publish the model to the registry if it beats production.  Example: resumo promote --model runs/model/adapter --scores runs/score/scores.json"""
+    """Publish the model to the registry if it passes the gates against production.  Example: resumo promote --model runs/model/adapter --scores runs/score/scores.json"""
     import dataclasses
 
     from resumo import promote as stage
@@ -171,7 +193,8 @@ def promote(
         score_data = json.loads(scores.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"--scores {scores}: {err}") from None
-    typer.echo(json.dumps(dataclasses.asdict(stage.run(_config(profile, sets).promote, model, score_data, candidate))))
+    result = stage.run(_config(profile, sets).promote, model, score_data, candidate, report_html=report, version=version)
+    typer.echo(json.dumps(dataclasses.asdict(result)))
 
 
 @app.command("compile")

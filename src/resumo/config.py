@@ -294,13 +294,72 @@ class ScoreConfig(Section):
     max_samples: int | None = Field(None, ge=1, description="Test articles scored; None scores the whole test split (original study: 1,000).")
 
 
+# --- judge ------------------------------------------------------------------
+
+
+class JudgeConfig(Section):
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint, e.g. http://vllm-judge:8000/v1 (vLLM, KServe, OpenAI). None uses the openai client's default (OPENAI_BASE_URL or api.openai.com)."
+    )
+    model: str = Field("meta-llama/Llama-3.1-8B-Instruct", description="Judge model name as the endpoint knows it (original study: the 8B teacher).")
+    api_key_env: str = Field(
+        "RESUMO_JUDGE_API_KEY", description="Name of the environment variable (on a cluster, from a Secret) that holds the API key; when unset, a placeholder key is sent, which vLLM accepts."
+    )
+    candidate: str = Field("tuned", description="Model whose summaries are compared with every other model's (`prediction_<name>` columns).")
+    max_articles: int | None = Field(None, ge=1, description="Articles judged; None judges every article in the predictions. Each costs 2 requests per opponent.")
+    response_format: Literal["auto", "json_schema", "json_object", "none"] = Field(
+        "auto",
+        description="How the answer is constrained: `json_schema` (vLLM guided decoding, OpenAI structured outputs), `json_object`, or `none` (the prompt alone). "
+        "`auto` starts with json_schema and steps down when the endpoint refuses it (HTTP 400/422). Answers are validated against the schema whatever the mode.",
+    )
+    concurrency: int = Field(8, ge=1, le=256, description="Requests in flight at once; vLLM batches them, so raise it for a large server.")
+    timeout_s: float = Field(120, gt=0, description="Seconds per request before the client gives up (then retries).")
+    max_retries: int = Field(3, ge=0, le=10, description="Retries per request on connection errors, 429 and 5xx, with the openai client's backoff.")
+    max_tokens: int = Field(300, ge=16, description="Generation limit of the verdict (a JSON object with a short explanation).")
+    n_words: int = Field(100, ge=10, description="Summary length the rubric calls right (original study: about 100 words).")
+    too_long_words: int = Field(200, ge=1, description="The rubric calls a summary over this many words bad (original study: 200).")
+    too_short_words: int = Field(30, ge=0, description="The rubric calls a summary under this many words bad (original study: 30).")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Level of the win-rate intervals (percentile bootstrap over articles).")
+    bootstrap_samples: int = Field(2000, ge=100, description="Bootstrap resamples of the articles for each interval.")
+    seed: int = Field(42, description="Seed of the bootstrap.")
+
+    @model_validator(mode="after")
+    def _lengths_in_order(self) -> JudgeConfig:
+        if not self.too_short_words < self.n_words < self.too_long_words:
+            raise ValueError(f"need too_short_words < n_words < too_long_words, got {self.too_short_words} < {self.n_words} < {self.too_long_words}")
+        return self
+
+
 # --- promote ----------------------------------------------------------------
 
 
 class PromoteConfig(Section):
     registry: str = Field("s3://resumo/registry", description="URI prefix of the model registry: versions under models/, the production pointer in production.json.")
-    metric: Literal["rougeLsum", "bertscore_f1"] = Field("rougeLsum", description="Score the candidate must beat production on.")
-    min_improvement: float = Field(0.0, ge=0, description="The candidate is promoted only if metric > production's + this.")
+    metric: Literal["rougeLsum", "bertscore_f1"] = Field("rougeLsum", description="Score the candidate must beat production on (the issue's gate: ROUGE-Lsum).")
+    min_improvement: float = Field(0.0, ge=0, description="The candidate is promoted only if metric > production's + this (absolute, e.g. 0.005 = half a ROUGE point).")
+    max_bertscore_drop: float | None = Field(
+        0.005,
+        ge=0,
+        description="Refuse a candidate whose BERTScore F1 is below production's by more than this (absolute); None skips the check. No-op when `metric` is bertscore_f1.",
+    )
+    max_not_portuguese: float | None = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Refuse a candidate whose share of outputs not in Portuguese is above this (the study's models: 0-1.9%). "
+        "scores.json must then have `share_not_portuguese`. 1.0 lets any share pass (the smoke profile: tiny random models write no language); None skips the check (CLI only: a KFP parameter cannot carry None).",
+    )
+    production_name: str = Field(
+        "production",
+        description="Name, in scores.json, of the production model scored on the same test articles. When absent, the candidate is compared with the scores stored in the production pointer (a different test set: logged as a warning).",
+    )
+
+    @field_validator("registry")
+    @classmethod
+    def _registry_is_a_prefix(cls, registry: str) -> str:
+        if not registry.strip():
+            raise ValueError("is empty; give a path or an s3://bucket/prefix")
+        return registry
 
 
 # --- cluster ----------------------------------------------------------------
@@ -362,6 +421,7 @@ class PipelineConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 

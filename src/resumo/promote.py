@@ -1,32 +1,64 @@
-"""Promote: publish the tuned model to the registry if it beats production.
+"""Promote: publish the candidate to the registry if it beats production.
 
     resumo promote --model runs/model/adapter --scores runs/score/scores.json
 
 Registry layout under `promote.registry` (a path or s3:// prefix):
 
-    models/<version>/model/...     the adapter (or merged model) files
-    models/<version>/scores.json   the scores it was promoted on
-    production.json                the pointer: {"version", "metric", "score", ...}
+    models/<version>/model/...         the adapter (or merged model) files
+    models/<version>/scores.json       the scores it was promoted on
+    models/<version>/MODEL_CARD.md     data, parameters, scores, the gates it passed
+    models/<version>/report.html       the scoring report, when given
+    models/<version>/manifest.json     every file above with its size and sha256
+    production.json                    the pointer: {"version", "manifest", "scores", ...}
 
-Every model file is written before the pointer moves, so a crash mid-publish
-leaves the previous production pointer valid.
+The gates (PromoteConfig): ROUGE-Lsum above production's by more than
+`min_improvement`; BERTScore F1 not below production's by more than
+`max_bertscore_drop`; share of outputs not in Portuguese at most
+`max_not_portuguese`. A threshold set to None is skipped and says so; a
+threshold whose score is missing from scores.json is an error, because a gate
+that silently passes is no gate.
+
+The publish is versioned and atomic. A version id is taken when the promotion
+starts; ids sort in time order, so "newer" means "started later" (pass
+`version` to order by something else, such as the pipeline run's creation
+time). Every file is written, read back and checked against the manifest
+before the pointer moves, so a crash mid-publish leaves the old pointer and the
+files it names intact (the half-written version folder is never pointed at).
+The pointer moves by compare-and-swap (`storage.write_if_unchanged`): if
+another promotion moved it meanwhile, a newer one is left in place and an older
+one is re-judged against the candidate, whose gates must pass again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from resumo import storage
 from resumo.config import PromoteConfig
-from resumo.errors import DataError
+from resumo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 POINTER = "production.json"
+MANIFEST = "manifest.json"
+CARD = "MODEL_CARD.md"
+# Each retry follows a promotion that landed meanwhile; a handful covers any realistic schedule.
+MAX_POINTER_ATTEMPTS = 5
+_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
+_SCORE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "words_mean", "share_not_portuguese")
+
+
+@dataclass
+class Gate:
+    name: str
+    passed: bool
+    detail: str
 
 
 @dataclass
@@ -36,32 +68,251 @@ class PromoteResult:
     candidate_score: float
     production_score: float | None
     version: str | None
+    gates: list[Gate] = field(default_factory=list)
 
 
-def run(cfg: PromoteConfig, model_dir: str | Path, scores: dict, candidate: str = "tuned") -> PromoteResult:
-    """`scores` is score's output: {"models": {name: {metric: value}}}; `candidate` names the model to promote."""
+def run(
+    cfg: PromoteConfig,
+    model_dir: str | Path,
+    scores: dict,
+    candidate: str = "tuned",
+    report_html: str | Path | None = None,
+    version: str | None = None,
+) -> PromoteResult:
+    """`scores` is score's output: {"models": {name: {metric: value}}, ...}; `candidate` names the model to promote."""
+    version = version or datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    if not _VERSION.match(version):
+        raise ConfigError(f"version {version!r} must be letters, digits, '.', '_' or '-' (it becomes a key under models/)")
+    candidate_scores = _candidate_scores(cfg, scores, candidate)
+    pointer_uri = storage.join(cfg.registry, POINTER)
+    production, tag = _read_pointer(pointer_uri)
+    gates = check_gates(cfg, candidate_scores, _production_scores(cfg, scores, production))
+    if not all(g.passed for g in gates):
+        return _kept(cfg, candidate_scores, production, gates)
+
+    pointer = _publish_version(cfg, version, Path(model_dir), scores, candidate, candidate_scores, production, gates, report_html)
+    for _ in range(MAX_POINTER_ATTEMPTS):
+        try:
+            storage.write_if_unchanged(pointer_uri, json.dumps(pointer, indent=2).encode(), tag)
+        except storage.StaleWrite:
+            production, tag = _read_pointer(pointer_uri)
+            log.info("promote: production moved to %s while %s was published; judging again", production and production["version"], version)
+            if production and production["version"] >= version:
+                reason = f"a newer version {production['version']} was promoted while {version} was published; it stays"
+                log.info("promote: kept production; %s", reason)
+                return PromoteResult(False, reason, candidate_scores[cfg.metric], _score(production, cfg.metric), None, gates)
+            # Only the pointer's stored scores describe the model that just landed.
+            gates = check_gates(cfg, candidate_scores, _pointer_scores(production, cfg.metric))
+            if not all(g.passed for g in gates):
+                return _kept(cfg, candidate_scores, production, gates)
+            pointer["previous"] = production and production["version"]
+            continue
+        reason = "; ".join(g.detail for g in gates)
+        log.info("promote: published %s (%s)", version, reason)
+        return PromoteResult(True, reason, candidate_scores[cfg.metric], _score(production, cfg.metric), version, gates)
+    raise storage.StaleWrite(f"{pointer_uri} kept moving during {MAX_POINTER_ATTEMPTS} attempts; {version} is published but not in production")
+
+
+def check_gates(cfg: PromoteConfig, candidate: dict[str, float], production: dict[str, float] | None) -> list[Gate]:
+    """Each gate of PromoteConfig with its verdict and numbers; `production` None means there is none yet."""
+    gates = []
+    value = candidate[cfg.metric]
+    if production is None or production.get(cfg.metric) is None:
+        gates.append(Gate(cfg.metric, True, "no production model yet" if production is None else f"production has no {cfg.metric}"))
+    else:
+        bar = production[cfg.metric] + cfg.min_improvement
+        beats = value > bar
+        gates.append(
+            Gate(cfg.metric, beats, f"{cfg.metric} {value:.4f} {'beats' if beats else 'does not beat'} production {production[cfg.metric]:.4f} by more than {cfg.min_improvement}")
+        )
+    if cfg.max_bertscore_drop is not None and cfg.metric != "bertscore_f1":
+        if production is None or production.get("bertscore_f1") is None:
+            gates.append(Gate("bertscore_f1", True, "no production BERTScore to compare with"))
+        else:
+            floor = production["bertscore_f1"] - cfg.max_bertscore_drop
+            ok = candidate["bertscore_f1"] >= floor
+            gates.append(
+                Gate("bertscore_f1", ok, f"BERTScore F1 {candidate['bertscore_f1']:.4f} {'within' if ok else 'falls more than'} {cfg.max_bertscore_drop} of production {production['bertscore_f1']:.4f}")
+            )
+    if cfg.max_not_portuguese is None:
+        log.info("promote: language gate skipped (promote.max_not_portuguese is None)")
+        gates.append(Gate("share_not_portuguese", True, "not checked: promote.max_not_portuguese is None"))
+    else:
+        share = candidate["share_not_portuguese"]
+        ok = share <= cfg.max_not_portuguese
+        gates.append(Gate("share_not_portuguese", ok, f"{share:.1%} of outputs not in Portuguese ({'within' if ok else 'above'} {cfg.max_not_portuguese:.1%})"))
+    return gates
+
+
+def current_production(registry: str, verify: bool = False) -> dict | None:
+    """The production pointer, or None; with `verify`, every file of its manifest is read back and checked."""
+    pointer, _ = _read_pointer(storage.join(registry, POINTER))
+    if pointer is not None and verify:
+        verify_version(pointer)
+    return pointer
+
+
+def verify_version(pointer: dict) -> None:
+    """Check the manifest's hash and every file's size and sha256; raise DataError on the first mismatch."""
+    raw = storage.read_bytes(pointer["manifest"])
+    if hashlib.sha256(raw).hexdigest() != pointer["manifest_sha256"]:
+        raise DataError(f"{pointer['manifest']} does not match the sha256 in the pointer; the version {pointer['version']} was altered")
+    manifest = json.loads(raw)
+    for key, expected in manifest["files"].items():
+        _check_file(storage.join(manifest["prefix"], key), expected)
+
+
+def _candidate_scores(cfg: PromoteConfig, scores: dict, candidate: str) -> dict[str, float]:
+    models = scores.get("models", {}) if isinstance(scores, dict) else {}
+    if candidate not in models:
+        raise DataError(f"scores have no model {candidate!r} (models: {sorted(models)}); pass the scores.json that `resumo score` wrote and --candidate")
+    values = models[candidate]
+    needed = [cfg.metric]
+    if cfg.max_bertscore_drop is not None and cfg.metric != "bertscore_f1":
+        needed.append("bertscore_f1")
+    if cfg.max_not_portuguese is not None:
+        needed.append("share_not_portuguese")
+    for key in needed:
+        if key not in values:
+            fix = "set promote.max_not_portuguese=null to skip the language gate" if key == "share_not_portuguese" else "score the model again with `resumo score`"
+            raise DataError(f"scores have no {key!r} for model {candidate!r}; {fix}")
+    return {k: float(v) for k, v in values.items() if isinstance(v, int | float)}
+
+
+def _production_scores(cfg: PromoteConfig, scores: dict, production: dict | None) -> dict[str, float] | None:
+    if production is None:
+        return None
+    same_articles = scores["models"].get(cfg.production_name)
+    if same_articles is not None:
+        return same_articles
+    log.warning(
+        "promote: scores.json has no %r model; comparing with the scores production %s was promoted on, which came from other test articles",
+        cfg.production_name,
+        production["version"],
+    )
+    return _pointer_scores(production, cfg.metric)
+
+
+def _pointer_scores(pointer: dict | None, metric: str) -> dict[str, float] | None:
+    if pointer is None:
+        return None
+    return pointer.get("scores") or {pointer.get("metric", metric): pointer.get("score")}
+
+
+def _kept(cfg: PromoteConfig, candidate: dict[str, float], production: dict | None, gates: list[Gate]) -> PromoteResult:
+    reason = "; ".join(g.detail for g in gates if not g.passed)
+    log.info("promote: kept production %s; %s", production and production["version"], reason)
+    return PromoteResult(False, reason, candidate[cfg.metric], _score(production, cfg.metric), None, gates)
+
+
+def _score(pointer: dict | None, metric: str) -> float | None:
+    if pointer is None:
+        return None
+    return (pointer.get("scores") or {}).get(metric, pointer.get("score") if pointer.get("metric") == metric else None)
+
+
+def _read_pointer(uri: str) -> tuple[dict | None, str | None]:
+    found = storage.read_tagged(uri)
+    if found is None:
+        return None, None
+    data, tag = found
     try:
-        candidate_score = float(scores["models"][candidate][cfg.metric])
-    except KeyError:
-        raise DataError(f"scores have no {cfg.metric!r} for model {candidate!r}; pass the scores.json that `resumo score` wrote") from None
-    production = current_production(cfg.registry)
-    production_score = production["score"] if production and production.get("metric") == cfg.metric else None
-    if production_score is not None and candidate_score <= production_score + cfg.min_improvement:
-        reason = f"{cfg.metric} {candidate_score:.4f} does not beat production {production['version']} ({production_score:.4f}) by more than {cfg.min_improvement}"
-        log.info("promote: kept production; %s", reason)
-        return PromoteResult(False, reason, candidate_score, production_score, None)
+        return json.loads(data), tag
+    except json.JSONDecodeError as err:
+        raise DataError(f"{uri} is not JSON ({err}); restore it from models/<version>/ or remove it to start a new registry") from None
 
-    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+def _publish_version(cfg, version, model_dir, scores, candidate, candidate_scores, production, gates, report_html) -> dict:
+    """Write every file of the version, read each back, then the manifest; return the pointer to move."""
+    if not model_dir.is_dir():
+        raise DataError(f"model folder {model_dir} does not exist; pass the adapter folder `resumo train` wrote")
     prefix = storage.join(cfg.registry, f"models/{version}")
-    keys = storage.upload(model_dir, storage.join(prefix, "model"))
-    storage.write_text(storage.join(prefix, "scores.json"), json.dumps(scores, indent=2))
-    pointer = {"version": version, "model": storage.join(prefix, "model"), "metric": cfg.metric, "score": candidate_score, "files": keys}
-    storage.write_text(storage.join(cfg.registry, POINTER), json.dumps(pointer, indent=2))
-    reason = "no production model yet" if production_score is None else f"{cfg.metric} {candidate_score:.4f} beats production {production_score:.4f}"
-    log.info("promote: published %s (%s)", version, reason)
-    return PromoteResult(True, reason, candidate_score, production_score, version)
+    files: dict[str, bytes] = {f"model/{p.relative_to(model_dir).as_posix()}": p.read_bytes() for p in sorted(model_dir.rglob("*")) if p.is_file()}
+    files["scores.json"] = json.dumps(scores, indent=2).encode()
+    if report_html is not None:
+        files["report.html"] = Path(report_html).read_bytes()
+    files[CARD] = model_card(version, model_dir, scores, candidate, production, gates).encode()
+    manifest = {"version": version, "prefix": prefix, "files": {}}
+    for key, data in files.items():
+        expected = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        storage.write_bytes(storage.join(prefix, key), data)
+        _check_file(storage.join(prefix, key), expected)
+        manifest["files"][key] = expected
+    raw = json.dumps(manifest, indent=2).encode()
+    storage.write_bytes(storage.join(prefix, MANIFEST), raw)
+    _check_file(storage.join(prefix, MANIFEST), {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()})
+    log.info("promote: wrote and verified %d files under %s", len(files), prefix)
+    return {
+        "version": version,
+        "previous": production and production["version"],
+        "promoted_at": datetime.now(UTC).isoformat(),
+        "model": storage.join(prefix, "model"),
+        "card": storage.join(prefix, CARD),
+        "manifest": storage.join(prefix, MANIFEST),
+        "manifest_sha256": hashlib.sha256(raw).hexdigest(),
+        "candidate": candidate,
+        "metric": cfg.metric,
+        "score": candidate_scores[cfg.metric],
+        "scores": {k: v for k, v in candidate_scores.items() if k in _SCORE_KEYS},
+        "gates": [asdict(g) for g in gates],
+    }
 
 
-def current_production(registry: str) -> dict | None:
-    uri = storage.join(registry, POINTER)
-    return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
+def _check_file(uri: str, expected: dict) -> None:
+    data = storage.read_bytes(uri)
+    if len(data) != expected["size"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        raise DataError(f"{uri} reads back as {len(data)} bytes that do not match its manifest entry {expected}; the pointer was not moved")
+
+
+def model_card(version: str, model_dir: Path, scores: dict, candidate: str, production: dict | None, gates: list[Gate]) -> str:
+    """Markdown: what the model is, what it was trained on and with, how it scored, why it was promoted."""
+    meta_file = model_dir / "resumo_model.json"  # generation.MODEL_META, read without importing torch
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    train = meta.get("config", {})
+    base = meta.get("base_model", "unknown")
+    lines = [f"# resumo summariser {version}", ""]
+    if str(base).startswith("tiny:"):
+        lines += ["> **Tiny random model** built for tests and `make run`: its scores show that the pipeline works, nothing about summary quality.", ""]
+    lines += [
+        f"Portuguese summariser: `{base}` tuned with LoRA on teacher summaries of Portuguese Wikipedia articles (resumo).",
+        f"Compared with production {'`' + production['version'] + '`' if production else '(none yet)'} when it was published; `production.json` records what it replaced.",
+        "",
+        "## Parameters",
+        "",
+        "| parameter | value |",
+        "|---|---|",
+    ]
+    lora = meta.get("lora", {})
+    params = {
+        "base model": base,
+        "LoRA r / alpha / dropout": f"{lora.get('r')} / {lora.get('r', 0) * lora.get('alpha_ratio', 0):g} / {lora.get('dropout')}" if lora else None,
+        "LoRA target modules": ", ".join(lora.get("target_modules", [])) or None,
+        "prompt version / words": f"{meta['prompt']['version']} / {meta['prompt']['n_words']}" if "prompt" in meta else None,
+        **{k.replace("_", " "): train.get(k) for k in ("learning_rate", "lr_scheduler", "epochs", "batch_size", "gradient_accumulation", "max_length", "seed")},
+    }
+    lines += [f"| {k} | {v} |" for k, v in params.items() if v is not None]
+    score_cfg = scores.get("config", {})
+    lines += [
+        "",
+        "## Data",
+        "",
+        f"Scored on {scores.get('n_articles', '?')} held-out test articles against the teacher's summaries"
+        + (f" (ROUGE tokenizer `{score_cfg['rouge_tokenizer']}`, BERTScore encoder `{score_cfg['bertscore_model']}`)." if "rouge_tokenizer" in score_cfg else "."),
+        "",
+        "## Scores",
+        "",
+    ]
+    models = scores.get("models", {})
+    columns = [k for k in _SCORE_KEYS if any(k in v for v in models.values())]
+    intervals = scores.get("intervals", {})
+    lines += ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, values in models.items():
+        cells = []
+        for c in columns:
+            v, ci = values.get(c), intervals.get(name, {}).get(c)
+            cells.append("" if v is None else f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+        lines.append(f"| {'**' + name + '**' if name == candidate else name} | " + " | ".join(cells) + " |")
+    lines += ["", "## Promotion gates", "", "| gate | passed | detail |", "|---|---|---|"]
+    lines += [f"| {g.name} | {'yes' if g.passed else 'no'} | {g.detail} |" for g in gates]
+    lines += ["", "Files, sizes and sha256 of this version: `manifest.json`.", ""]
+    return "\n".join(lines)

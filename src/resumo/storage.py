@@ -11,6 +11,7 @@ place, and an S3 PUT is all-or-nothing, so a reader never sees half an object.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -178,3 +179,59 @@ def _s3_call(loc: Location, call, passthrough: type[Exception] | None = None):
         raise StorageError(f"S3 refused {loc}: {code} ({err.response.get('Error', {}).get('Message', '')})") from None
     except BotoCoreError as err:
         raise StorageError(f"S3 error for {loc}: {err}") from None
+
+
+# --- compare-and-swap, for pointers that concurrent writers move -------------
+
+
+class StaleWrite(StorageError):
+    """The object changed (or appeared, or vanished) since it was read; read it again and decide anew."""
+
+
+def read_tagged(uri: str | Path) -> tuple[bytes, str] | None:
+    """The object's bytes and a tag that changes whenever it is rewritten (S3 ETag, sha256 locally); None if absent."""
+    loc = parse(uri)
+    if loc.scheme == "file":
+        try:
+            data = Path(loc.key).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+    if not exists(uri):
+        return None
+    response = _s3_call(loc, lambda c: c.get_object(Bucket=loc.bucket, Key=loc.key))
+    return response["Body"].read(), response["ETag"]
+
+
+def write_if_unchanged(uri: str | Path, data: bytes, tag: str | None) -> None:
+    """Write `data` only if the object still has `tag` from `read_tagged` (None: only if it does not exist yet).
+
+    S3 makes the check and the write one step (PutObject with If-Match / If-None-Match);
+    locally an exclusive flock on a sibling lock file serialises writers, across
+    threads and processes, and the write itself is an atomic rename. Raises StaleWrite
+    when another writer got there first.
+    """
+    loc = parse(uri)
+    if loc.scheme == "s3":
+        from botocore.exceptions import ClientError
+
+        condition = {"IfMatch": tag} if tag is not None else {"IfNoneMatch": "*"}
+        try:
+            _s3_call(loc, lambda c: c.put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **condition), passthrough=ClientError)
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "?")
+            # 412: the tag no longer matches; 409: a concurrent conditional write is in flight; NoSuchKey: it was deleted.
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"):
+                raise StaleWrite(f"{loc} changed since it was read ({code})") from None
+            raise StorageError(f"S3 refused {loc}: {code} ({err.response.get('Error', {}).get('Message', '')})") from None
+        return
+    import fcntl
+
+    path = Path(loc.key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        current = read_tagged(path)
+        if (current[1] if current else None) != tag:
+            raise StaleWrite(f"{loc} changed since it was read")
+        write_bytes(path, data)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["config", "scrape", "distill", "train", "tune", "score", "summarize", "promote", "compile", "run", "submit", "runs", "schedule"]
+COMMANDS = ["config", "scrape", "distill", "train", "tune", "score", "judge", "summarize", "promote", "compile", "run", "submit", "runs", "schedule"]
 
 
 def resumo(*args):

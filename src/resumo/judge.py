@@ -1,0 +1,290 @@
+"""Judge: an LLM compares the candidate's summary with each other model's, article by article.
+
+    resumo judge --predictions runs/score/predictions.parquet --pairs runs/pairs --out runs/judge \\
+        --set judge.base_url=http://vllm-judge:8000/v1
+
+Every (article, opponent) pair is asked twice, with the candidate's summary
+first (A) and then second (B): a judge that favours a position then gives one
+win and one loss, which average to a tie, instead of a random draw deciding
+(the original study drew the position once). Ties are allowed. The answer must
+be a JSON object matching `VERDICT_SCHEMA`; the schema is sent to the endpoint
+where it supports guided output, and every answer is validated against it
+anyway. An answer that does not validate is counted as invalid, never guessed.
+
+An article counts when both of its orders gave a valid verdict; it scores 1
+for two wins, 0.5 for a win and a loss or two ties, and so on. The win rate is
+the mean over articles, with a percentile bootstrap interval over articles.
+Verdicts are appended to `verdicts.jsonl` as they arrive, so a rerun with the
+same `--out` asks only what is missing. Writes `judge.json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pandas as pd
+
+from resumo import tables
+from resumo.config import JudgeConfig
+from resumo.errors import ConfigError, DataError, ResumoError
+
+log = logging.getLogger(__name__)
+
+RUBRIC_VERSION = "study-v1"
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {"best": {"type": "string", "enum": ["A", "B", "tie"]}, "explanation": {"type": "string"}},
+    "required": ["best", "explanation"],
+    "additionalProperties": False,
+}
+SYSTEM = "You are a careful, impartial evaluator of summaries of Portuguese texts."
+# The original study's rubric (DESIGN.md): summary quality, quality of Portuguese, and
+# length (about 100 words; over 200 or under 30 is bad); a JSON answer with a short
+# explanation. We add "tie", which the study's 0-or-1 answer could not express.
+RUBRIC = """Two summaries of the Portuguese text below were written by different systems. Decide which summary is better.
+
+Judge by, in this order:
+1. Summary quality: it keeps the main information of the text, states it correctly and adds nothing that is not in the text.
+2. Quality of the Portuguese: correct, fluent, natural Portuguese. A summary not in Portuguese is bad.
+3. Length: about {n_words} words is right; over {too_long} words or under {too_short} words is bad.
+
+If neither summary is better, answer "tie". The order in which the summaries appear says nothing about them.
+Answer only with a JSON object: {{"best": "A" or "B" or "tie", "explanation": "one or two sentences"}}
+
+Text:
+{text}
+
+Summary A:
+{a}
+
+Summary B:
+{b}"""
+
+VERDICTS_FILE, RESULT_FILE = "verdicts.jsonl", "judge.json"
+ORDERS = ("candidate_first", "candidate_second")
+POINTS = {"win": 1.0, "tie": 0.5, "loss": 0.0}
+_FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|schema|guided", re.I)
+_FENCE = re.compile(r"^```(?:json)?\s*\n(.*)\n```$", re.S)
+
+
+def run(cfg: JudgeConfig, predictions: pd.DataFrame, out_dir: str | Path) -> dict:
+    """Judge `predictions` (id, text, prediction_<model> columns); write and return judge.json's content."""
+    out_dir = Path(out_dir)
+    rows, opponents = _validated(cfg, predictions)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    verdicts_file = out_dir / VERDICTS_FILE
+    wanted = [_request(cfg, row, opponent, order) for row in rows.itertuples(index=False) for opponent in opponents for order in ORDERS]
+    done = _load_verdicts(verdicts_file, {r["key"] for r in wanted})
+    todo = [r for r in wanted if r["key"] not in done]
+    log.info("judge: %d requests (%d articles x %d opponents x 2 orders), %d already answered", len(wanted), len(rows), len(opponents), len(wanted) - len(todo))
+    if todo:
+        asyncio.run(_ask_all(cfg, todo, verdicts_file, done))
+    verdicts = [
+        done[r["key"]] | {"id": r["id"], "opponent": r["opponent"], "order": r["order"], "outcome": _outcome(done[r["key"]]["verdict"], r["order"])}
+        for r in wanted
+        if r["key"] in done
+    ]
+    failed = len(wanted) - len(verdicts)
+    if verdicts == [] and failed:
+        raise ResumoError(f"the judge endpoint answered none of {failed} requests; check judge.base_url, judge.model and the API key (see the log above)")
+
+    result = {
+        "candidate": cfg.candidate,
+        "judge_model": cfg.model,
+        "rubric_version": RUBRIC_VERSION,
+        "opponents": {o: win_rate(cfg, [v for v in verdicts if v["opponent"] == o]) for o in opponents},
+        "failed_requests": failed,
+        "config": cfg.model_dump(),
+    }
+    (out_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    for opponent, r in result["opponents"].items():
+        log.info("judge: %s vs %s: win rate %s on %d articles (%d invalid verdicts)", cfg.candidate, opponent, r["win_rate"], r["n_articles"], r["invalid_verdicts"])
+    return result
+
+
+def with_articles(predictions: pd.DataFrame, pairs_dir: str | Path) -> pd.DataFrame:
+    """Join the article texts of the test split (score's predictions carry ids, not texts)."""
+    if "text" in predictions.columns:
+        return predictions
+    texts = tables.read_split(pairs_dir, "test", columns=["id", "text"])[["id", "text"]]
+    joined = predictions.merge(texts, on="id", how="left")
+    missing = joined["text"].isna().sum()
+    if missing:
+        raise DataError(f"{missing} predicted ids are not in the test split of {pairs_dir}; pass the pairs that were scored")
+    return joined
+
+
+def parse_verdict(content: str) -> tuple[dict | None, str | None]:
+    """(verdict, None) for an answer that is exactly one JSON object matching VERDICT_SCHEMA, else (None, why)."""
+    text = content.strip()
+    fenced = _FENCE.match(text)  # a lone ```json fence is formatting, not content
+    if fenced:
+        text = fenced.group(1).strip()
+    try:
+        verdict = json.loads(text)
+        jsonschema.validate(verdict, VERDICT_SCHEMA)
+    except json.JSONDecodeError as err:
+        return None, f"not JSON: {err.msg} at {err.pos}"
+    except jsonschema.ValidationError as err:
+        return None, f"schema: {err.message}"
+    return verdict, None
+
+
+def win_rate(cfg: JudgeConfig, verdicts: list[dict]) -> dict:
+    """Win rate of the candidate over articles where both orders gave a valid verdict, with its interval and bias diagnostics."""
+    valid = [v for v in verdicts if v.get("outcome")]
+    by_article: dict[str, dict[str, str]] = {}
+    for v in valid:
+        by_article.setdefault(v["id"], {})[v["order"]] = v["outcome"]
+    complete = {a: o for a, o in by_article.items() if len(o) == 2}
+    points = np.array([np.mean([POINTS[x] for x in o.values()]) for o in complete.values()])
+    decisive = [v for v in valid if v["verdict"] != "tie"]
+    counts = {k: sum(v["outcome"] == k for v in valid) for k in ("win", "tie", "loss")}
+    return {
+        "win_rate": float(points.mean()) if len(points) else None,
+        "interval": bootstrap_interval(points, cfg.confidence, cfg.bootstrap_samples, cfg.seed),
+        "wins": counts["win"],
+        "ties": counts["tie"],
+        "losses": counts["loss"],
+        "n_articles": len(complete),
+        "invalid_verdicts": len(verdicts) - len(valid),
+        # A fair judge gives the same outcome both ways; a position-biased one does not.
+        "position_consistency": float(np.mean([len(set(o.values())) == 1 for o in complete.values()])) if complete else None,
+        "first_position_rate": float(np.mean([v["verdict"] == "A" for v in decisive])) if decisive else None,
+    }
+
+
+def bootstrap_interval(points: np.ndarray, confidence: float, samples: int, seed: int) -> list[float] | None:
+    """Percentile bootstrap interval of the mean, resampling articles."""
+    if len(points) == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    means = points[rng.integers(0, len(points), size=(samples, len(points)))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    return [float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))]
+
+
+# --- requests ---------------------------------------------------------------
+
+
+def _validated(cfg: JudgeConfig, predictions: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    models = [c.removeprefix("prediction_") for c in predictions.columns if c.startswith("prediction_")]
+    if cfg.candidate not in models:
+        raise ConfigError(f"judge.candidate = {cfg.candidate!r} has no prediction_{cfg.candidate} column (models: {models}); set judge.candidate")
+    opponents = [m for m in models if m != cfg.candidate]
+    if not opponents:
+        raise DataError(f"predictions hold only {cfg.candidate!r}; the judge needs a second model to compare with")
+    missing = {"id", "text"} - set(predictions.columns)
+    if missing:
+        raise DataError(f"predictions lack columns {sorted(missing)}; join the article texts with `judge.with_articles` (the CLI's --pairs)")
+    rows = predictions.head(cfg.max_articles) if cfg.max_articles else predictions
+    if rows.empty:
+        raise DataError("no predictions to judge")
+    return rows.rename(columns={f"prediction_{m}": m for m in models}), opponents
+
+
+def _request(cfg: JudgeConfig, row, opponent: str, order: str) -> dict:
+    ours, theirs = str(getattr(row, cfg.candidate) or ""), str(getattr(row, opponent) or "")
+    a, b = (ours, theirs) if order == "candidate_first" else (theirs, ours)
+    prompt = RUBRIC.format(n_words=cfg.n_words, too_long=cfg.too_long_words, too_short=cfg.too_short_words, text=str(row.text).strip(), a=a.strip(), b=b.strip())
+    # The key changes with anything that changes the question, so a resumed run never reuses a stale verdict.
+    key = hashlib.sha256(json.dumps([str(row.id), opponent, order, cfg.model, RUBRIC_VERSION, SYSTEM, prompt]).encode()).hexdigest()[:24]
+    return {"key": key, "id": str(row.id), "opponent": opponent, "order": order, "prompt": prompt}
+
+
+def _load_verdicts(path: Path, keys: set[str]) -> dict[str, dict]:
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash: that request is asked again
+            if record.get("key") in keys:
+                done[record["key"]] = record
+    return done
+
+
+async def _ask_all(cfg: JudgeConfig, todo: list[dict], verdicts_file: Path, done: dict[str, dict]) -> None:
+    import openai
+    from tqdm.auto import tqdm
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would bury the progress bar
+    client = openai.AsyncOpenAI(
+        base_url=cfg.base_url, api_key=os.environ.get(cfg.api_key_env) or "EMPTY", timeout=cfg.timeout_s, max_retries=cfg.max_retries
+    )
+    formats = {"auto": ["json_schema", "json_object", "none"]}.get(cfg.response_format, [cfg.response_format])
+    gate = asyncio.Semaphore(cfg.concurrency)
+    progress = tqdm(total=len(todo), desc="judge", unit="verdict")
+
+    async def ask(request: dict) -> None:
+        async with gate:
+            try:
+                content = await _complete(client, cfg, request["prompt"], formats)
+            except (openai.APIConnectionError, openai.APIStatusError) as err:
+                log.warning("judge: request for article %s failed after %d retries: %s", request["id"], cfg.max_retries, err)
+                return  # not recorded: a rerun asks again
+            finally:
+                progress.update()
+        verdict, problem = parse_verdict(content)
+        record = {"key": request["key"], "id": request["id"], "opponent": request["opponent"], "order": request["order"]}
+        record |= {"raw": content, "error": problem, "verdict": verdict and verdict["best"], "explanation": verdict and verdict["explanation"]}
+        done[request["key"]] = record
+        with verdicts_file.open("a") as f:  # one event loop: appends never interleave
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    try:
+        await asyncio.gather(*(ask(r) for r in todo))
+    finally:
+        progress.close()
+        await client.close()
+
+
+async def _complete(client, cfg: JudgeConfig, prompt: str, formats: list[str]) -> str:
+    """One chat completion, stepping down `formats` (shared by all requests) when the endpoint refuses one."""
+    import openai
+
+    while True:
+        fmt = formats[0]
+        try:
+            response = await client.chat.completions.create(
+                model=cfg.model,
+                messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+                temperature=0.0,
+                max_tokens=cfg.max_tokens,
+                **_response_format(fmt),
+            )
+            return response.choices[0].message.content or ""
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
+            # Step down only when the refusal is about the output format; any other 400
+            # (an article over the context length) fails this request alone.
+            if len(formats) == 1 or not _FORMAT_WORDS.search(str(err)):
+                raise
+            if formats[0] == fmt:  # another request may have stepped down already
+                log.warning("judge: endpoint refused response_format %r (%s); using %r", fmt, err.status_code, formats[1])
+                formats.pop(0)
+
+
+def _response_format(fmt: str) -> dict:
+    if fmt == "json_schema":
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": "verdict", "schema": VERDICT_SCHEMA, "strict": True}}}
+    if fmt == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    return {}
+
+
+def _outcome(verdict: str | None, order: str) -> str | None:
+    if verdict is None:
+        return None
+    if verdict == "tie":
+        return "tie"
+    candidate_position = "A" if order == "candidate_first" else "B"
+    return "win" if verdict == candidate_position else "loss"

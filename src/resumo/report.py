@@ -1,0 +1,328 @@
+"""The scoring report: a self-contained HTML page, a Markdown summary and flat scalars.
+
+    from resumo import report
+    paths = report.write_reports(scores, predictions, "runs/score", curves_png=png, judge=judge)
+
+The Kubeflow UI shows an HTML artifact in a sandboxed iframe that loads nothing
+from outside, so every plot is a base64 PNG inside the page and the page runs
+no script. Every text that came from data (articles, summaries, model names) is
+HTML-escaped. Keys missing from `scores` are left out, not invented: the page
+shows whatever score wrote (intervals, language shares, judge win rates).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from resumo import storage, text
+
+log = logging.getLogger(__name__)
+
+HTML_FILE, MARKDOWN_FILE, METRICS_FILE = "report.html", "report.md", "report_metrics.json"
+# Plotted with error bars: the overlap-based and embedding-based scores, all on [0, 1].
+QUALITY = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1")
+# Shown first in tables, in this order; any other numeric key follows.
+PREFERRED = (*QUALITY, "words_mean", "words_p25", "words_p75", "share_not_portuguese", "empty_share")
+
+
+def write_reports(
+    scores: dict,
+    predictions: pd.DataFrame,
+    out_dir: str | Path,
+    curves_png: bytes | None = None,
+    judge: dict | None = None,
+    n_examples: int = 3,
+    store_uri: str | None = None,
+) -> dict[str, Path]:
+    """Write report.html, report.md and report_metrics.json into `out_dir`; copy them under `store_uri` if given.
+
+    `scores` is score's scores.json; `predictions` has `id`, `reference`,
+    `prediction_<model>` (and `text`, the article, when joined); `judge` is
+    judge.json. Returns {"html", "markdown", "metrics"} -> path.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"html": out_dir / HTML_FILE, "markdown": out_dir / MARKDOWN_FILE, "metrics": out_dir / METRICS_FILE}
+    paths["html"].write_text(render_html(scores, predictions, curves_png, judge, n_examples), encoding="utf-8")
+    paths["markdown"].write_text(render_markdown(scores, judge), encoding="utf-8")
+    paths["metrics"].write_text(json.dumps(scalar_metrics(scores, judge), indent=2))
+    if store_uri:
+        for path in paths.values():
+            storage.write_bytes(storage.join(store_uri, path.name), path.read_bytes())
+        log.info("report: stored %d files under %s", len(paths), store_uri)
+    return paths
+
+
+def scalar_metrics(scores: dict, judge: dict | None = None) -> dict[str, float]:
+    """Every scalar as `<model>_<metric>` (and `_low`/`_high` for intervals, `judge_<opponent>_*`), for KFP Metrics."""
+    flat = {}
+    for model, values in scores.get("models", {}).items():
+        flat |= {f"{model}_{k}": float(v) for k, v in values.items() if _is_number(v)}
+    for model, intervals in (scores.get("intervals") or {}).items():
+        for metric, bounds in intervals.items():
+            if isinstance(bounds, list | tuple) and len(bounds) == 2:
+                flat[f"{model}_{metric}_low"], flat[f"{model}_{metric}_high"] = float(bounds[0]), float(bounds[1])
+    if _is_number(scores.get("n_articles")):
+        flat["n_articles"] = float(scores["n_articles"])
+    for opponent, result in ((judge or {}).get("opponents") or {}).items():
+        flat |= {f"judge_{opponent}_{k}": float(v) for k, v in result.items() if _is_number(v)}
+        if len(result.get("interval") or []) == 2:
+            flat[f"judge_{opponent}_win_rate_low"], flat[f"judge_{opponent}_win_rate_high"] = map(float, result["interval"])
+    return flat
+
+
+# --- Markdown ---------------------------------------------------------------
+
+
+def render_markdown(scores: dict, judge: dict | None = None) -> str:
+    models = scores.get("models", {})
+    lines = [f"# resumo scores ({scores.get('n_articles', '?')} test articles)", ""]
+    if _tiny(scores):
+        lines += ["_Tiny random models: these numbers show the pipeline works, nothing about summary quality._", ""]
+    columns = _columns(models)
+    intervals = scores.get("intervals") or {}
+    lines += ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, values in models.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(values.get(c), intervals.get(name, {}).get(c), c) for c in columns) + " |")
+    if intervals:
+        lines += ["", f"Brackets: {_interval_label(scores)}."]
+    if judge and judge.get("opponents"):
+        lines += ["", f"## LLM judge: {judge.get('candidate', 'candidate')} against each model", "", *_judge_rows(judge)]
+    return "\n".join(lines) + "\n"
+
+
+# --- HTML -------------------------------------------------------------------
+
+
+def render_html(scores: dict, predictions: pd.DataFrame, curves_png: bytes | None, judge: dict | None, n_examples: int) -> str:
+    models = scores.get("models", {})
+    e = html.escape
+    body = [f"<h1>resumo scores <small>{e(str(scores.get('n_articles', '?')))} test articles</small></h1>"]
+    if _tiny(scores):
+        body.append('<p class="note">Tiny random models: these numbers show the pipeline works, nothing about summary quality.</p>')
+    if scores.get("models_scored"):
+        body.append("<p>" + "; ".join(f"<b>{e(n)}</b>: <code>{e(str(r))}</code>" for n, r in scores["models_scored"].items()) + "</p>")
+
+    body += ["<h2>Scores</h2>", _scores_table(scores)]
+    if any(k in v for v in models.values() for k in QUALITY):
+        body.append(_img(_scores_plot(scores), "scores with intervals"))
+    lengths = _lengths(predictions)
+    if lengths:
+        body += ["<h2>Summary lengths</h2>", _img(_length_plot(lengths), "histogram of summary lengths in words")]
+    if judge and judge.get("opponents"):
+        body += [f"<h2>LLM judge: {e(str(judge.get('candidate', 'candidate')))} against each model</h2>", _judge_html(judge), _img(_judge_plot(judge), "judge win rates")]
+    if curves_png:
+        body += ["<h2>Training curves</h2>", _img(curves_png, "training and validation loss")]
+    body += ["<h2>Examples</h2>", _examples_html(predictions, n_examples)]
+    if scores.get("config"):
+        body += ["<h2>Score config</h2>", f"<pre>{e(json.dumps(scores['config'], indent=2, ensure_ascii=False))}</pre>"]
+    return _PAGE.format(body="\n".join(body))
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>resumo report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; max-width: 1200px; }}
+table {{ border-collapse: collapse; margin: .5rem 0 1rem; }}
+th, td {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: right; vertical-align: top; }}
+th:first-child, td:first-child {{ text-align: left; }}
+small, .ci {{ color: #777; font-weight: normal; }}
+.note {{ background: #fff4d6; padding: .5rem; }}
+img {{ max-width: 100%; display: block; margin: .5rem 0 1rem; }}
+.example {{ border-top: 2px solid #888; margin-top: 1rem; }}
+.side {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(220px, 1fr)); gap: .8rem; }}
+.side div {{ background: #f6f6f6; padding: .5rem; white-space: pre-wrap; font-size: .9rem; }}
+.side h4 {{ margin: 0 0 .3rem; }}
+pre {{ background: #f6f6f6; padding: .5rem; overflow-x: auto; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""
+
+
+def _scores_table(scores: dict) -> str:
+    models, intervals = scores.get("models", {}), scores.get("intervals") or {}
+    columns = _columns(models)
+    head = "<tr><th>model</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"
+    rows = [
+        f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{html.escape(_cell(values.get(c), intervals.get(name, {}).get(c), c))}</td>" for c in columns) + "</tr>"
+        for name, values in models.items()
+    ]
+    note = f"<p class='ci'>Brackets: {html.escape(_interval_label(scores))}.</p>" if intervals else ""
+    return f"<table>{head}{''.join(rows)}</table>{note}"
+
+
+def _examples_html(predictions: pd.DataFrame, n_examples: int) -> str:
+    e = html.escape
+    model_columns = [c for c in predictions.columns if c.startswith("prediction_")]
+    blocks = []
+    for _, row in predictions.head(n_examples).iterrows():
+        parts = [f"<div class='example'><h3>article {e(str(row.get('id', '')))}</h3>"]
+        if "text" in predictions.columns:
+            parts.append(f"<details><summary>article text ({len(text.words(str(row['text'])))} words)</summary><pre>{e(str(row['text']))}</pre></details>")
+        cells = [("reference (teacher)", row.get("reference"))] + [(c.removeprefix("prediction_"), row[c]) for c in model_columns]
+        parts.append(
+            "<div class='side'>"
+            + "".join(f"<div><h4>{e(name)} <small>{len(text.words(str(s or '')))} words</small></h4>{e(str(s or ''))}</div>" for name, s in cells)
+            + "</div></div>"
+        )
+        blocks.append("".join(parts))
+    return "\n".join(blocks) or "<p>No predictions.</p>"
+
+
+def _judge_html(judge: dict) -> str:
+    return "<table>" + "".join(f"<tr>{''.join(f'<{t}>{html.escape(c)}</{t}>' for c in cells)}</tr>" for t, cells in _judge_table(judge)) + "</table>"
+
+
+def _judge_rows(judge: dict) -> list[str]:
+    (_, head), *rows = _judge_table(judge)
+    return ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"] + ["| " + " | ".join(cells) + " |" for _, cells in rows]
+
+
+def _judge_table(judge: dict) -> list[tuple[str, list[str]]]:
+    head = ["opponent", "win rate", "interval", "wins / ties / losses", "articles", "invalid verdicts", "same verdict both orders", "picked first position"]
+    rows = [("th", head)]
+    for opponent, r in judge["opponents"].items():
+        interval = r.get("interval")
+        rows.append(
+            (
+                "td",
+                [
+                    opponent,
+                    _fmt(r.get("win_rate"), "{:.1%}"),
+                    f"[{interval[0]:.1%}, {interval[1]:.1%}]" if interval else "",
+                    f"{r.get('wins', '')} / {r.get('ties', '')} / {r.get('losses', '')}",
+                    _fmt(r.get("n_articles"), "{}"),
+                    _fmt(r.get("invalid_verdicts"), "{}"),
+                    _fmt(r.get("position_consistency"), "{:.0%}"),
+                    _fmt(r.get("first_position_rate"), "{:.0%}"),
+                ],
+            )
+        )
+    return rows
+
+
+# --- plots ------------------------------------------------------------------
+
+
+def _scores_plot(scores: dict) -> bytes:
+    plt = _pyplot()
+    models, intervals = scores.get("models", {}), scores.get("intervals") or {}
+    metrics = [m for m in QUALITY if any(m in v for v in models.values())]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    width = 0.8 / max(len(models), 1)
+    for i, (name, values) in enumerate(models.items()):
+        xs = [j + i * width for j, m in enumerate(metrics) if m in values]
+        ys = [values[m] for m in metrics if m in values]
+        ax.bar(xs, ys, width, label=name)
+        known = [(x, values[m], intervals[name][m]) for x, m in zip(xs, [m for m in metrics if m in values]) if len(intervals.get(name, {}).get(m) or []) == 2]
+        if known:  # error bars only where score reported an interval
+            x, y, ci = zip(*known)
+            ax.errorbar(x, y, yerr=list(zip(*[_err(v, c) for v, c in zip(y, ci)])), fmt="none", ecolor="black", capsize=3)
+    ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(metrics))], metrics)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score")
+    ax.legend(fontsize="small")
+    return _png(fig)
+
+
+def _length_plot(lengths: dict[str, list[int]]) -> bytes:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    top = max(max(v, default=0) for v in lengths.values()) + 1
+    bins = min(40, max(top, 1))
+    for name, counts in lengths.items():
+        ax.hist(counts, bins=bins, range=(0, top), histtype="step", linewidth=1.6, label=f"{name} (mean {sum(counts) / max(len(counts), 1):.0f})")
+    ax.set_xlabel("words per summary")
+    ax.set_ylabel("summaries")
+    ax.legend(fontsize="small")
+    return _png(fig)
+
+
+def _judge_plot(judge: dict) -> bytes:
+    plt = _pyplot()
+    opponents = judge["opponents"]
+    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.5 * len(opponents)))
+    names = list(opponents)
+    rates = [opponents[n].get("win_rate") or 0.0 for n in names]
+    errs = [_err(r, opponents[n].get("interval")) for n, r in zip(names, rates)]
+    ax.barh(names, rates, xerr=list(zip(*errs)), capsize=3, color="#4c72b0")
+    ax.axvline(0.5, color="#999", linestyle="--", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"win rate of {judge.get('candidate', 'candidate')} (ties count half)")
+    return _png(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in pods and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=90)
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+# --- small helpers ----------------------------------------------------------
+
+
+def _lengths(predictions: pd.DataFrame) -> dict[str, list[int]]:
+    columns = (["reference"] if "reference" in predictions.columns else []) + [c for c in predictions.columns if c.startswith("prediction_")]
+    return {c.removeprefix("prediction_"): [len(text.words(str(s or ""))) for s in predictions[c]] for c in columns}
+
+
+def _columns(models: dict) -> list[str]:
+    present = {k for v in models.values() for k, x in v.items() if _is_number(x)}
+    return [k for k in PREFERRED if k in present] + sorted(present - set(PREFERRED))
+
+
+def _cell(value, interval, column: str) -> str:
+    if not _is_number(value):
+        return ""
+    fmt = "{:.1%}" if column.startswith("share_") or column.endswith("_share") else "{:.0f}" if column.startswith("words_") else "{:.3f}"
+    shown = fmt.format(value)
+    if interval and len(interval) == 2:
+        shown += f" [{fmt.format(interval[0])}, {fmt.format(interval[1])}]"
+    return shown
+
+
+def _interval_label(scores: dict) -> str:
+    level = (scores.get("config") or {}).get("confidence") or scores.get("confidence")
+    return f"{level:.0%} confidence interval over articles" if _is_number(level) else "confidence interval over articles"
+
+
+def _err(value: float, interval) -> tuple[float, float]:
+    if not interval or len(interval) != 2:
+        return (0.0, 0.0)
+    return (max(value - interval[0], 0.0), max(interval[1] - value, 0.0))
+
+
+def _fmt(value, pattern: str) -> str:
+    return "" if value is None else pattern.format(value)
+
+
+def _tiny(scores: dict) -> bool:
+    return any(str(ref).startswith("tiny:") for ref in (scores.get("models_scored") or {}).values()) or "tiny:" in str(scores.get("config", ""))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
