@@ -184,3 +184,17 @@ def test_sampling_per_topic_follows_views_times_words_and_the_seed():
     assert [a["id"] for a in selection.sample_per_topic(articles, cfg, 42, Counter())] == [a["id"] for a in first]
     assert [a["id"] for a in selection.sample_per_topic(articles, cfg, 7, Counter())] != [a["id"] for a in first]
     assert selection.sample_per_topic(articles, cfg.model_copy(update={"per_topic": None}), 42, Counter()) == articles
+
+
+def test_component_logs_the_counts_as_kfp_metrics(tmp_path, smoke_config):
+    from types import SimpleNamespace
+
+    from kfp.dsl import Metrics
+
+    from resumo.components.scrape import scrape as component
+
+    metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
+    component.python_func(config=smoke_config.scrape.model_dump(mode="json"), articles=SimpleNamespace(path=str(tmp_path / "articles")), metrics=metrics)
+    stats = json.loads((tmp_path / "articles" / "stats.json").read_text())
+    assert metrics.metadata == {**stats["counts"], **{f"split_{k}": v for k, v in stats["splits"].items()}}
+    assert metrics.metadata["kept"] == 65 and metrics.metadata["redirect"] == 3
