@@ -57,6 +57,7 @@ class ApiConfig(Section):
     category: str | None = Field(None, description="Root category when pages = category, with or without the `Categoria:` prefix.")
     category_depth: int = Field(2, ge=0, description="How many levels of subcategories under scrape.api.category are followed (0: the root's pages only).")
     batch_size: int = Field(50, ge=1, le=50, description="Titles per content request; 50 is the API's limit for ordinary clients.")
+    list_limit: int = Field(500, ge=1, le=500, description="Titles per listing request (allpages, categorymembers, random); 500 is the API's limit for ordinary clients.")
     concurrency: int = Field(2, ge=1, le=8, description="Content requests in flight at once. Wikimedia asks bots to keep this small.")
     contact: str | None = Field(
         None,

@@ -172,23 +172,39 @@ def _list_stubs(client: Client, cfg: ApiConfig, cursor: dict) -> Iterator[tuple[
     """Batches of (page id or None, title), each with the cursor that resumes after it."""
     n = cfg.batch_size
     if cfg.pages == "titles":
-        start = cursor.get("titles_done", 0)
-        for i in range(start, len(cfg.titles), n):
+        for i in range(cursor.get("titles_done", 0), len(cfg.titles), n):
             yield [(None, t) for t in cfg.titles[i : i + n]], {"titles_done": min(i + n, len(cfg.titles))}
     elif cfg.pages == "all":
-        params = {"list": "allpages", "apnamespace": ARTICLE_NS, "apfilterredir": "nonredirects", "aplimit": n, **cursor.get("continue", {})}
-        for result, cont in client.query(params):
-            yield [(p["pageid"], p["title"]) for p in result.get("allpages", [])], {"continue": _list_continue(cont)} if cont else {"done": True}
+        if cursor.get("done"):
+            return
+        # A `continue` token resumes at a listing response, not inside one: batches before the
+        # response's last resume by listing it again (the checkpoint skips what was done).
+        params = {"list": "allpages", "apnamespace": ARTICLE_NS, "apfilterredir": "nonredirects", "aplimit": cfg.list_limit}
+        start = cursor.get("continue", {})
+        for result, cont in client.query({**params, **start}):
+            members = [(p["pageid"], p["title"]) for p in result.get("allpages", [])]
+            for i in range(0, len(members), n):
+                last = i + n >= len(members)
+                yield members[i : i + n], ({"continue": cont} if cont else {"done": True}) if last else {"continue": start}
+            start = cont or {}
     elif cfg.pages == "random":
-        while True:  # list=random has no end; scrape.max_articles stops it
-            result = next(client.query({"list": "random", "rnnamespace": ARTICLE_NS, "rnfilterredir": "nonredirects", "rnlimit": n}))[0]
-            yield [(p["id"], p["title"]) for p in result.get("random", [])], None
+        yield from _random(client, cfg)
     else:
         yield from _category_tree(client, cfg)
 
 
-def _list_continue(cont: dict) -> dict:
-    return {k: v for k, v in cont.items() if k != "continue"} | {"continue": cont.get("continue", "")}
+def _random(client: Client, cfg: ApiConfig) -> Iterator[tuple[list[tuple[int, str]], None]]:
+    """Random articles until scrape.max_articles stops the caller, or the wiki has no new ones to give."""
+    seen: set[int] = set()
+    stale = 0
+    while stale < 10:
+        result = next(client.query({"list": "random", "rnnamespace": ARTICLE_NS, "rnfilterredir": "nonredirects", "rnlimit": cfg.list_limit}))[0]
+        fresh = [(p["id"], p["title"]) for p in result.get("random", []) if p["id"] not in seen]
+        seen.update(i for i, _ in fresh)
+        stale = 0 if fresh else stale + 1
+        for i in range(0, len(fresh), cfg.batch_size):
+            yield fresh[i : i + cfg.batch_size], None
+    log.warning("list=random gave no new pages 10 times running; the wiki has no more to give")
 
 
 def _category_tree(client: Client, cfg: ApiConfig) -> Iterator[tuple[list[tuple[int, str]], None]]:
@@ -198,7 +214,7 @@ def _category_tree(client: Client, cfg: ApiConfig) -> Iterator[tuple[list[tuple[
     queue, seen_categories, seen_pages = deque([(root, 0)]), {root}, set()
     while queue:
         category, depth = queue.popleft()
-        params = {"list": "categorymembers", "cmtitle": category, "cmtype": "page|subcat", "cmlimit": 500, "cmprop": "ids|title"}
+        params = {"list": "categorymembers", "cmtitle": category, "cmtype": "page|subcat", "cmlimit": cfg.list_limit, "cmprop": "ids|title"}
         batch: list[tuple[int, str]] = []
         for result, _ in client.query(params):
             for member in result.get("categorymembers", []):

@@ -84,20 +84,26 @@ def _collect(batches: Iterator[mediawiki.Batch], cfg: ScrapeConfig, tokenizer, c
     progress = tqdm(desc=f"scrape ({cfg.source})", unit="page", initial=counts["seen"])
     try:
         for batch in batches:
+            if _enough(cfg, counts):
+                break
             for page in batch.pages:
                 if page.page_id in checkpoint.done:  # processed before a restart
                     continue
+                if _enough(cfg, counts):
+                    break
                 progress.update()
                 checkpoint.record(page.page_id, *_article(page, cfg, tokenizer))
             counts["missing"] += batch.missing
             checkpoint.cursor = batch.cursor
             if checkpoint.pending >= cfg.checkpoint_every:
                 _flush(checkpoint, cfg, client)
-            if cfg.max_articles and counts["collected"] >= cfg.max_articles:
-                break
     finally:
         _flush(checkpoint, cfg, client)
         progress.close()
+
+
+def _enough(cfg: ScrapeConfig, counts: Counter) -> bool:
+    return bool(cfg.max_articles) and counts["collected"] >= cfg.max_articles
 
 
 def _article(page: wiki.Page, cfg: ScrapeConfig, tokenizer) -> tuple[dict | None, str | None]:

@@ -35,8 +35,9 @@ def test_all_pages_through_the_api_equal_the_dump(tmp_path, articles_dir):
     assert (api["revision_id"] == dump["revision_id"]).all()
     assert api["url"].str.startswith(server.api_url.removesuffix("w/api.php") + "wiki/").all()
     assert result.counts["disambiguation"] == 2 and result.counts["too_short"] >= 1
-    # 50 titles per content request, every request polite.
+    # 50 titles per content request, 500 per listing request, every request polite.
     assert len(content) == -(-articles // 50) == 2
+    assert len(server.requests) == len(content) + 1
     assert all(r["maxlag"] == "5" for r in server.requests)
     assert all(ua.startswith("resumo/") and CONTACT in ua for ua in server.user_agents)
 
@@ -46,7 +47,7 @@ def test_one_title_per_request_when_asked(tmp_path):
         titles = sorted(p.title for p in server.pages if p.ns == 0 and not p.redirect)[:5]
         cfg = api_config(server, "scrape.api.pages=titles", f"scrape.api.titles={json.dumps(titles)}", "scrape.api.batch_size=1", "scrape.min_words=0")
         scrape.run(cfg, tmp_path / "out")
-        assert [r["titles"] for r in server.content_requests()] == titles
+        assert sorted(r["titles"] for r in server.content_requests()) == titles
 
 
 def test_faults_are_retried_and_the_result_is_unchanged(tmp_path):
@@ -83,8 +84,8 @@ def test_an_api_that_keeps_failing_is_a_clear_error_that_keeps_progress(tmp_path
     out = tmp_path / "out"
     with serve() as server:
         cfg = api_config(server, "scrape.api.batch_size=10", "scrape.api.concurrency=1", "scrape.checkpoint_every=10", "scrape.api.max_retries=2")
-        # 3 x (listing, content batch) succeed, then every answer is broken JSON.
-        server.faults.extend([None] * 6 + [("badjson", None)] * 50)
+        # The listing and 3 content batches succeed, then every answer is broken JSON.
+        server.faults.extend([None] * 4 + [("badjson", None)] * 50)
         with pytest.raises(DataError, match=r"failed 3 times, last: invalid JSON.*rerun to resume"):
             scrape.run(cfg, out)
         parts = sorted((out / "_checkpoint").rglob("part-*.json"))
@@ -152,3 +153,11 @@ def test_pageviews_are_summed_per_article(tmp_path):
     assert rows["views"].to_dict() == {title: views.get(title, 0) for title in rows.index}
     assert rows.loc[titles[1], "views"] == 0
     assert len(views_requests) == 65 and all(r["_path"].endswith("/monthly/20230101/20240229") for r in views_requests)
+
+
+def test_random_pages_stop_at_max_articles_without_repeats(tmp_path):
+    with serve() as server:
+        cfg = api_config(server, "scrape.api.pages=random", "scrape.api.list_limit=7", "scrape.max_articles=30")
+        result = scrape.run(cfg, tmp_path / "out")
+    rows = read_all(tmp_path / "out")
+    assert result.counts["collected"] == 30 and rows["page_id"].is_unique

@@ -22,7 +22,7 @@ def test_killed_api_scrape_resumes_with_nothing_lost_or_repeated(tmp_path):
     with serve(hold_after=3) as server:
         sets = [
             "scrape.source=api", f"scrape.api.base_url={server.api_url}", "scrape.api.contact=resumo-tests@example.org",
-            "scrape.api.batch_size=5", "scrape.api.concurrency=1", "scrape.checkpoint_every=5",
+            "scrape.api.batch_size=5", "scrape.api.list_limit=10", "scrape.api.concurrency=1", "scrape.checkpoint_every=5",
         ]
         cfg = load_config("smoke", sets).scrape
         out = tmp_path / "killed"
