@@ -97,6 +97,10 @@ class SelectionConfig(Section):
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_TOPIC_KEYWORDS.items()},
         description="Topic -> word starts matched in category names (the five topics of the original study). Articles matching none get topic None.",
     )
+    topic_classifier: str | None = Field(
+        None,
+        description="Zero-shot (NLI) classifier that picks each article's topic from its first paragraph, as the original study did: a hub id (e.g. MoritzLaurer/mDeBERTa-v3-base-mnli-xnli), path or s3:// prefix. None maps category names with `topics`, which needs no model.",
+    )
     per_topic: int | None = Field(
         None,
         ge=1,

@@ -55,8 +55,7 @@ def run(cfg: ScrapeConfig, out_dir: str | Path) -> ScrapeResult:
         _collect(batches, cfg, tokenizer, checkpoint, client)
     articles, counts = checkpoint.rows(), checkpoint.counts
     articles = selection.drop_duplicates(articles, cfg.selection.near_duplicate_threshold, counts)
-    for article in articles:
-        article["topic"] = selection.topic_of(list(article["categories"]), cfg.selection.topics)
+    selection.assign_topics(articles, cfg.selection)
     articles = selection.sample_per_topic(articles, cfg.selection, cfg.split.seed, counts)
     counts["kept"] = len(articles)
     splits = split_articles(articles, cfg.split)

@@ -43,6 +43,41 @@ def drop_duplicates(articles: list[dict], threshold: float | None, counts: Count
     return unique
 
 
+# How the zero-shot classifier hears each topic ("Este texto é sobre desporto.").
+TOPIC_LABELS = {
+    "politics_business": "política e negócios",
+    "sport": "desporto",
+    "science_technology": "ciência e tecnologia",
+    "culture_art": "cultura e arte",
+    "geography_history": "geografia e história",
+}
+
+
+def assign_topics(articles: list[dict], cfg: SelectionConfig) -> None:
+    """Set each article's `topic`: the zero-shot classifier's pick if one is configured, else the category mapping."""
+    if cfg.topic_classifier:
+        for article, topic in zip(articles, classify_topics([a["text"] for a in articles], cfg.topic_classifier, list(cfg.topics))):
+            article["topic"] = topic
+        return
+    for article in articles:
+        article["topic"] = topic_of(list(article["categories"]), cfg.topics)
+
+
+def classify_topics(texts: list[str], model_ref: str, topics: list[str], batch_size: int = 16) -> list[str]:
+    """Zero-shot topic of each text's first paragraph (transformers' NLI pipeline), as the study did."""
+    from transformers import pipeline
+
+    from resumo import models
+
+    if not texts:
+        return []
+    labels = {TOPIC_LABELS.get(topic, topic.replace("_", " ")): topic for topic in topics}
+    classifier = pipeline("zero-shot-classification", model=models.resolve(model_ref))
+    first_paragraphs = [text.split("\n\n", 1)[0] for text in texts]
+    results = classifier(first_paragraphs, candidate_labels=list(labels), hypothesis_template="Este texto é sobre {}.", batch_size=batch_size)
+    return [labels[r["labels"][0]] for r in results]
+
+
 def topic_of(categories: list[str], topics: dict[str, list[str]]) -> str | None:
     """The topic whose keywords start words in most of the category names; ties go to the
     topic listed first; None when nothing matches."""

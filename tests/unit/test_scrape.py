@@ -198,3 +198,25 @@ def test_component_logs_the_counts_as_kfp_metrics(tmp_path, smoke_config):
     stats = json.loads((tmp_path / "articles" / "stats.json").read_text())
     assert metrics.metadata == {**stats["counts"], **{f"split_{k}": v for k, v in stats["splits"].items()}}
     assert metrics.metadata["kept"] == 65 and metrics.metadata["redirect"] == 3
+
+
+def test_zero_shot_classifier_assigns_one_of_the_topics(tmp_path):
+    """Wiring only: a tiny random NLI head gives arbitrary but valid and repeatable topics."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from resumo import models, selection
+    from resumo.config import SelectionConfig
+
+    torch.manual_seed(0)
+    labels = {0: "contradiction", 1: "neutral", 2: "entailment"}
+    nli = AutoModelForSequenceClassification.from_pretrained(models.resolve("tiny:bert"), num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()})
+    nli.save_pretrained(tmp_path / "nli")
+    AutoTokenizer.from_pretrained(models.resolve("tiny:bert")).save_pretrained(tmp_path / "nli")
+    cfg = SelectionConfig(topic_classifier=str(tmp_path / "nli"))
+    articles = [{"text": "O Benfica venceu o campeonato.\n\nSegundo parágrafo.", "categories": []}, {"text": "O rio Douro nasce em Espanha.", "categories": []}]
+    selection.assign_topics(articles, cfg)
+    first = [a["topic"] for a in articles]
+    assert set(first) <= set(cfg.topics)
+    selection.assign_topics(articles, cfg)
+    assert [a["topic"] for a in articles] == first
