@@ -2,7 +2,6 @@
 
 import json
 import random
-from collections import deque
 
 import pandas as pd
 import pytest
