@@ -78,3 +78,10 @@ def test_a_truncated_bz2_keeps_what_was_collected(tmp_path):
     collected = markers[-1]["counts"]["collected"]
     assert collected >= 20
     assert sum(m["rows"] for m in markers) == collected
+
+    # The download is completed in place and the scrape rerun: it resumes and ends as a clean run does.
+    truncated.write_bytes(data)
+    resumed = scrape.run(cfg, out)
+    clean = scrape.run(cfg.model_copy(update={"dump": str(wiki.bundled_dump_path())}), tmp_path / "clean")
+    assert resumed.counts == clean.counts
+    assert read_all(out).equals(read_all(tmp_path / "clean"))
