@@ -48,8 +48,8 @@ class ScrapeResult:
 
 
 def run(cfg: ScrapeConfig, out_dir: str | Path) -> ScrapeResult:
+    client = _client(cfg)  # first: a missing User-Agent contact fails before any model loads
     tokenizer = _load_tokenizer(cfg.tokenizer)
-    client = _client(cfg)
     checkpoint = Checkpoint(out_dir, cfg)
     with _batches(cfg, client, checkpoint) as batches:
         _collect(batches, cfg, tokenizer, checkpoint, client)
