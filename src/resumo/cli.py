@@ -41,14 +41,18 @@ def show_config(profile: Profile = "smoke", sets: Sets = None) -> None:
 @app.command()
 def scrape(
     out: OutDir,
+    source: Annotated[str | None, typer.Option(help="dump, api or parquet; default: scrape.source.")] = None,
     dump: Annotated[str | None, typer.Option(help="MediaWiki XML dump (path, file:// or s3://); default: scrape.dump.")] = None,
+    parquet: Annotated[str | None, typer.Option(help="wikimedia/wikipedia Parquet file or folder (path or s3://); default: scrape.parquet.")] = None,
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """Articles from a dump, cleaned and split.  Example: resumo scrape --out runs/articles"""
+    """Articles from a dump, the MediaWiki API or a Parquet snapshot, cleaned and split; rerun with the same --out to resume.
+    Example: resumo scrape --source dump --dump ptwiki-latest-pages-articles.xml.bz2 --out runs/articles"""
     from resumo import scrape as stage
 
-    cfg = _config(profile, (sets or []) + ([f"scrape.dump={dump}"] if dump else []))
+    flags = {"scrape.source": source, "scrape.dump": dump, "scrape.parquet": parquet}
+    cfg = _config(profile, (sets or []) + [f"{key}={value}" for key, value in flags.items() if value])
     result = stage.run(cfg.scrape, out)
     typer.echo(json.dumps({"counts": result.counts, "splits": result.splits}))
 

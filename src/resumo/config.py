@@ -45,20 +45,107 @@ class SplitConfig(Section):
         return self
 
 
+class ApiConfig(Section):
+    """The MediaWiki Action API source (scrape.source = api)."""
+
+    base_url: str = Field("https://pt.wikipedia.org/w/api.php", description="Action API endpoint; article URLs derive from it (…/w/api.php -> …/wiki/Title).")
+    pages: Literal["titles", "category", "random", "all"] = Field(
+        "all",
+        description="Which pages: `titles` (scrape.api.titles), `category` (the tree under scrape.api.category), `random` (needs scrape.max_articles), `all` (every article, by title).",
+    )
+    titles: list[str] = Field(default_factory=list, description="Page titles to fetch when pages = titles.")
+    category: str | None = Field(None, description="Root category when pages = category, with or without the `Categoria:` prefix.")
+    category_depth: int = Field(2, ge=0, description="How many levels of subcategories under scrape.api.category are followed (0: the root's pages only).")
+    batch_size: int = Field(50, ge=1, le=50, description="Titles per content request; 50 is the API's limit for ordinary clients.")
+    list_limit: int = Field(500, ge=1, le=500, description="Titles per listing request (allpages, categorymembers, random); 500 is the API's limit for ordinary clients.")
+    concurrency: int = Field(2, ge=1, le=8, description="Content requests in flight at once. Wikimedia asks bots to keep this small.")
+    contact: str | None = Field(
+        None,
+        description="Contact (an e-mail or a URL) put in the User-Agent, as Wikimedia's policy requires; None reads $RESUMO_WIKI_CONTACT. Never commit personal data: set the variable.",
+    )
+    maxlag: int = Field(5, ge=0, description="Seconds of database lag above which the API refuses us and we wait (https://www.mediawiki.org/wiki/Manual:Maxlag_parameter).")
+    max_retries: int = Field(6, ge=0, description="Retries of one request on 429, 5xx, maxlag errors, connection errors and unreadable JSON.")
+    backoff_seconds: float = Field(1.0, ge=0, description="First retry delay; it doubles each retry, with jitter. A larger Retry-After header wins.")
+    max_wait_seconds: float = Field(120.0, ge=0, description="Cap on any single retry wait, Retry-After included.")
+    timeout_seconds: float = Field(60.0, gt=0, description="Per-request timeout.")
+
+
+class PageviewsConfig(Section):
+    """Page-view weighting from the Wikimedia pageviews REST API (optional, as in the original study)."""
+
+    enabled: bool = Field(False, description="Fetch each kept article's views (one request per article) and sample by views x words.")
+    base_url: str = Field("https://wikimedia.org/api/rest_v1", description="REST API root; requests go to …/metrics/pageviews/per-article/{project}/all-access/user/{title}/monthly/{start}/{end}.")
+    project: str = Field("pt.wikipedia", description="Wikimedia project of the articles.")
+    start: str = Field("20230101", pattern=r"^\d{8}$", description="First day counted, YYYYMMDD (original study: 2023-01).")
+    end: str = Field("20240229", pattern=r"^\d{8}$", description="Last day counted, YYYYMMDD (original study: 2024-02).")
+
+
+DEFAULT_TOPIC_KEYWORDS: dict[str, list[str]] = {
+    # Word starts matched in an article's category names; the topic with most matches wins.
+    "politics_business": ["polític", "governo", "parlament", "eleiç", "partido", "economi", "macroeconomi", "empresa", "mercado", "comércio", "finan", "banco", "tribut", "monetári", "organizaç", "sociedades comerciais", "órgãos de soberania"],
+    "sport": ["desport", "futebol", "atletismo", "atletas", "olímpic", "clube", "maratona", "fórmula 1", "voleibol", "basquetebol", "ténis", "tênis", "ciclismo", "volta a", "jogos olímpicos", "campeonato"],
+    "science_technology": ["ciência", "físic", "químic", "biologi", "medicina", "médicos", "tecnologi", "computa", "internet", "redes de", "astronomi", "sistema solar", "telescóp", "nasa", "matemátic", "vacina", "saúde", "metabolismo", "engenharia", "software", "tabela periódica", "teoria da"],
+    "culture_art": ["música", "musica", "pintor", "pintura", "arte", "artístic", "literatura", "poet", "poema", "livros", "cinema", "filme", "escritor", "samba", "modernismo", "teatro", "patrimônio cultural", "património cultural", "academia brasileira de letras"],
+    "geography_history": ["históri", "rios", "rio ", "serra", "montanha", "países", "cidades", "municípios", "vilas", "geografi", "sismos", "roma antiga", "império", "guerra", "revoluç", "dinastia", "zonas úmidas", "ilhas", "pantanal"],
+}
+
+
+class SelectionConfig(Section):
+    """What is kept from the collected pool, as in the original study."""
+
+    topics: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_TOPIC_KEYWORDS.items()},
+        description="Topic -> word starts matched in category names (the five topics of the original study). Articles matching none get topic None.",
+    )
+    topic_classifier: str | None = Field(
+        None,
+        description="Zero-shot (NLI) classifier that picks each article's topic from its first paragraph, as the original study did: a hub id (e.g. MoritzLaurer/mDeBERTa-v3-base-mnli-xnli), path or s3:// prefix. None maps category names with `topics`, which needs no model.",
+    )
+    per_topic: int | None = Field(
+        None,
+        ge=1,
+        description="Articles sampled per topic with probability proportional to views x words (original study: 1,000; set in the full profile); None keeps every article, topic or not.",
+    )
+    near_duplicate_threshold: float | None = Field(
+        0.8, gt=0, le=1, description="Estimated Jaccard similarity of word 5-gram sets (MinHash LSH) above which the later article is dropped; None keeps near-duplicates."
+    )
+
+
 class ScrapeConfig(Section):
-    source: Literal["dump"] = Field("dump", description="Where articles come from: `dump` is a MediaWiki XML export (pages-articles*.xml or .bz2).")
-    dump: str = Field("bundled", description="Path or URI (file://, s3://) of the XML dump; `bundled` is the Portuguese sample corpus shipped with resumo.")
+    source: Literal["dump", "api", "parquet"] = Field(
+        "dump",
+        description="Where articles come from: `dump` (a MediaWiki XML export, scrape.dump), `api` (the MediaWiki Action API, scrape.api), `parquet` (an HF wikimedia/wikipedia snapshot, scrape.parquet).",
+    )
+    dump: str = Field("bundled", description="Path or URI (file://, s3://) of the XML dump (pages-articles*.xml or .bz2, multistream too); `bundled` is the Portuguese sample corpus shipped with resumo.")
+    parquet: str | None = Field(None, description="Path or s3:// URI of a Parquet file, or a folder of them, with columns id, url, title, text (the HF wikimedia/wikipedia layout, e.g. 20231101.pt, the original study's snapshot).")
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    pageviews: PageviewsConfig = Field(default_factory=PageviewsConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
     min_words: int = Field(150, ge=0, description="Articles with fewer words of clean text are skipped and counted as `too_short`.")
     max_articles: int | None = Field(None, ge=1, description="Stop after this many kept articles; None keeps all.")
     tokenizer: str = Field("Qwen/Qwen2.5-0.5B-Instruct", description="Tokenizer that counts `n_tokens` and cuts texts to the token budget: the student's, so budgets are in student tokens.")
     min_tokens: int = Field(500, ge=1, description="Lower end of each article's token budget, drawn uniformly per article (original study: 500).")
     max_tokens: int = Field(4000, ge=1, description="Upper end of the token budget (original study: 4,000). Texts are cut to whole paragraphs under it.")
+    checkpoint_every: int = Field(500, ge=1, description="Pages processed between checkpoints in the output folder; a killed scrape rerun with the same --out resumes from the last one.")
     split: SplitConfig = Field(default_factory=SplitConfig)
 
     @model_validator(mode="after")
     def _budget_is_a_range(self) -> ScrapeConfig:
         if self.min_tokens > self.max_tokens:
             raise ValueError(f"min_tokens ({self.min_tokens}) is above max_tokens ({self.max_tokens}); make min_tokens <= max_tokens")
+        return self
+
+    @model_validator(mode="after")
+    def _source_is_complete(self) -> ScrapeConfig:
+        if self.source == "parquet" and not self.parquet:
+            raise ValueError("source = parquet needs scrape.parquet: a Parquet file or folder (path or s3://)")
+        if self.source == "api":
+            if self.api.pages == "titles" and not self.api.titles:
+                raise ValueError("api.pages = titles needs scrape.api.titles, a list of page titles")
+            if self.api.pages == "category" and not self.api.category:
+                raise ValueError("api.pages = category needs scrape.api.category, e.g. Categoria:Futebol")
+            if self.api.pages == "random" and not self.max_articles:
+                raise ValueError("api.pages = random never ends by itself; set scrape.max_articles")
         return self
 
 

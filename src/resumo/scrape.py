@@ -1,19 +1,25 @@
-"""Scrape: a MediaWiki dump in, clean Portuguese articles out, split train/val/test.
+"""Scrape: Portuguese Wikipedia in, clean articles out, split train/val/test.
 
-    resumo scrape --out runs/articles                 # the bundled corpus
-    resumo scrape --dump ptwiki-pages-articles.xml.bz2 --out runs/articles
+    resumo scrape --out runs/articles                                   # the bundled corpus
+    resumo scrape --source dump --dump ptwiki-latest-pages-articles.xml.bz2 --out runs/articles
+    resumo scrape --source api --set scrape.api.pages=category --set scrape.api.category=Futebol --out runs/articles
+    resumo scrape --source parquet --parquet s3://wiki/20231101.pt/ --out runs/articles
 
-Writes `{train,val,test}.parquet` with `id, page_id, revid, title, url, text,
-n_words, n_tokens` and `stats.json` with counts per skip reason.
+Writes `{train,val,test}.parquet` with `id, page_id, revision_id, title, url, text,
+n_words, n_tokens, topic, views` and `stats.json` with counts per skip reason.
+Progress is checkpointed under `OUT/_checkpoint/` as it goes: a killed scrape,
+rerun with the same config and --out, continues where its last checkpoint ended.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
 import random
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -24,72 +30,213 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from resumo import models, storage, tables, wiki
+from resumo import mediawiki, models, selection, storage, tables, wiki
 from resumo.config import ScrapeConfig, SplitConfig
 from resumo.errors import DataError
 from resumo.text import words
 
 log = logging.getLogger(__name__)
 
+# Columns the pool keeps for selection only; they are not part of the output.
+POOL_ONLY = ["categories", "article_words"]
+
 
 @dataclass
 class ScrapeResult:
-    counts: dict[str, int]  # pages seen, kept, and skipped per reason
+    counts: dict[str, int]  # pages seen, collected, kept, and skipped per reason
     splits: dict[str, int] = field(default_factory=dict)  # articles per split
 
 
 def run(cfg: ScrapeConfig, out_dir: str | Path) -> ScrapeResult:
+    client = _client(cfg)  # first: a missing User-Agent contact fails before any model loads
     tokenizer = _load_tokenizer(cfg.tokenizer)
-    with _local_dump(cfg.dump) as dump_path:
-        articles, counts = _collect(dump_path, cfg, tokenizer)
-    articles = _drop_duplicates(articles, counts)
+    checkpoint = Checkpoint(out_dir, cfg)
+    with _batches(cfg, client, checkpoint) as batches:
+        _collect(batches, cfg, tokenizer, checkpoint, client)
+    articles, counts = checkpoint.rows(), checkpoint.counts
+    articles = selection.drop_duplicates(articles, cfg.selection.near_duplicate_threshold, counts)
+    selection.assign_topics(articles, cfg.selection)
+    articles = selection.sample_per_topic(articles, cfg.selection, cfg.split.seed, counts)
+    counts["kept"] = len(articles)
     splits = split_articles(articles, cfg.split)
     for name, rows in splits.items():
         if not rows:
             raise DataError(
                 f"split {name!r} is empty: only {len(articles)} articles were kept ({dict(counts)}); "
-                f"use a larger dump, lower scrape.min_words or raise scrape.split.{name}_fraction"
+                f"use a larger source, lower scrape.min_words or raise scrape.split.{name}_fraction"
             )
     # Everything is computed before anything is written: a failure above leaves old outputs whole.
     for name, rows in splits.items():
-        tables.write_split(pd.DataFrame(rows), out_dir, name)
+        tables.write_split(pd.DataFrame(rows).drop(columns=POOL_ONLY), out_dir, name)
     result = ScrapeResult(counts=dict(counts), splits={name: len(rows) for name, rows in splits.items()})
-    storage.write_text(storage.join(out_dir, "stats.json"), json.dumps({"counts": result.counts, "splits": result.splits, "config": cfg.model_dump()}, indent=2))
-    log.info("scrape: kept %d articles %s, skipped %s", counts["kept"], result.splits, {k: v for k, v in counts.items() if k not in ("seen", "kept")})
+    stats = {"counts": result.counts, "splits": result.splits, "requests": client.requests_sent if client else 0, "config": cfg.model_dump()}
+    storage.write_text(storage.join(out_dir, "stats.json"), json.dumps(stats, indent=2))
+    checkpoint.remove()
+    log.info("scrape: kept %d articles %s, skipped %s", counts["kept"], result.splits, {k: v for k, v in counts.items() if k not in ("seen", "kept", "collected")})
     return result
 
 
-def _collect(dump_path: Path, cfg: ScrapeConfig, tokenizer) -> tuple[list[dict], Counter]:
-    counts: Counter = Counter(seen=0, kept=0)
-    articles = []
-    for page in tqdm(wiki.iter_pages(dump_path), desc="scrape", unit="page"):
-        counts["seen"] += 1
-        reason = _skip_reason(page, cfg)
-        text = "" if reason else wiki.clean_wikitext(page.wikitext)
-        if not reason and len(words(text)) < cfg.min_words:
-            reason = "too_short"
-        if not reason:
-            text, n_tokens = truncate_to_budget(text, tokenizer, _token_budget(page.page_id, cfg))
-            reason = None if text else "first_paragraph_over_budget"
-        if reason:
-            counts[reason] += 1
-            continue
-        counts["kept"] += 1
-        articles.append(
-            {
-                "id": f"{page.page_id}-{page.revid}",
-                "page_id": page.page_id,
-                "revid": page.revid,
-                "title": page.title,
-                "url": page.url,
-                "text": text,
-                "n_words": len(words(text)),
-                "n_tokens": n_tokens,
-            }
-        )
-        if cfg.max_articles and counts["kept"] >= cfg.max_articles:
-            break
-    return articles, counts
+def _collect(batches: Iterator[mediawiki.Batch], cfg: ScrapeConfig, tokenizer, checkpoint: Checkpoint, client) -> None:
+    """Clean, filter and cut every page into the checkpoint's pool, flushing every
+    `checkpoint_every` pages and on any error, so nothing collected is lost."""
+    counts = checkpoint.counts
+    progress = tqdm(desc=f"scrape ({cfg.source})", unit="page", initial=counts["seen"])
+    try:
+        for batch in batches:
+            if _enough(cfg, counts):
+                break
+            for page in batch.pages:
+                if page.page_id in checkpoint.done:  # processed before a restart
+                    continue
+                if _enough(cfg, counts):
+                    break
+                progress.update()
+                checkpoint.record(page.page_id, *_article(page, cfg, tokenizer))
+            counts["missing"] += batch.missing
+            checkpoint.cursor = batch.cursor
+            if checkpoint.pending >= cfg.checkpoint_every:
+                _flush(checkpoint, cfg, client)
+    finally:
+        _flush(checkpoint, cfg, client)
+        progress.close()
+
+
+def _enough(cfg: ScrapeConfig, counts: Counter) -> bool:
+    return bool(cfg.max_articles) and counts["collected"] >= cfg.max_articles
+
+
+def _article(page: wiki.Page, cfg: ScrapeConfig, tokenizer) -> tuple[dict | None, str | None]:
+    """The article's row, or why the page is skipped."""
+    reason = _skip_reason(page, cfg)
+    if reason:
+        return None, reason
+    try:
+        text = page.wikitext if page.markup == "text" else wiki.clean_wikitext(page.wikitext)
+    except Exception as err:  # one odd page must not stop a crawl of a million
+        log.warning("page %s (%s) could not be cleaned: %s", page.page_id, page.title, err)
+        return None, "unparsable"
+    article_words = len(words(text))
+    if article_words < cfg.min_words:
+        return None, "too_short"
+    text, n_tokens = truncate_to_budget(text, tokenizer, _token_budget(page.page_id, cfg))
+    if not text:
+        return None, "first_paragraph_over_budget"
+    row = {
+        "id": f"{page.page_id}-{page.revid}",
+        "page_id": page.page_id,
+        "revision_id": page.revid,
+        "revid": page.revid,  # the name DESIGN.md's stage table uses
+        "title": page.title,
+        "url": page.url,
+        "text": text,
+        "n_words": len(words(text)),
+        "n_tokens": n_tokens,
+        "views": None,
+        "categories": wiki.categories(page.wikitext) if page.markup == "wikitext" else [],
+        "article_words": article_words,  # before truncation: the study weighted by the article's words
+    }
+    return row, None
+
+
+def _flush(checkpoint: Checkpoint, cfg: ScrapeConfig, client) -> None:
+    if cfg.pageviews.enabled and checkpoint.pending_rows:
+        views = mediawiki.pageviews(client, cfg.pageviews, [r["title"] for r in checkpoint.pending_rows], cfg.api.concurrency)
+        for row, n in zip(checkpoint.pending_rows, views):
+            row["views"] = n
+    checkpoint.flush()
+
+
+def _client(cfg: ScrapeConfig) -> mediawiki.Client | None:
+    if cfg.source != "api" and not cfg.pageviews.enabled:
+        return None
+    return mediawiki.Client(cfg.api, mediawiki.user_agent(cfg.api.contact), seed=cfg.split.seed)
+
+
+@contextmanager
+def _batches(cfg: ScrapeConfig, client, checkpoint: Checkpoint) -> Iterator[Iterator[mediawiki.Batch]]:
+    """The configured source as batches of pages (one page each for files)."""
+    if cfg.source == "api":
+        yield mediawiki.iter_batches(client, cfg.api, checkpoint.done, checkpoint.cursor)
+    elif cfg.source == "parquet":
+        with _local_parquet(cfg.parquet) as paths:
+            yield (mediawiki.Batch([page]) for page in wiki.iter_parquet_pages(paths))
+    else:
+        with _local_dump(cfg.dump) as path:
+            yield (mediawiki.Batch([page]) for page in wiki.iter_pages(path))
+
+
+class Checkpoint:
+    """Progress under OUT/_checkpoint/<config fingerprint>/, appended as numbered parts:
+    part-N.parquet holds the rows collected since part N-1 and part-N.json the page ids
+    processed (kept or skipped), the counts so far and the source's cursor. The .json is
+    written last, so a part a kill interrupted has none and is ignored. A different config
+    has a different fingerprint and starts afresh."""
+
+    def __init__(self, out_dir: str | Path, cfg: ScrapeConfig):
+        self.root = storage.join(out_dir, "_checkpoint")
+        self.prefix = storage.join(self.root, _fingerprint(cfg))
+        self.done: set[int] = set()
+        self.counts: Counter = Counter(seen=0, collected=0)
+        self.cursor: dict | None = None
+        self.pending_rows: list[dict] = []
+        self._pending_ids: list[int] = []
+        self._flushed: tuple = ({}, None)
+        self._parts = [key for key in storage.list_keys(self.prefix) if key.endswith(".json")]
+        for key in self._parts:
+            marker = json.loads(storage.read_text(storage.join(self.prefix, key)))
+            self.done.update(marker["processed"])
+            self.counts, self.cursor = Counter(marker["counts"]), marker["cursor"]
+        self._flushed = (dict(self.counts), self.cursor)
+        if self._parts:
+            log.info("scrape: resuming from %d checkpointed parts (%d pages processed, %d collected)", len(self._parts), len(self.done), self.counts["collected"])
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending_ids)
+
+    def record(self, page_id: int, row: dict | None, reason: str | None) -> None:
+        self.done.add(page_id)
+        self._pending_ids.append(page_id)
+        self.counts["seen"] += 1
+        self.counts[reason or "collected"] += 1
+        if row:
+            self.pending_rows.append(row)
+
+    def flush(self) -> None:
+        if not self._pending_ids and self._flushed == (dict(self.counts), self.cursor):
+            return
+        name = f"part-{len(self._parts):06d}"
+        if self.pending_rows:
+            buffer = io.BytesIO()
+            pd.DataFrame(self.pending_rows).to_parquet(buffer, index=False)
+            storage.write_bytes(storage.join(self.prefix, f"{name}.parquet"), buffer.getvalue())
+        marker = {"processed": self._pending_ids, "rows": len(self.pending_rows), "counts": dict(self.counts), "cursor": self.cursor}
+        storage.write_text(storage.join(self.prefix, f"{name}.json"), json.dumps(marker))
+        self._parts.append(f"{name}.json")
+        self.pending_rows, self._pending_ids = [], []
+        self._flushed = (dict(self.counts), self.cursor)
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for key in self._parts:
+            marker = json.loads(storage.read_text(storage.join(self.prefix, key)))
+            if marker["rows"]:
+                data = storage.read_bytes(storage.join(self.prefix, key.removesuffix(".json") + ".parquet"))
+                rows += pd.read_parquet(io.BytesIO(data)).to_dict("records")
+        return rows
+
+    def remove(self) -> None:
+        """The outputs are written; a local checkpoint is deleted, an s3:// one is left (harmless)."""
+        loc = storage.parse(self.root)
+        if loc.scheme == "file":
+            shutil.rmtree(loc.key, ignore_errors=True)
+
+
+def _fingerprint(cfg: ScrapeConfig) -> str:
+    """What decides which rows are collected; settings of politeness and selection are not part of it."""
+    politeness = {"contact", "concurrency", "max_retries", "backoff_seconds", "max_wait_seconds", "timeout_seconds"}
+    values = cfg.model_dump(exclude={"checkpoint_every": True, "selection": True, "split": {"val_fraction", "test_fraction"}, "api": politeness})
+    return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _skip_reason(page: wiki.Page, cfg: ScrapeConfig) -> str | None:
@@ -99,7 +246,9 @@ def _skip_reason(page: wiki.Page, cfg: ScrapeConfig) -> str | None:
         return "redirect"
     if not page.wikitext.strip():
         return "no_text"
-    if wiki.is_disambiguation(page.wikitext):
+    if page.markup == "text" and wiki.looks_like_disambiguation_text(page.wikitext):
+        return "disambiguation"
+    if page.markup == "wikitext" and wiki.is_disambiguation(page.wikitext):
         return "disambiguation"
     return None
 
@@ -126,19 +275,6 @@ def truncate_to_budget(text: str, tokenizer, budget: int) -> tuple[str, int]:
         return "", 0
     truncated = "\n\n".join(kept)
     return truncated, len(tokenizer(truncated, add_special_tokens=False)["input_ids"])
-
-
-def _drop_duplicates(articles: list[dict], counts: Counter) -> list[dict]:
-    seen, unique = set(), []
-    for article in articles:
-        key = hashlib.sha1(" ".join(words(article["text"].lower())).encode()).hexdigest()
-        if key in seen:
-            counts["duplicate"] += 1
-            counts["kept"] -= 1
-            continue
-        seen.add(key)
-        unique.append(article)
-    return unique
 
 
 def split_articles(articles: list[dict], cfg: SplitConfig) -> dict[str, list[dict]]:
@@ -186,3 +322,15 @@ def _local_dump(uri: str) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="resumo-dump-") as tmp:
         yield storage.download(uri, Path(tmp) / Path(loc.key).name)
+
+
+@contextmanager
+def _local_parquet(uri: str) -> Iterator[list[Path]]:
+    """The snapshot's Parquet files, sorted: a file, a folder, or an s3:// object or prefix (downloaded)."""
+    loc = storage.parse(uri)
+    with tempfile.TemporaryDirectory(prefix="resumo-parquet-") as tmp:
+        root = Path(loc.key) if loc.scheme == "file" else storage.download(uri, Path(tmp) / (Path(loc.key).name or "snapshot"))
+        paths = [root] if root.is_file() else sorted(root.rglob("*.parquet"))
+        if not paths:
+            raise DataError(f"scrape.parquet = {uri!r} holds no .parquet files; give a wikimedia/wikipedia snapshot file or folder")
+        yield paths

@@ -1,4 +1,4 @@
-"""MediaWiki XML dumps and wikitext: stream pages with mwxml, clean with mwparserfromhell."""
+"""Wikipedia pages: stream MediaWiki XML dumps (mwxml) and HF Parquet snapshots, clean wikitext (mwparserfromhell)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,9 @@ class Page:
     title: str
     namespace: int
     redirect: bool
-    wikitext: str
+    wikitext: str  # the page's source; plain text already when markup == "text"
     url: str
+    markup: str = "wikitext"  # "text": a snapshot's text that needs no cleaning
 
 
 def bundled_dump_path() -> Path:
@@ -45,7 +46,8 @@ def bundled_dump_path() -> Path:
 
 
 def iter_pages(path: str | Path) -> Iterator[Page]:
-    """Stream every page of a pages-articles dump (.xml or .bz2) in constant memory."""
+    """Stream every page of a pages-articles dump (.xml or .bz2, multistream too: bz2 reads
+    concatenated streams) in constant memory."""
     import mwxml
     from mwxml.errors import MalformedXML
 
@@ -66,10 +68,63 @@ def iter_pages(path: str | Path) -> Iterator[Page]:
                     namespace=page.namespace,
                     redirect=page.redirect is not None,
                     wikitext=(revision.text or "") if revision else "",
-                    url=base + quote(page.title.replace(" ", "_")),
+                    url=article_url(base, page.title),
                 )
     except (ParseError, MalformedXML, EOFError, OSError, ValueError) as err:
         raise DataError(f"dump {path} is malformed after {n} pages: {err}; check the file is a complete MediaWiki XML export") from None
+
+
+def iter_parquet_pages(paths: list[Path], batch_rows: int = 1024) -> Iterator[Page]:
+    """Stream the rows of HF `wikimedia/wikipedia` Parquet files (id, url, title, text) in
+    record batches, so a 1.1 M-page snapshot never sits in memory."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        try:
+            parquet = pq.ParquetFile(path)
+            missing = {"id", "url", "title", "text"} - set(parquet.schema_arrow.names)
+            if missing:
+                raise DataError(f"{path} lacks columns {sorted(missing)}; a wikimedia/wikipedia snapshot has id, url, title, text")
+            for batch in parquet.iter_batches(batch_size=batch_rows, columns=["id", "url", "title", "text"]):
+                for row in batch.to_pylist():
+                    yield Page(
+                        page_id=int(row["id"]),
+                        revid=0,  # snapshots carry no revision ids
+                        title=row["title"] or "",
+                        namespace=0,
+                        redirect=False,
+                        wikitext=unicodedata.normalize("NFC", row["text"] or ""),
+                        url=row["url"] or "",
+                        markup="text",
+                    )
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DataError(f"{path} is not a readable Parquet file: {err}") from None
+
+
+def article_url(base: str, title: str) -> str:
+    return base + quote(title.replace(" ", "_"))
+
+
+def api_article_base(api_url: str) -> str:
+    """https://pt.wikipedia.org/w/api.php -> https://pt.wikipedia.org/wiki/ (the standard layout)."""
+    root = api_url.split("?", 1)[0]
+    root = root.removesuffix("/api.php").removesuffix("/w")
+    return root.rstrip("/") + "/wiki/"
+
+
+def categories(wikitext: str) -> list[str]:
+    """Names of the categories a page's own wikitext puts it in (not those added by templates)."""
+    return [m.group(1).strip() for m in _CATEGORY_LINK.finditer(wikitext)]
+
+
+_CATEGORY_LINK = re.compile(r"\[\[\s*(?:categoria|category)\s*:\s*([^|\]]+)", re.IGNORECASE)
+# A disambiguation page in plain text (snapshots drop the template): "Mercúrio pode referir-se a:".
+_DISAMBIGUATION_TEXT = re.compile(r"^[^\n]{0,200}\b(pode referir-se a|pode significar|pode ser)\s*:", re.IGNORECASE)
+
+
+def looks_like_disambiguation_text(text: str) -> bool:
+    return bool(_DISAMBIGUATION_TEXT.match(text))
 
 
 def _article_base_url(site_base: str | None) -> str:

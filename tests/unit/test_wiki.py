@@ -71,3 +71,33 @@ def test_malformed_dump_is_a_clear_error(tmp_path):
     broken.write_text(text[: len(text) // 2] + "<page><title>x</ti", encoding="utf-8")
     with pytest.raises(DataError, match="malformed after"):
         list(wiki.iter_pages(broken))
+
+
+def test_multistream_bz2_dump_streams_every_page(tmp_path):
+    # pages-articles-multistream: the same XML compressed as many concatenated bz2 streams.
+    data = wiki.bundled_dump_path().read_bytes()
+    cut = [0, 40_000, 150_000, len(data)]
+    path = tmp_path / "ptwiki-pages-articles-multistream.xml.bz2"
+    path.write_bytes(b"".join(bz2.compress(data[a:b]) for a, b in zip(cut, cut[1:])))
+    assert [p.page_id for p in wiki.iter_pages(path)] == [p.page_id for p in wiki.iter_pages(wiki.bundled_dump_path())]
+
+
+def multistream(data: bytes, size: int = 20_000) -> bytes:
+    return b"".join(bz2.compress(data[i : i + size]) for i in range(0, len(data), size))
+
+
+def test_truncated_bz2_is_a_clear_error(tmp_path):
+    data = multistream(wiki.bundled_dump_path().read_bytes())  # small streams: the part before the cut decodes
+    path = tmp_path / "dump.xml.bz2"
+    path.write_bytes(data[: len(data) // 2])
+    pages = []
+    with pytest.raises(DataError, match="malformed after"):
+        for page in wiki.iter_pages(path):
+            pages.append(page)
+    assert pages  # what was read before the cut came through
+
+
+def test_categories_and_urls():
+    assert wiki.categories("x\n[[Categoria:Rios de Portugal|Douro]]\n[[category: Rivers]]") == ["Rios de Portugal", "Rivers"]
+    assert wiki.api_article_base("https://pt.wikipedia.org/w/api.php") == "https://pt.wikipedia.org/wiki/"
+    assert wiki.article_url("https://pt.wikipedia.org/wiki/", "São Paulo") == "https://pt.wikipedia.org/wiki/S%C3%A3o_Paulo"
