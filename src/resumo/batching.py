@@ -19,9 +19,12 @@ What keeps the examples apart:
   setting it. `tests/unit/test_batching.py` checks that each example's logits
   equal those of the example run alone, and that either slip would leak.
 
-With a mask instead of a varlen kernel, attention work grows with the square
-of the whole row rather than of each example; the linear layers, most of the
-work in a 0.5B model, see no padding at all. `make bench BENCH=train` measures it.
+The cost: with a mask instead of a varlen kernel, attention work grows with
+the square of the whole row, not of each example. `make bench BENCH=train`
+(tiny model, CPU, sdpa, 16 examples a row) measured padding-free at 0.75x the
+real tokens/s of plain padded batches, and length-grouped padded batches at
+1.16x, so `length_grouped` is the default and `padding_free` is for
+`flash_attention_2`, where no padding and no cross-example attention is computed.
 """
 
 from __future__ import annotations

@@ -126,13 +126,13 @@ class TrainConfig(Section):
     gradient_accumulation: int = Field(4, ge=1, description="Steps accumulated per optimizer step; effective batch = batch_size x this (original study: 4, so 64).")
     max_length: int = Field(6000, ge=16, description="Longest prompt + summary in tokens; longer examples are truncated from the right (original study: 6,000).")
     gradient_checkpointing: bool = Field(True, description="Trade compute for memory (about a third more time); needed for 4k-token articles on one GPU. Applies on GPU only.")
-    batching: Literal["padding_free", "length_grouped", "padded"] = Field(
-        "padding_free",
-        description="`padding_free`: a micro-batch is one row of its examples laid end to end, position ids restarting at 0 in each, no padding (transformers masks each example off from the others; see resumo.batching). `length_grouped`: padded batches of similar lengths. `padded`: trl's plain padded batches in random order. The examples in each optimizer step are the same for `padding_free` and `padded`.",
+    batching: Literal["length_grouped", "padding_free", "padded"] = Field(
+        "length_grouped",
+        description="`length_grouped`: padded batches of similar lengths. `padding_free`: a micro-batch is one row of its examples end to end, position ids restarting at 0 in each, no padding and no attention across examples (resumo.batching); pair it with `attn_implementation=flash_attention_2`, since with `sdpa`/`eager` the masked attention spans the whole row and `make bench BENCH=train` measured it at 0.75x padded throughput on CPU. `padded`: trl's plain padded batches in random order. The examples in each optimizer step are the same for `padding_free` and `padded`.",
     )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa",
-        description="Attention kernel. `flash_attention_2` (GPU, needs the flash-attn package) attends within each packed example only, so padding-free costs sum(l^2) instead of (sum l)^2 attention work; `sdpa` and `eager` apply a block-diagonal mask.",
+        description="Attention kernel. `flash_attention_2` (GPU, needs the flash-attn package) attends within each example of a padding-free row, so its attention work is sum(l^2) instead of (sum l)^2; `sdpa` and `eager` use a block-diagonal mask over the row.",
     )
     bf16: bool = Field(True, description="Train and evaluate in bfloat16 on a GPU that supports it; float32 on CPU regardless.")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every this many optimizer steps; None checkpoints at the end of each epoch. A killed run resumes from the last complete checkpoint.")

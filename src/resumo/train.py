@@ -4,10 +4,11 @@
     resumo train --pairs runs/pairs --out runs/model --set train.lora.r=16 --set train.epochs=1
 
 peft LoRA + trl SFTTrainer on prompt/completion chats (the student's chat
-template; loss on the summary tokens only), padding-free batches by default
-(resumo.batching). At the end of each epoch: validation loss, and ROUGE-Lsum of
-greedy summaries of `eval_samples` validation articles. A killed run started
-again with the same `--out` resumes from its last complete checkpoint.
+template; loss on the summary tokens only), in length-grouped or padding-free
+batches (`train.batching`, resumo.batching). At the end of each epoch:
+validation loss, and ROUGE-Lsum of greedy summaries of `eval_samples`
+validation articles. A killed run started again with the same `--out` resumes
+from its last complete checkpoint.
 
 Writes under `--out`: `adapter/` (loadable by `resumo summarize`, with
 `resumo_model.json`), `merged/` when `merge` is set, `curves.png`,

@@ -10,7 +10,7 @@ from resumo.errors import DataError
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory, pairs_dir):
-    cfg = load_config("smoke", ["train.epochs=2", "train.eval_samples=3", "train.max_new_tokens=8", "train.merge=true"]).train
+    cfg = load_config("smoke", ["train.epochs=2", "train.eval_samples=3", "train.max_new_tokens=8", "train.merge=true", "train.batching=padding_free"]).train
     out = tmp_path_factory.mktemp("train")
     return cfg, out, train.run(cfg, pairs_dir, out)
 
