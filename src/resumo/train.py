@@ -201,8 +201,10 @@ class _ValidationRouge(TrainerCallback):
 
 def _final_scores(history: list[dict], throughput: batching.Throughput) -> dict[str, float]:
     """The last epoch's validation loss and ROUGE-Lsum (kept in checkpoints, so a resumed run has them too)."""
-    last = {key: next(h[key] for h in reversed(history) if key in h) for key in ("eval_loss", "eval_rougeLsum")}
-    scores = {"eval_loss": float(last["eval_loss"]), "rougeLsum": float(last["eval_rougeLsum"])}
+    def last(key: str) -> float:
+        return float(next(h[key] for h in reversed(history) if key in h))
+
+    scores = {"eval_loss": last("eval_loss"), "rougeLsum": last("eval_rougeLsum")}  # every epoch ends in an evaluation
     if throughput.tokens_per_second is not None:
         scores["train_tokens_per_second"] = throughput.tokens_per_second
     return scores
