@@ -6,7 +6,11 @@ from resumo.components import TRAIN_IMAGE
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def train(config: dict, params: dict, pairs: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
-    """LoRA-tune the student with `config` updated by `params` (dotted train.* keys; see `resumo train`)."""
+    """LoRA-tune the student with `config` updated by `params` (dotted train.* keys; see `resumo train`).
+
+    `model` holds adapter/ (and merged/ with train.merge), curves.png and metrics.json;
+    `metrics` gets the last epoch's eval_loss and rougeLsum and train_tokens_per_second.
+    """
     from resumo import train, tune
     from resumo.config import TrainConfig, validate
 

@@ -77,11 +77,13 @@ def train(
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """LoRA-tune the student; rerun with the same --out to resume.  Example: resumo train --pairs runs/pairs --out runs/model"""
+    """LoRA-tune the student; rerun with the same --out to resume.  Example: resumo train --pairs runs/pairs --out runs/model --set train.merge=true"""
     from resumo import train as stage
 
     result = stage.run(_config(profile, sets).train, pairs, out)
     typer.echo(f"adapter: {result.adapter_dir}")
+    if (out / "merged").exists():
+        typer.echo(f"merged model: {out / 'merged'}")
 
 
 @app.command()

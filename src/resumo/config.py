@@ -212,8 +212,19 @@ class TrainConfig(Section):
     batch_size: int = Field(16, ge=1, description="Examples per device step (original study: 16).")
     gradient_accumulation: int = Field(4, ge=1, description="Steps accumulated per optimizer step; effective batch = batch_size x this (original study: 4, so 64).")
     max_length: int = Field(6000, ge=16, description="Longest prompt + summary in tokens; longer examples are truncated from the right (original study: 6,000).")
-    gradient_checkpointing: bool = Field(True, description="Trade compute for memory; needed for 4k-token articles on one GPU.")
-    eval_samples: int | None = Field(None, ge=1, description="Validation articles summarised to compute ROUGE-Lsum after training; None uses all (slow for 1,000 articles: cap it).")
+    gradient_checkpointing: bool = Field(True, description="Trade compute for memory (about a third more time); needed for 4k-token articles on one GPU. Applies on GPU only.")
+    batching: Literal["length_grouped", "padding_free", "padded"] = Field(
+        "length_grouped",
+        description="`length_grouped`: padded batches of similar lengths. `padding_free`: a micro-batch is one row of its examples end to end, position ids restarting at 0 in each, no padding and no attention across examples (resumo.batching); pair it with `attn_implementation=flash_attention_2`, since with `sdpa`/`eager` the masked attention spans the whole row and `make bench BENCH=train` measured it at 0.75x padded throughput on CPU. `padded`: trl's plain padded batches in random order. The examples in each optimizer step are the same for `padding_free` and `padded`.",
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa",
+        description="Attention kernel. `flash_attention_2` (GPU, needs the flash-attn package) attends within each example of a padding-free row, so its attention work is sum(l^2) instead of (sum l)^2; `sdpa` and `eager` use a block-diagonal mask over the row.",
+    )
+    bf16: bool = Field(True, description="Train and evaluate in bfloat16 on a GPU that supports it; float32 on CPU regardless.")
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint every this many optimizer steps; None checkpoints at the end of each epoch. A killed run resumes from the last complete checkpoint.")
+    merge: bool = Field(False, description="Also write `merged/`: the base model with the adapter folded in (peft merge_and_unload), for servers that cannot load adapters.")
+    eval_samples: int | None = Field(None, ge=1, description="Validation articles summarised to compute ROUGE-Lsum at the end of each epoch; None uses all (slow for 1,000 articles: cap it).")
     max_new_tokens: int = Field(256, ge=1, description="Generation limit when summarising validation articles.")
     seed: int = Field(42, description="Seed of adapter initialisation and data order.")
 

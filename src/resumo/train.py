@@ -4,10 +4,24 @@
     resumo train --pairs runs/pairs --out runs/model --set train.lora.r=16 --set train.epochs=1
 
 peft LoRA + trl SFTTrainer on prompt/completion chats (the student's chat
-template; loss on the summary tokens only). A killed run started again with the
-same `--out` resumes from its last checkpoint. Writes `adapter/` (loadable by
-`resumo summarize`), `metrics.json`, `curves.png`, and prints `name=value`
-lines for Katib's StdOut metrics collector.
+template; loss on the summary tokens only), in length-grouped or padding-free
+batches (`train.batching`, resumo.batching). At the end of each epoch:
+validation loss, and ROUGE-Lsum of greedy summaries of `eval_samples`
+validation articles. A killed run started again with the same `--out` resumes
+from its last complete checkpoint.
+
+Writes under `--out`: `adapter/` (loadable by `resumo summarize`, with
+`resumo_model.json`), `merged/` when `merge` is set, `curves.png`,
+`metrics.json` (the metrics and the resolved config), `checkpoints/`.
+
+Prints, last, one `name=value` line per metric, in this order, for Katib's
+StdOut metrics collector (the tuner's objective is `rougeLsum`):
+
+    eval_loss=1.234567                  validation loss after the last epoch
+    rougeLsum=0.123456                  validation ROUGE-Lsum after the last epoch
+    train_tokens_per_second=1234.5      real (non-padding) tokens per second of
+                                        training steps in this process; absent
+                                        when a resumed run had no step left
 """
 
 from __future__ import annotations
@@ -17,7 +31,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from resumo import generation, metrics, models, prompts, tables
+from transformers import TrainerCallback
+
+from resumo import batching, generation, metrics, models, prompts, tables
 from resumo.config import TrainConfig
 from resumo.errors import DataError
 
@@ -34,19 +50,30 @@ def run(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path) -> TrainRe
     out_dir = Path(out_dir)
     train_rows = _usable_pairs(pairs_dir, "train")
     val_rows = _usable_pairs(pairs_dir, "val")
-    trainer = _build_trainer(cfg, train_rows, val_rows, out_dir)
-    checkpoints = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    if checkpoints:
-        log.info("train: resuming from %s", checkpoints[-1])
-    trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
+    throughput = batching.Throughput()
+    trainer = _build_trainer(cfg, train_rows, val_rows, out_dir, callbacks=[throughput, _ValidationRouge(cfg, val_rows)])
+    checkpoint = last_checkpoint(out_dir / "checkpoints")
+    if checkpoint:
+        log.info("train: resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     adapter_dir = _save_adapter(trainer, cfg, out_dir / "adapter")
-    scores = _evaluate(trainer, cfg, val_rows)
+    if cfg.merge:
+        _save_merged(trainer, out_dir / "merged")
+    scores = _final_scores(trainer.state.log_history, throughput)
     _plot_curves(trainer.state.log_history, out_dir / "curves.png")
-    (out_dir / "metrics.json").write_text(json.dumps({"metrics": scores, "config": cfg.model_dump()}, indent=2))
+    run_info = {"global_step": trainer.state.global_step, "start_step": throughput.start_step, "train_tokens": throughput.tokens, "train_seconds": throughput.seconds}
+    (out_dir / "metrics.json").write_text(json.dumps({"metrics": scores, "run": run_info, "config": cfg.model_dump()}, indent=2))
     for name, value in scores.items():
-        print(f"{name}={value:.6f}", flush=True)  # Katib StdOut collector format
+        print(f"{name}={value:.6f}", flush=True)  # Katib StdOut collector format (see the module docstring)
     return TrainResult(adapter_dir=adapter_dir, metrics=scores)
+
+
+def last_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest complete checkpoint: the Trainer writes trainer_state.json last, so a
+    checkpoint without it was cut short by the kill and is skipped."""
+    complete = [p for p in checkpoints_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(complete, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
 def _usable_pairs(pairs_dir: str | Path, split: str):
@@ -69,17 +96,19 @@ def to_chat_dataset(rows, cfg: TrainConfig):
     )
 
 
-def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path):
+def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path, callbacks=()):
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
+    bf16 = cfg.bf16 and cuda and torch.cuda.is_bf16_supported()
     student = models.resolve(cfg.student)
     tokenizer = AutoTokenizer.from_pretrained(student)
-    model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.bfloat16 if bf16 else torch.float32)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation=cfg.attn_implementation)
     args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,
@@ -90,16 +119,20 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path):
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay,
-        max_length=cfg.max_length,
+        max_length=cfg.max_length,  # trl truncates while tokenizing: our collator gets no over-long rows
         completion_only_loss=True,
-        packing=False,  # see DESIGN.md: packing leaks attention across examples without varlen kernels
-        # Batches of similar lengths waste little on padding (the articles span 500-4,000 tokens).
-        train_sampling_strategy="group_by_length",
+        packing=False,  # the study's examples, one per sequence: padding-free keeps that, packing would not
+        # trl's own padding_free flag stays off: it refuses max_length without packing. Our
+        # collator (resumo.batching) does the same flattening on already truncated rows.
+        padding_free=False,
+        train_sampling_strategy="group_by_length" if cfg.batching == "length_grouped" else "random",
+        include_num_input_tokens_seen=batching.tokens_seen_mode(cfg.batching),
         gradient_checkpointing=cfg.gradient_checkpointing and cuda,
         bf16=bf16,
         use_cpu=not cuda,
         eval_strategy="epoch",
-        save_strategy="epoch",
+        save_strategy="steps" if cfg.save_steps else "epoch",
+        save_steps=cfg.save_steps or 500,
         save_total_limit=2,  # the last checkpoint to resume from, and one in case it is half-written
         logging_steps=1,
         report_to="none",
@@ -117,10 +150,12 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path):
     return SFTTrainer(
         model=model,
         args=args,
+        data_collator=batching.collator(cfg.batching, tokenizer.pad_token_id),
         train_dataset=to_chat_dataset(train_rows, cfg),
         eval_dataset=to_chat_dataset(val_rows, cfg),
         processing_class=tokenizer,
         peft_config=lora,
+        callbacks=list(callbacks),
     )
 
 
@@ -132,15 +167,47 @@ def _save_adapter(trainer, cfg: TrainConfig, adapter_dir: Path) -> Path:
     return adapter_dir
 
 
-def _evaluate(trainer, cfg: TrainConfig, val_rows) -> dict[str, float]:
-    """Validation ROUGE-Lsum from generated summaries (what the tuner maximises) and eval loss."""
-    rows = val_rows.head(cfg.eval_samples) if cfg.eval_samples else val_rows
-    eval_loss = trainer.evaluate()["eval_loss"]
-    tokenizer = trainer.processing_class
-    tokenizer.padding_side = "left"
-    loaded = generation.LoadedModel(trainer.model.eval(), tokenizer, cfg.prompt)
-    predictions = generation.summarize(loaded, list(rows["text"]), cfg.prompt, cfg.batch_size, cfg.max_new_tokens, desc="validate")
-    return {"eval_loss": float(eval_loss), "rougeLsum": metrics.rouge(predictions, list(rows["summary"]))["rougeLsum"]}
+def _save_merged(trainer, merged_dir: Path) -> Path:
+    """The base weights with the adapter folded in; the trainer's model is left as it was."""
+    import copy
+
+    merged = copy.deepcopy(trainer.model).merge_and_unload()
+    merged.save_pretrained(merged_dir)
+    trainer.processing_class.save_pretrained(merged_dir)
+    return merged_dir
+
+
+class _ValidationRouge(TrainerCallback):
+    """At each evaluation (end of epoch): ROUGE-Lsum of greedy summaries of validation
+    articles, appended to the log history beside eval_loss, so checkpoints keep it."""
+
+    def __init__(self, cfg: TrainConfig, val_rows):
+        self.cfg = cfg
+        self.rows = val_rows.head(cfg.eval_samples) if cfg.eval_samples else val_rows
+
+    def on_evaluate(self, args, state, control, model=None, processing_class=None, **kwargs):
+        tokenizer = processing_class
+        side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues the prompt
+        try:
+            loaded = generation.LoadedModel(model.eval(), tokenizer, self.cfg.prompt)
+            predictions = generation.summarize(loaded, list(self.rows["text"]), self.cfg.prompt, self.cfg.batch_size, self.cfg.max_new_tokens, desc="validate")
+        finally:
+            tokenizer.padding_side = side
+            model.train()
+        score = metrics.rouge(predictions, list(self.rows["summary"]))["rougeLsum"]
+        state.log_history.append({"eval_rougeLsum": score, "epoch": state.epoch, "step": state.global_step})
+        log.info("train: epoch %.2f validation ROUGE-Lsum %.4f on %d articles", state.epoch, score, len(self.rows))
+
+
+def _final_scores(history: list[dict], throughput: batching.Throughput) -> dict[str, float]:
+    """The last epoch's validation loss and ROUGE-Lsum (kept in checkpoints, so a resumed run has them too)."""
+    def last(key: str) -> float:
+        return float(next(h[key] for h in reversed(history) if key in h))
+
+    scores = {"eval_loss": last("eval_loss"), "rougeLsum": last("eval_rougeLsum")}  # every epoch ends in an evaluation
+    if throughput.tokens_per_second is not None:
+        scores["train_tokens_per_second"] = throughput.tokens_per_second
+    return scores
 
 
 def _plot_curves(history: list[dict], path: Path) -> None:
@@ -151,14 +218,19 @@ def _plot_curves(history: list[dict], path: Path) -> None:
 
     train = [(h["step"], h["loss"]) for h in history if "loss" in h]
     evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    rouge = [(h["step"], h["eval_rougeLsum"]) for h in history if "eval_rougeLsum" in h]
+    fig, (loss_ax, rouge_ax) = plt.subplots(1, 2, figsize=(10, 3.5))
     if train:
-        ax.plot(*zip(*train), label="train loss")
+        loss_ax.plot(*zip(*train), label="train loss")
     if evals:
-        ax.plot(*zip(*evals), "o-", label="validation loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy (summary tokens)")
-    ax.legend()
+        loss_ax.plot(*zip(*evals), "o-", label="validation loss")
+    loss_ax.set_xlabel("optimizer step")
+    loss_ax.set_ylabel("cross-entropy (summary tokens)")
+    loss_ax.legend()
+    if rouge:
+        rouge_ax.plot(*zip(*rouge), "o-", color="tab:green")
+    rouge_ax.set_xlabel("optimizer step")
+    rouge_ax.set_ylabel("validation ROUGE-Lsum")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -10,7 +10,7 @@ from resumo.errors import DataError
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory, pairs_dir):
-    cfg = load_config("smoke", ["train.epochs=2", "train.eval_samples=3", "train.max_new_tokens=8"]).train
+    cfg = load_config("smoke", ["train.epochs=2", "train.eval_samples=3", "train.max_new_tokens=8", "train.merge=true", "train.batching=padding_free"]).train
     out = tmp_path_factory.mktemp("train")
     return cfg, out, train.run(cfg, pairs_dir, out)
 
@@ -37,8 +37,40 @@ def test_training_moves_every_adapter_weight_and_writes_outputs(short_run):
     meta = json.loads((result.adapter_dir / generation.MODEL_META).read_text())
     assert meta["base_model"] == "tiny:qwen2" and meta["prompt"]["n_words"] == cfg.prompt.n_words
     assert (out / "curves.png").stat().st_size > 1000
-    assert set(result.metrics) == {"eval_loss", "rougeLsum"}
+    assert set(result.metrics) == {"eval_loss", "rougeLsum", "train_tokens_per_second"}
     assert 0 <= result.metrics["rougeLsum"] <= 1
+    assert (out / "merged" / "model.safetensors").exists() == cfg.merge
+
+
+def test_each_epoch_is_validated_with_generated_rouge(short_run):
+    cfg, out, result = short_run
+    history = json.loads((train.last_checkpoint(out / "checkpoints") / "trainer_state.json").read_text())["log_history"]
+    rouge = [h for h in history if "eval_rougeLsum" in h]
+    assert [round(h["epoch"]) for h in rouge] == [1, 2]
+    assert result.metrics["rougeLsum"] == rouge[-1]["eval_rougeLsum"]
+
+
+def test_tokens_per_second_counts_every_real_token_once(short_run, pairs_dir):
+    cfg, out, result = short_run
+    run = json.loads((out / "metrics.json").read_text())["run"]
+    rows = train._usable_pairs(pairs_dir, "train")
+    trainer = train._build_trainer(cfg, rows, rows.head(1), out / "probe")
+    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    assert run["train_tokens"] == cfg.epochs * sum(lengths)  # padding-free: no padding to leave out
+    assert result.metrics["train_tokens_per_second"] == pytest.approx(run["train_tokens"] / run["train_seconds"])
+
+
+def test_padding_free_and_padded_batches_train_the_same_model(pairs_dir, tmp_path):
+    """The same examples per step and no attention across examples: the same losses, step by step."""
+    losses = {}
+    for batching in ("padding_free", "padded"):
+        cfg = load_config("smoke", ["train.epochs=1", f"train.batching={batching}"]).train
+        rows = train._usable_pairs(pairs_dir, "train").head(12)
+        trainer = train._build_trainer(cfg, rows, rows.head(2), tmp_path / batching)
+        trainer.train()
+        losses[batching] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses["padded"]) == 3
+    assert losses["padding_free"] == pytest.approx(losses["padded"], rel=1e-4)
 
 
 def test_training_lowers_validation_loss(short_run):
@@ -51,7 +83,7 @@ def test_metric_lines_for_katib_are_printed(short_run, capsys, pairs_dir, tmp_pa
     cfg = load_config("smoke", ["train.epochs=1", "train.eval_samples=2", "train.max_new_tokens=4"]).train
     train.run(cfg, pairs_dir, tmp_path)
     lines = [line for line in capsys.readouterr().out.splitlines() if "=" in line]
-    assert [line.split("=")[0] for line in lines] == ["eval_loss", "rougeLsum"]
+    assert [line.split("=")[0] for line in lines] == ["eval_loss", "rougeLsum", "train_tokens_per_second"]
     assert all(float(line.split("=")[1]) >= 0 for line in lines)
 
 
