@@ -205,7 +205,7 @@ def test_the_pipeline_launches_katib_or_runs_optuna_as_its_tune_task(tmp_path, b
 
     path = tmp_path / "resumo.yaml"
     compiler.Compiler().compile(build(load_config("full", [f"tune.backend={backend}"])), str(path))
-    spec = yaml.safe_load(path.read_text())
+    spec = next(yaml.safe_load_all(path.read_text()))  # then the kubernetes platform spec
     container = spec["deploymentSpec"]["executors"]["exec-tune"]["container"]
     assert f"/{image}:" in container["image"]
     assert ("accelerator" in container.get("resources", {})) == gpu
