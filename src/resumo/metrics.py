@@ -123,8 +123,18 @@ def bertscore_per_pair(
     """
     _check_pairs(predictions, references)
     scorer = _bertscorer(model, num_layers, batch_size, rescale, baseline_path)
-    _, _, f1 = scorer.score(list(predictions), list(references), batch_size=batch_size)
-    return f1.numpy().astype(float)
+    # bert-score gives an empty text a raw F1 of 0, but on transformers 5 it crashes on one
+    # (it calls the removed `build_inputs_with_special_tokens`): score only the others.
+    scored = [i for i, (p, r) in enumerate(zip(predictions, references)) if p.strip() and r.strip()]
+    empty_f1 = 0.0
+    if rescale:
+        baseline_f1 = float(scorer.baseline_vals[2])
+        empty_f1 = (0.0 - baseline_f1) / (1 - baseline_f1)
+    f1 = np.full(len(predictions), empty_f1)
+    if scored:
+        _, _, values = scorer.score([predictions[i] for i in scored], [references[i] for i in scored], batch_size=batch_size)
+        f1[scored] = values.numpy()
+    return f1
 
 
 def bertscore_f1(predictions: Sequence[str], references: Sequence[str], model: str, num_layers: int | None, batch_size: int, rescale: bool = False) -> float:

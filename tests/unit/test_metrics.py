@@ -115,6 +115,10 @@ def test_bertscore_rescaling_uses_the_baseline(tmp_path):
     baseline.write_text("LAYER,P,R,F\n0,0.1,0.1,0.1\n1,0.2,0.2,0.2\n2,0.5,0.5,0.5\n")
     rescaled = metrics.bertscore_per_pair(predictions, references, "tiny:bert", num_layers=2, rescale=True, baseline_path=str(baseline))
     np.testing.assert_allclose(rescaled, (raw - 0.5) / (1 - 0.5), rtol=1e-5)
+    # an empty text scores a raw 0, as bert-score defines it, then rescaled like the rest
+    empty = metrics.bertscore_per_pair(["", predictions[1]], references, "tiny:bert", num_layers=2, rescale=True, baseline_path=str(baseline))
+    assert empty[0] == pytest.approx((0 - 0.5) / (1 - 0.5)) and empty[1] == pytest.approx(rescaled[1], rel=1e-5)
+    assert metrics.bertscore_per_pair(["  "], ["Lisboa."], "tiny:bert", num_layers=2)[0] == 0.0
     with pytest.raises(ConfigError, match="bertscore_baseline_path"):
         metrics.bertscore_per_pair(predictions, references, "tiny:bert", num_layers=2, rescale=True)
 
