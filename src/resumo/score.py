@@ -38,6 +38,10 @@ The stage writes, under `--out`:
 
 `report.md`
     a Markdown table of the means with their intervals.
+
+`generated/<name>.json`
+    each model's summaries with what they depend on; a rerun into the same
+    `--out` reuses them instead of generating again (scoring is redone).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from resumo import generation, metrics, tables
+from resumo import models as model_refs
 from resumo.config import PromptConfig, ScoreConfig
 from resumo.errors import ConfigError, DataError
 
@@ -84,7 +89,7 @@ def run(
     predictions: dict[str, list[str]] = {}
     per_article: dict[str, dict[str, np.ndarray]] = {}
     for name, ref in all_models.items():
-        predictions[name] = _generate(ref, articles, shared_prompt, cfg, desc=f"score {name}")
+        predictions[name] = _generate_once(name, ref, test, shared_prompt, cfg, out_dir)
         per_article[name] = evaluate(predictions[name], references, cfg, articles)
     result = summarize_scores(per_article, cfg, candidate)
     for name, means in result["models"].items():
@@ -205,6 +210,40 @@ def _comparison_set(models: dict[str, str], reference_models: dict[str, str]) ->
     if clash:
         raise ConfigError(f"score.reference_models reuses the name(s) {clash} of a scored model; rename them")
     return {**models, **reference_models}
+
+
+def _generate_once(name: str, ref: str, test: pd.DataFrame, shared_prompt: PromptConfig, cfg: ScoreConfig, out_dir: Path) -> list[str]:
+    """A model's summaries, kept in `out_dir/generated/<name>.json` so a rerun after a crash skips the models already done.
+
+    They are reused only for the same reference, files (names, sizes, times), prompt, articles and token limit.
+    """
+    key = {
+        "ref": ref,
+        "files": _fingerprint(ref),
+        "prompt": (generation.tuned_prompt(ref) or shared_prompt).model_dump(),
+        "ids": [str(i) for i in test["id"]],
+        "max_new_tokens": cfg.max_new_tokens,
+    }
+    saved = out_dir / "generated" / f"{name}.json"
+    if saved.exists():
+        previous = json.loads(saved.read_text())
+        if previous.get("key") == key:
+            log.info("score: %s reuses %d summaries from %s", name, len(previous["predictions"]), saved)
+            return previous["predictions"]
+    predictions = _generate(ref, list(test["text"]), shared_prompt, cfg, desc=f"score {name}")
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    partial = saved.with_suffix(".tmp")
+    partial.write_text(json.dumps({"key": key, "predictions": predictions}, ensure_ascii=False))
+    partial.replace(saved)  # atomic: a crash never leaves half a file to reuse
+    return predictions
+
+
+def _fingerprint(ref: str) -> list | None:
+    """Names, sizes and modification times of a local model folder's files; None for a hub id or s3:// prefix."""
+    path = Path(model_refs.resolve(ref)) if ref.startswith("tiny:") else Path(ref.removeprefix("file://"))
+    if not path.is_dir():
+        return None
+    return sorted([str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns] for f in path.rglob("*") if f.is_file())
 
 
 def _generate(ref: str, texts: list[str], shared_prompt: PromptConfig, cfg: ScoreConfig, desc: str) -> list[str]:

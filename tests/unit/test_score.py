@@ -146,3 +146,18 @@ def test_reference_model_names_must_not_clash(test_pairs_dir, tmp_path):
     cfg = ScoreConfig(**FAST, reference_models={"tuned": "tiny:qwen2"})
     with pytest.raises(ConfigError, match="rename"):
         score.run(cfg, test_pairs_dir, {"baseline": "tiny:qwen2", "tuned": "tiny:qwen2"}, tmp_path)
+
+
+def test_a_rerun_reuses_the_summaries_already_generated(test_pairs_dir, tuned_model, tmp_path, caplog):
+    cfg = ScoreConfig(**FAST, max_new_tokens=4, metrics=["rouge"])
+    score.run(cfg, test_pairs_dir, {"baseline": "tiny:qwen2", "tuned": tuned_model}, tmp_path)
+    first = pd.read_parquet(tmp_path / "predictions.parquet")
+    with caplog.at_level("INFO", logger="resumo.score"):
+        score.run(cfg, test_pairs_dir, {"baseline": "tiny:qwen2", "tuned": tuned_model}, tmp_path)
+    assert sum("reuses 3 summaries" in r.getMessage() for r in caplog.records) == 2
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "predictions.parquet"), first)
+    caplog.clear()
+    # a new token limit (or prompt, articles, model files) generates again
+    with caplog.at_level("INFO", logger="resumo.score"):
+        score.run(cfg.model_copy(update={"max_new_tokens": 6}), test_pairs_dir, {"baseline": "tiny:qwen2"}, tmp_path)
+    assert not any("reuses" in r.getMessage() for r in caplog.records)
