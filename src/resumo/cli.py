@@ -122,16 +122,45 @@ def tune(
 
 @app.command()
 def score(
-    pairs: Annotated[Path, typer.Option(help="Folder written by `resumo distill`; its test split is scored.")],
-    model: Annotated[list[str], typer.Option(help="NAME=REF: a hub id, path, s3:// prefix or adapter folder (repeatable).")],
-    out: OutDir,
+    pairs: Annotated[
+        Path,
+        typer.Option(help="With --model: a folder written by `resumo distill`, whose test split each model summarises. Without: a .jsonl or .parquet file of `prediction`, `reference` (and optionally `text`) rows, scored as they are."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="With --model: the output folder (scores.json, predictions.parquet, report.md). Without: the JSON file to write.")],
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=REF: a hub id, path, s3:// prefix, adapter folder or `registry` (the production model); repeatable. score.reference_models are added."),
+    ] = None,
+    metric_groups: Annotated[
+        list[str] | None, typer.Option("--metrics", help="Metric groups to compute: rouge, bertscore, stats (repeatable or comma-separated); default: score.metrics.")
+    ] = None,
+    rouge_tokenizer: Annotated[str | None, typer.Option("--rouge-tokenizer", help="unicode or rouge-score; default: score.rouge_tokenizer.")] = None,
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """Score models on the test split.  Example: resumo score --pairs runs/pairs --model base=tiny:qwen2 --model tuned=runs/model/adapter --out runs/score"""
-    from resumo import score as stage
+    """Score models on the test split, or a file of prediction/reference pairs.
 
-    stage.run(_config(profile, sets).score, pairs, dict(_name_ref(m) for m in model), out)
+    Example: resumo score --pairs runs/pairs --model baseline=tiny:qwen2 --model tuned=runs/model/adapter --out runs/score
+
+    Example: resumo score --pairs pairs.jsonl --out scores.json --metrics rouge --rouge-tokenizer rouge-score
+    """
+    from resumo import generation
+    from resumo import score as stage
+    from resumo.errors import ConfigError
+
+    extra = [f"score.rouge_tokenizer={rouge_tokenizer}"] if rouge_tokenizer else []
+    if metric_groups:
+        extra.append("score.metrics=" + json.dumps([g.strip() for m in metric_groups for g in m.split(",") if g.strip()]))
+    cfg = _config(profile, (sets or []) + extra)
+    if not model:
+        if pairs.is_dir():
+            raise ConfigError(f"--pairs {pairs} is a folder: name the models to summarise its test split with --model NAME=REF, or pass a .jsonl/.parquet file of pairs")
+        typer.echo(json.dumps(stage.run_pairs(cfg.score, pairs, out), indent=2))
+        return
+    if not pairs.is_dir():
+        raise ConfigError(f"--model needs --pairs to be a folder written by `resumo distill`; {pairs} is not one (to score a file of pairs, drop --model)")
+    refs = {name: generation.resolve_ref(ref, cfg.promote.registry) for name, ref in map(_name_ref, model)}
+    stage.run(cfg.score, pairs, refs, out)
     typer.echo((out / "report.md").read_text())
 
 
@@ -157,24 +186,21 @@ def judge(
 
 @app.command()
 def summarize(
-    model: Annotated[str, typer.Option(help="Hub id, path, s3:// prefix or adapter folder.")],
+    model: Annotated[str, typer.Option(help="Hub id, path, s3:// prefix, adapter folder (loaded over its base), or `registry`: the production model of promote.registry.")],
     input_file: Annotated[Path, typer.Option("--in", help="JSONL or Parquet with a `text` column.")],
     output_file: Annotated[Path, typer.Option("--out", help="Where to write the rows with a `summary` column (.jsonl or .parquet).")],
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """Summarise texts with any model, asked as it was tuned.  Example: resumo summarize --model runs/model/adapter --in a.jsonl --out s.jsonl"""
-    import pandas as pd
-
+    """Summarise texts with any model, asked as it was tuned (a model not ours gets train.prompt).  Example: resumo summarize --model registry --in a.jsonl --out s.jsonl"""
     from resumo import generation
-    from resumo.errors import DataError
+    from resumo.score import read_table
 
     cfg = _config(profile, sets)
-    df = pd.read_parquet(input_file) if input_file.suffix == ".parquet" else pd.read_json(input_file, lines=True)
-    if "text" not in df.columns:
-        raise DataError(f"{input_file} has no `text` column (columns: {list(df.columns)})")
-    loaded = generation.load(model)
+    df = read_table(input_file, required=("text",))
+    loaded = generation.load(generation.resolve_ref(model, cfg.promote.registry))
     df["summary"] = generation.summarize(loaded, list(df["text"]), loaded.prompt or cfg.train.prompt, cfg.score.batch_size, cfg.score.max_new_tokens)
+    output_file.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(output_file, index=False) if output_file.suffix == ".parquet" else df.to_json(output_file, orient="records", lines=True, force_ascii=False)
     typer.echo(f"{len(df)} summaries -> {output_file}")
 

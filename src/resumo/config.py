@@ -385,11 +385,32 @@ class ScoreConfig(Section):
         "unicode",
         description="`unicode` keeps accented letters (a token is a run of letters or digits); `rouge-score` is rouge_score's default, which splits 'ação' into 'a o', as the original study's numbers did.",
     )
+    rouge_stem: bool = Field(False, description="Portuguese Snowball stemming of `unicode` tokens ('meninas' and 'menino' match); off as in the original study. Needs rouge_tokenizer=unicode.")
+    metrics: list[Literal["rouge", "bertscore", "stats"]] = Field(
+        ["rouge", "bertscore", "stats"],
+        min_length=1,
+        description="Metric groups computed: ROUGE-1/2/L/Lsum, BERTScore F1, output statistics (words, language, repetition, compression, novel n-grams). Promotion needs the group of promote.metric.",
+    )
     bertscore_model: str = Field("bert-base-multilingual-cased", description="Encoder for BERTScore F1 (what lang='pt' picks); `tiny:bert` is the bundled tiny random one.")
     bertscore_num_layers: int | None = Field(None, ge=1, description="Encoder layer whose embeddings are compared; None uses bert-score's default for the model (9 for mBERT).")
+    bertscore_rescale: bool = Field(False, description="Rescale F1 with bert-score's baseline for (pt, bertscore_model) so unrelated texts score near 0; off in the original study.")
+    bertscore_baseline_path: str | None = Field(None, description="Baseline TSV (LAYER,P,R,F) for rescaling; None uses bert-score's bundled one for the model, which exists for mBERT only.")
+    bootstrap_resamples: int = Field(1000, ge=0, description="Bootstrap resamples of the test articles for every interval; 0 gives no intervals (low = high = mean).")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the percentile bootstrap intervals.")
+    seed: int = Field(42, description="Seed of the bootstrap resampling: the same scores give the same intervals.")
+    reference_models: dict[str, str] = Field(
+        {},
+        description="Extra models to compare, name -> hub id, path or s3:// prefix, asked with the tuned model's prompt (original study: Llama-3.2-1B-Instruct, Qwen2.5-3B-Instruct).",
+    )
     batch_size: int = Field(16, ge=1, description="Articles per generate call and pairs per BERTScore batch.")
     max_new_tokens: int = Field(500, ge=1, description="Generation limit per summary (the teacher's limit in the original study).")
     max_samples: int | None = Field(None, ge=1, description="Test articles scored; None scores the whole test split (original study: 1,000).")
+
+    @model_validator(mode="after")
+    def _stemming_needs_unicode_tokens(self) -> ScoreConfig:
+        if self.rouge_stem and self.rouge_tokenizer != "unicode":
+            raise ValueError("rouge_stem=true needs rouge_tokenizer=unicode; `rouge-score` is kept exactly as published, without a stemmer")
+        return self
 
 
 # --- judge ------------------------------------------------------------------

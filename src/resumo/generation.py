@@ -13,8 +13,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from resumo import models, prompts
+from resumo import models, prompts, storage
 from resumo.config import PromptConfig
+from resumo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -29,30 +30,71 @@ class LoadedModel:
     prompt: PromptConfig | None  # the prompt the model was tuned on, if it is ours
 
 
+REGISTRY_REF = "registry"
+# promote writes this pointer under the registry prefix: {"version", "model": <URI of the model files>, ...}.
+PRODUCTION_POINTER = "production.json"
+
+
+def production_model(registry: str) -> str:
+    """The URI of the registry's production model, from the pointer promote maintains."""
+    pointer_uri = storage.join(registry, PRODUCTION_POINTER)
+    if not storage.exists(pointer_uri):
+        raise ConfigError(f"model {REGISTRY_REF!r}: there is no {pointer_uri}; no model has been promoted to registry {registry} (set promote.registry)")
+    pointer = json.loads(storage.read_text(pointer_uri))
+    if "model" not in pointer:
+        raise DataError(f"{pointer_uri} has no `model` key (keys: {sorted(pointer)}); it was not written by `resumo promote`")
+    log.info("registry %s: production is version %s at %s", registry, pointer.get("version"), pointer["model"])
+    return pointer["model"]
+
+
+def resolve_ref(ref: str, registry: str | None = None) -> str:
+    """`registry` becomes the production model of `registry`; any other reference is kept."""
+    if ref != REGISTRY_REF:
+        return ref
+    if not registry:
+        raise ConfigError(f"model {REGISTRY_REF!r} needs a registry URI (promote.registry)")
+    return production_model(registry)
+
+
+def tuned_prompt(ref: str) -> PromptConfig | None:
+    """The prompt a model of ours was tuned on (from its resumo_model.json), None for other models."""
+    meta = _meta(models.resolve(ref))
+    return PromptConfig.model_validate(meta["prompt"]) if "prompt" in meta else None
+
+
 def load(ref: str, device: str | None = None) -> LoadedModel:
-    """A hub id, path or s3:// prefix of a full model, or a folder holding a LoRA adapter."""
+    """A hub id, path or s3:// prefix of a full model, or a folder holding a LoRA adapter (loaded over its base)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = models.resolve(ref)
-    meta_file = Path(path) / MODEL_META
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    meta = _meta(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    if (Path(path) / "adapter_config.json").exists():
+    is_adapter = (Path(path) / "adapter_config.json").exists()
+    if is_adapter and "base_model" not in meta:
+        raise DataError(f"{ref} holds a LoRA adapter but no {MODEL_META} naming its base model; it was not saved by `resumo train`")
+    if is_adapter:
         from peft import PeftModel
 
         base = AutoModelForCausalLM.from_pretrained(models.resolve(meta["base_model"]), dtype=dtype)
         model = PeftModel.from_pretrained(base, path)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path if (Path(path) / "tokenizer_config.json").exists() else models.resolve(meta["base_model"]))
+    # An adapter folder may lack the tokenizer; a hub id or full model folder has it.
+    has_tokenizer = not Path(path).is_dir() or (Path(path) / "tokenizer_config.json").exists()
+    tokenizer = AutoTokenizer.from_pretrained(path if has_tokenizer else models.resolve(meta["base_model"]))
     tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
     prompt = PromptConfig.model_validate(meta["prompt"]) if "prompt" in meta else None
     return LoadedModel(model, tokenizer, prompt)
+
+
+def _meta(path: str) -> dict:
+    meta_file = Path(path) / MODEL_META
+    return json.loads(meta_file.read_text()) if meta_file.exists() else {}
 
 
 def summarize(loaded: LoadedModel, texts: list[str], prompt: PromptConfig, batch_size: int, max_new_tokens: int, desc: str = "summarize") -> list[str]:

@@ -1,75 +1,292 @@
 """Score: summarise the test split with each model and compare with the teacher's summaries.
 
     resumo score --pairs runs/pairs --model baseline=tiny:qwen2 --model tuned=runs/model/adapter --out runs/score
+    resumo score --pairs pairs.jsonl --out scores.json --metrics rouge --rouge-tokenizer rouge-score
 
-Writes `scores.json` ({model: {rouge1, rouge2, rougeL, rougeLsum, bertscore_f1,
-words_mean, ...}}), `predictions.parquet` and `report.md`.
+The first form (a pairs folder and models) is the pipeline stage; the second
+scores given `prediction`/`reference` pairs and generates nothing.
+
+The stage writes, under `--out`:
+
+`scores.json`
+    {
+      "models":      {name: {metric: mean}},            # what promote reads, e.g. models.tuned.rougeLsum
+      "intervals":   {name: {metric: [low, high]}},     # percentile bootstrap over articles, every mean
+      "candidate":   "tuned",                            # whose paired differences follow (None if absent)
+      "differences": {other: {metric: {"difference": candidate - other, "interval": [low, high], "n": articles}}},
+      "n_articles":  int,
+      "models_scored": {name: model reference},
+      "bootstrap":   {"resamples": int, "confidence": 0.95, "seed": int},
+      "config":      the resolved ScoreConfig
+    }
+    Metrics (each present when its group is in `score.metrics`):
+      rouge1, rouge2, rougeL, rougeLsum   mean F-measure (tokenizer: config.rouge_tokenizer)
+      bertscore_f1                        mean BERTScore F1 (rescaled if config.bertscore_rescale)
+      words_mean, words_p25, words_p50, words_p75   whitespace words per output (quartiles: no interval)
+      empty_share                         share of outputs without a word
+      not_portuguese_share                share of non-empty outputs resumo.lang does not judge Portuguese
+      repeated_trigram_share              mean share of an output's trigrams that repeat an earlier one
+      compression_ratio                   mean article words / output words (non-empty outputs)
+      novel_1gram_share .. novel_3gram_share   mean share of an output's distinct n-grams not in its article
+    A mean over no defined value is null.
+
+`predictions.parquet`
+    one row per test article: `id`, `reference`, `prediction_<name>` and, per
+    model, the per-article value of each metric as `<metric>_<name>` (per-article
+    names: rouge1.., bertscore_f1, words, empty, not_portuguese,
+    repeated_trigram_share, compression_ratio, novel_<n>gram_share; NaN where undefined).
+
+`report.md`
+    a Markdown table of the means with their intervals.
+
+`generated/<name>.json`
+    each model's summaries with what they depend on; a rerun into the same
+    `--out` reuses them instead of generating again (scoring is redone).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from resumo import generation, metrics, tables
+from resumo import models as model_refs
 from resumo.config import PromptConfig, ScoreConfig
-from resumo.errors import DataError
+from resumo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
+CANDIDATE = "tuned"
 
-def run(cfg: ScoreConfig, pairs_dir: str | Path, models: dict[str, str], out_dir: str | Path, prompt: PromptConfig | None = None) -> dict[str, dict[str, float]]:
-    """Score every model in `models` (name -> reference) on the usable test pairs.
+
+def run(
+    cfg: ScoreConfig,
+    pairs_dir: str | Path,
+    models: dict[str, str],
+    out_dir: str | Path,
+    prompt: PromptConfig | None = None,
+    candidate: str = CANDIDATE,
+) -> dict[str, dict[str, float]]:
+    """Score every model in `models` (name -> reference) and `cfg.reference_models` on the usable test pairs.
 
     Each model is asked with the prompt it was tuned on; a model that is not ours
-    (the untuned baseline) gets `prompt`, or else the first tuned model's prompt,
-    so both sides of a comparison are asked alike.
+    (the untuned baseline, a reference model) gets `prompt`, or else the first
+    tuned model's prompt, so every side of a comparison is asked alike. Models
+    are loaded one at a time. Returns the means, as under "models" in scores.json.
     """
     out_dir = Path(out_dir)
+    all_models = _comparison_set(models, cfg.reference_models)
     test = _test_pairs(cfg, pairs_dir)
-    references = list(test["summary"])
+    references, articles = list(test["summary"]), list(test["text"])
+    shared_prompt = prompt or next((p for p in map(generation.tuned_prompt, all_models.values()) if p), PromptConfig())
+
     predictions: dict[str, list[str]] = {}
-    scores: dict[str, dict[str, float]] = {}
-    loaded = {name: generation.load(ref) for name, ref in models.items()}
-    shared_prompt = prompt or next((m.prompt for m in loaded.values() if m.prompt), PromptConfig())
-    for name, model in loaded.items():
-        predictions[name] = generation.summarize(
-            model, list(test["text"]), model.prompt or shared_prompt, cfg.batch_size, cfg.max_new_tokens, desc=f"score {name}"
-        )
-        scores[name] = evaluate(predictions[name], references, cfg)
-        log.info("score: %s %s", name, {k: round(v, 4) for k, v in scores[name].items()})
+    per_article: dict[str, dict[str, np.ndarray]] = {}
+    for name, ref in all_models.items():
+        predictions[name] = _generate_once(name, ref, test, shared_prompt, cfg, out_dir)
+        per_article[name] = evaluate(predictions[name], references, cfg, articles)
+    result = summarize_scores(per_article, cfg, candidate)
+    for name, means in result["models"].items():
+        log.info("score: %s %s", name, {k: round(v, 4) for k, v in means.items() if v is not None})
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"id": test["id"], "reference": references, **{f"prediction_{n}": p for n, p in predictions.items()}}).to_parquet(
-        out_dir / "predictions.parquet", index=False
-    )
-    (out_dir / "scores.json").write_text(json.dumps({"models": scores, "n_articles": len(test), "models_scored": models, "config": cfg.model_dump()}, indent=2))
-    (out_dir / "report.md").write_text(markdown_table(scores, len(test)))
+    columns = {"id": test["id"], "reference": references, **{f"prediction_{n}": p for n, p in predictions.items()}}
+    columns |= {f"{metric}_{name}": values for name, values in per_article.items() for metric, values in values.items()}
+    pd.DataFrame(columns).to_parquet(out_dir / "predictions.parquet", index=False)
+    scores = {**result, "n_articles": len(test), "models_scored": all_models, "config": cfg.model_dump()}
+    (out_dir / "scores.json").write_text(json.dumps(_json_safe(scores), indent=2, allow_nan=False))
+    (out_dir / "report.md").write_text(markdown_table(scores))
+    return result["models"]
+
+
+def run_pairs(cfg: ScoreConfig, pairs_file: str | Path, out_file: str | Path) -> dict:
+    """Score the `prediction`/`reference` rows of a JSONL or Parquet file; a `text` column (the article) adds compression and novel n-grams.
+
+    Writes {rouge1: mean, ..., "intervals": {metric: [low, high]}, "n_pairs", "config"}.
+    """
+    df = read_table(pairs_file, required=("prediction", "reference"))
+    predictions, references = _strings(df, "prediction", pairs_file), _strings(df, "reference", pairs_file)
+    articles = _strings(df, "text", pairs_file) if "text" in df.columns else None
+    result = summarize_scores({"pairs": evaluate(predictions, references, cfg, articles)}, cfg, candidate=None)
+    scores = {**result["models"]["pairs"], "intervals": result["intervals"]["pairs"], "n_pairs": len(df), "bootstrap": result["bootstrap"], "config": cfg.model_dump()}
+    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_file).write_text(json.dumps(_json_safe(scores), indent=2, allow_nan=False))
     return scores
 
 
-def evaluate(predictions: list[str], references: list[str], cfg: ScoreConfig) -> dict[str, float]:
-    return {
-        **metrics.rouge(predictions, references, cfg.rouge_tokenizer),
-        "bertscore_f1": metrics.bertscore_f1(predictions, references, cfg.bertscore_model, cfg.bertscore_num_layers, cfg.batch_size),
-        **metrics.length_stats(predictions),
-    }
+def evaluate(predictions: list[str], references: list[str], cfg: ScoreConfig, articles: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Per-article values of every metric in `cfg.metrics`."""
+    per_article: dict[str, np.ndarray] = {}
+    if "rouge" in cfg.metrics:
+        per_article |= metrics.rouge_per_pair(predictions, references, cfg.rouge_tokenizer, cfg.rouge_stem)
+    if "bertscore" in cfg.metrics:
+        per_article["bertscore_f1"] = metrics.bertscore_per_pair(
+            predictions, references, cfg.bertscore_model, cfg.bertscore_num_layers, cfg.batch_size, cfg.bertscore_rescale, cfg.bertscore_baseline_path
+        )
+    if "stats" in cfg.metrics:
+        per_article |= metrics.output_stats(predictions, articles)
+    return per_article
 
 
-def markdown_table(scores: dict[str, dict[str, float]], n_articles: int) -> str:
-    columns = ["rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "words_mean"]
+def summarize_scores(per_article: dict[str, dict[str, np.ndarray]], cfg: ScoreConfig, candidate: str | None = CANDIDATE) -> dict:
+    """Means, bootstrap intervals and the candidate's paired differences, keyed as in scores.json."""
+    boot = {"resamples": cfg.bootstrap_resamples, "confidence": cfg.confidence, "seed": cfg.seed}
+    means: dict[str, dict[str, float]] = {}
+    intervals: dict[str, dict[str, list[float]]] = {}
+    for name, values in per_article.items():
+        named = {metrics.MEAN_NAMES.get(metric, metric): v for metric, v in values.items()}
+        means[name], intervals[name] = metrics.means_and_intervals(named, **boot)
+        if "words" in values:
+            means[name] |= metrics.word_quartiles(values["words"])
+    differences = {}
+    if candidate in per_article:
+        for other, values in per_article.items():
+            if other != candidate:
+                differences[other] = {
+                    metrics.MEAN_NAMES.get(metric, metric): metrics.paired_difference(per_article[candidate][metric], v, **boot) for metric, v in values.items()
+                }
+    return {"models": means, "intervals": intervals, "candidate": candidate if candidate in per_article else None, "differences": differences, "bootstrap": boot}
+
+
+def scalars(scores: dict) -> dict[str, float]:
+    """Every number of a scores.json as flat `name_metric[_ci_low|_ci_high]` scalars, e.g. for KFP Metrics; nulls left out."""
+    flat: dict[str, float] = {}
+    for name, values in scores["models"].items():
+        for metric, value in values.items():
+            flat[f"{name}_{metric}"] = value
+            low, high = scores["intervals"].get(name, {}).get(metric, (None, None))
+            flat[f"{name}_{metric}_ci_low"], flat[f"{name}_{metric}_ci_high"] = low, high
+    for other, values in scores.get("differences", {}).items():
+        for metric, diff in values.items():
+            key = f"{scores['candidate']}_minus_{other}_{metric}"
+            flat[key], (flat[f"{key}_ci_low"], flat[f"{key}_ci_high"]) = diff["difference"], diff["interval"]
+    return {k: float(v) for k, v in flat.items() if v is not None and math.isfinite(v)}
+
+
+def markdown_table(scores: dict) -> str:
+    """Means with their bootstrap intervals, one row per model."""
+    columns = [c for c in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "not_portuguese_share") if c in next(iter(scores["models"].values()))]
+    boot = scores["bootstrap"]
     lines = [
-        f"# resumo scores ({n_articles} test articles)",
+        f"# resumo scores ({scores['n_articles']} test articles)",
         "",
-        "| model | " + " | ".join(columns) + " |",
-        "|---|" + "---|" * len(columns),
+        f"Means with {boot['confidence']:.0%} bootstrap intervals ({boot['resamples']} resamples of the articles).",
+        "",
+        "| model | " + " | ".join(columns) + " | words mean [p25, p75] |",
+        "|---|" + "---|" * (len(columns) + 1),
     ]
-    for name, values in scores.items():
-        lines.append(f"| {name} | " + " | ".join(f"{values[c]:.3f}" if c != "words_mean" else f"{values[c]:.0f}" for c in columns) + " |")
+    for name, values in scores["models"].items():
+        cells = [_with_interval(values[c], scores["intervals"][name].get(c)) for c in columns]
+        words = f"{values['words_mean']:.0f} [{values['words_p25']:.0f}, {values['words_p75']:.0f}]" if "words_mean" in values else "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {words} |")
     return "\n".join(lines) + "\n"
+
+
+def read_table(path: str | Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """Rows of a JSONL (.jsonl, .json) or Parquet (.parquet) file that has the `required` columns."""
+    path = Path(path)
+    if path.suffix not in (".jsonl", ".json", ".parquet"):
+        raise DataError(f"{path}: expected a .jsonl or .parquet file, not {path.suffix or 'no suffix'!r}")
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=True, dtype=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read it as {path.suffix.lstrip('.')} ({err})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} has no {', '.join(f'`{c}`' for c in missing)} column (columns: {list(df.columns)})")
+    if df.empty:
+        raise DataError(f"{path} has no rows")
+    return df
+
+
+def _comparison_set(models: dict[str, str], reference_models: dict[str, str]) -> dict[str, str]:
+    clash = sorted(set(models) & set(reference_models))
+    if clash:
+        raise ConfigError(f"score.reference_models reuses the name(s) {clash} of a scored model; rename them")
+    return {**models, **reference_models}
+
+
+def _generate_once(name: str, ref: str, test: pd.DataFrame, shared_prompt: PromptConfig, cfg: ScoreConfig, out_dir: Path) -> list[str]:
+    """A model's summaries, kept in `out_dir/generated/<name>.json` so a rerun after a crash skips the models already done.
+
+    They are reused only for the same reference, files (names, sizes, times), prompt, articles and token limit.
+    """
+    key = {
+        "ref": ref,
+        "files": _fingerprint(ref),
+        "prompt": (generation.tuned_prompt(ref) or shared_prompt).model_dump(),
+        "ids": [str(i) for i in test["id"]],
+        "max_new_tokens": cfg.max_new_tokens,
+    }
+    saved = out_dir / "generated" / f"{name}.json"
+    if saved.exists():
+        previous = json.loads(saved.read_text())
+        if previous.get("key") == key:
+            log.info("score: %s reuses %d summaries from %s", name, len(previous["predictions"]), saved)
+            return previous["predictions"]
+    predictions = _generate(ref, list(test["text"]), shared_prompt, cfg, desc=f"score {name}")
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    partial = saved.with_suffix(".tmp")
+    partial.write_text(json.dumps({"key": key, "predictions": predictions}, ensure_ascii=False))
+    partial.replace(saved)  # atomic: a crash never leaves half a file to reuse
+    return predictions
+
+
+def _fingerprint(ref: str) -> list | None:
+    """Names, sizes and modification times of a local model folder's files; None for a hub id or s3:// prefix."""
+    path = Path(model_refs.resolve(ref)) if ref.startswith("tiny:") else Path(ref.removeprefix("file://"))
+    if not path.is_dir():
+        return None
+    return sorted([str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns] for f in path.rglob("*") if f.is_file())
+
+
+def _generate(ref: str, texts: list[str], shared_prompt: PromptConfig, cfg: ScoreConfig, desc: str) -> list[str]:
+    """Summaries from one model, which is freed before the next loads (reference models can be large)."""
+    loaded = generation.load(ref)
+    try:
+        return generation.summarize(loaded, texts, loaded.prompt or shared_prompt, cfg.batch_size, cfg.max_new_tokens, desc=desc)
+    finally:
+        del loaded
+        gc.collect()
+        _empty_cuda_cache()
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _strings(df: pd.DataFrame, column: str, path: str | Path) -> list[str]:
+    values = df[column]
+    bad = values[~values.map(lambda v: isinstance(v, str))]
+    if not bad.empty:
+        raise DataError(f"{path}: column `{column}` has {len(bad)} non-text value(s), first at row {bad.index[0]} ({bad.iloc[0]!r}); use \"\" for an empty text")
+    return list(values)
+
+
+def _with_interval(value: float | None, interval: list[float] | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval and interval[0] is not None else f"{value:.3f}"
+
+
+def _json_safe(value):
+    """NaN (a mean over nothing) as null, so scores.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _test_pairs(cfg: ScoreConfig, pairs_dir: str | Path) -> pd.DataFrame:

@@ -1,0 +1,163 @@
+"""The score stage (models on a pairs folder) and the pairs-file form, and the layout of what they write."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from rouge_score import rouge_scorer
+from typer.testing import CliRunner
+
+from resumo import generation, models, score, tables, wiki
+from resumo.config import PromptConfig, ScoreConfig
+from resumo.errors import ConfigError, DataError
+
+FAST = {"bertscore_model": "tiny:bert", "bootstrap_resamples": 200, "batch_size": 4}
+PAIRS = [
+    {"prediction": "A ação começou em Lisboa.", "reference": "A ação começou no Porto e terminou em Lisboa.", "text": "A ação começou em Lisboa e seguiu para o Porto."},
+    {"prediction": "O guarda-chuva é azul.", "reference": "O guarda chuva azul.", "text": "O guarda-chuva do avô é azul e velho."},
+    {"prediction": "", "reference": "Uma referência.", "text": "Um artigo."},
+    {"prediction": "Em 1554 foi fundada a cidade.", "reference": "A cidade foi fundada em 1554.", "text": "A cidade de São Paulo foi fundada em 1554."},
+]
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    pd.DataFrame(PAIRS).to_json(path, orient="records", lines=True, force_ascii=False)
+    return path
+
+
+def test_pairs_file_with_the_rouge_score_tokenizer_equals_rouge_score(pairs_file, tmp_path):
+    from resumo.cli import app
+
+    out = tmp_path / "scores.json"
+    result = CliRunner().invoke(app, ["score", "--pairs", str(pairs_file), "--out", str(out), "--metrics", "rouge", "--rouge-tokenizer", "rouge-score"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(out.read_text())
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=False)
+    for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        assert scores[name] == pytest.approx(np.mean([scorer.score(p["reference"], p["prediction"])[name].fmeasure for p in PAIRS]), abs=1e-15)
+        low, high = scores["intervals"][name]
+        assert low <= scores[name] <= high
+    assert "bertscore_f1" not in scores and "words_mean" not in scores
+    assert scores["n_pairs"] == 4 and scores["config"]["rouge_tokenizer"] == "rouge-score"
+
+
+def test_pairs_file_all_metrics_from_parquet(tmp_path):
+    path = tmp_path / "pairs.parquet"
+    pd.DataFrame(PAIRS).to_parquet(path)
+    scores = score.run_pairs(ScoreConfig(**FAST), path, tmp_path / "scores.json")
+    assert set(scores) >= {"rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "words_mean", "words_p25", "words_p50", "words_p75",
+                           "empty_share", "not_portuguese_share", "repeated_trigram_share", "compression_ratio", "novel_1gram_share"}
+    assert scores["empty_share"] == pytest.approx(1 / 4)
+    assert set(scores["intervals"]) >= {"rouge1", "bertscore_f1", "empty_share", "compression_ratio"}
+    assert "words_p25" not in scores["intervals"]  # a quartile has no bootstrap interval here
+    assert json.loads((tmp_path / "scores.json").read_text())["rouge1"] == scores["rouge1"]
+
+
+def test_pairs_file_errors_name_the_problem(tmp_path, pairs_file):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prediction": "x"}\n')
+    with pytest.raises(DataError, match="no `reference` column"):
+        score.run_pairs(ScoreConfig(), bad, tmp_path / "s.json")
+    with pytest.raises(DataError, match=".jsonl or .parquet"):
+        score.run_pairs(ScoreConfig(), tmp_path / "pairs.csv", tmp_path / "s.json")
+    nulls = tmp_path / "nulls.jsonl"
+    nulls.write_text('{"prediction": null, "reference": "x"}\n')
+    with pytest.raises(DataError, match="non-text"):
+        score.run_pairs(ScoreConfig(), nulls, tmp_path / "s.json")
+
+
+def test_cli_forms_are_not_mixed(tmp_path, pairs_file):
+    from resumo.cli import app
+
+    folder = CliRunner().invoke(app, ["score", "--pairs", str(tmp_path), "--out", str(tmp_path / "s.json")])
+    assert isinstance(folder.exception, ConfigError) and "--model NAME=REF" in str(folder.exception)
+    file_with_model = CliRunner().invoke(app, ["score", "--pairs", str(pairs_file), "--out", str(tmp_path / "o"), "--model", "a=tiny:qwen2"])
+    assert isinstance(file_with_model.exception, ConfigError) and "drop --model" in str(file_with_model.exception)
+    unknown = CliRunner().invoke(app, ["score", "--pairs", str(pairs_file), "--out", str(tmp_path / "s.json"), "--metrics", "rouge,bleu"])
+    assert isinstance(unknown.exception, ConfigError) and "score.metrics" in str(unknown.exception)
+
+
+def test_stemming_with_the_published_tokenizer_fails_in_config():
+    with pytest.raises(ValueError, match="rouge_stem=true needs rouge_tokenizer=unicode"):
+        ScoreConfig(rouge_stem=True, rouge_tokenizer="rouge-score")
+
+
+@pytest.fixture(scope="module")
+def test_pairs_dir(tmp_path_factory):
+    """A pairs folder whose test split is three bundled articles with lead summaries (one rejected by the filter)."""
+    texts = [t for t in wiki.bundled_texts() if len(t.split()) > 80][:4]
+    folder = tmp_path_factory.mktemp("pairs")
+    rows = pd.DataFrame(
+        {"id": [f"a{i}" for i in range(4)], "text": texts, "summary": [" ".join(t.split()[:30]) for t in texts], "filter_reason": [None, None, "preamble", None]}
+    )
+    tables.write_split(rows, folder, "test")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tuned_model(tmp_path_factory):
+    """tiny:qwen2 saved as one of ours: a full (merged) model with the prompt it was tuned on."""
+    path = tmp_path_factory.mktemp("tuned") / "model"
+    shutil.copytree(models.resolve("tiny:qwen2"), path)
+    (path / generation.MODEL_META).write_text(json.dumps({"base_model": "tiny:qwen2", "prompt": PromptConfig(n_words=50).model_dump()}))
+    return str(path)
+
+
+def test_stage_scores_the_comparison_set(test_pairs_dir, tuned_model, tmp_path):
+    cfg = ScoreConfig(**FAST, max_new_tokens=8, reference_models={"reference": "tiny:qwen2"})
+    means = score.run(cfg, test_pairs_dir, {"baseline": "tiny:qwen2", "tuned": tuned_model}, tmp_path)
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    names = ["baseline", "tuned", "reference"]
+    assert list(scores["models"]) == names and scores["n_articles"] == 3
+    assert means["tuned"]["rougeLsum"] == scores["models"]["tuned"]["rougeLsum"]
+    for name in names:
+        for metric in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "words_mean", "not_portuguese_share", "novel_2gram_share"):
+            assert metric in scores["models"][name]
+            low, high = scores["intervals"][name][metric]
+            assert low - 1e-12 <= scores["models"][name][metric] <= high + 1e-12
+    # the untuned baseline and the reference model are asked with the tuned model's prompt: same model, same answers
+    predictions = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert list(predictions["id"]) == ["a0", "a1", "a3"]
+    assert list(predictions["prediction_baseline"]) == list(predictions["prediction_reference"])
+    assert scores["models"]["baseline"]["rougeLsum"] == scores["models"]["reference"]["rougeLsum"]
+    # per-article values are the ones the means come from
+    assert scores["models"]["tuned"]["rouge1"] == pytest.approx(predictions["rouge1_tuned"].mean())
+    assert {"words_tuned", "bertscore_f1_baseline", "compression_ratio_reference"} <= set(predictions.columns)
+    # paired differences of the candidate against every other model
+    assert scores["candidate"] == "tuned" and set(scores["differences"]) == {"baseline", "reference"}
+    diff = scores["differences"]["baseline"]["rouge1"]
+    assert diff["difference"] == pytest.approx((predictions["rouge1_tuned"] - predictions["rouge1_baseline"]).mean())
+    assert diff["n"] == 3
+    # every scalar, flat, as the component logs it
+    flat = score.scalars(scores)
+    assert flat["tuned_rougeLsum"] == scores["models"]["tuned"]["rougeLsum"]
+    assert flat["tuned_rougeLsum_ci_low"] == scores["intervals"]["tuned"]["rougeLsum"][0]
+    assert "tuned_minus_baseline_bertscore_f1_ci_high" in flat
+    assert all(isinstance(v, float) for v in flat.values())
+    report = (tmp_path / "report.md").read_text()
+    assert "| tuned |" in report and "bootstrap" in report
+
+
+def test_reference_model_names_must_not_clash(test_pairs_dir, tmp_path):
+    cfg = ScoreConfig(**FAST, reference_models={"tuned": "tiny:qwen2"})
+    with pytest.raises(ConfigError, match="rename"):
+        score.run(cfg, test_pairs_dir, {"baseline": "tiny:qwen2", "tuned": "tiny:qwen2"}, tmp_path)
+
+
+def test_a_rerun_reuses_the_summaries_already_generated(test_pairs_dir, tuned_model, tmp_path, caplog):
+    cfg = ScoreConfig(**FAST, max_new_tokens=4, metrics=["rouge"])
+    score.run(cfg, test_pairs_dir, {"baseline": "tiny:qwen2", "tuned": tuned_model}, tmp_path)
+    first = pd.read_parquet(tmp_path / "predictions.parquet")
+    with caplog.at_level("INFO", logger="resumo.score"):
+        score.run(cfg, test_pairs_dir, {"baseline": "tiny:qwen2", "tuned": tuned_model}, tmp_path)
+    assert sum("reuses 3 summaries" in r.getMessage() for r in caplog.records) == 2
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "predictions.parquet"), first)
+    caplog.clear()
+    # a new token limit (or prompt, articles, model files) generates again
+    with caplog.at_level("INFO", logger="resumo.score"):
+        score.run(cfg.model_copy(update={"max_new_tokens": 6}), test_pairs_dir, {"baseline": "tiny:qwen2"}, tmp_path)
+    assert not any("reuses" in r.getMessage() for r in caplog.records)
