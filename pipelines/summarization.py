@@ -7,7 +7,7 @@ validated config, one dict per stage, so the UI shows them grouped by stage.
 
 from kfp import dsl
 
-from resumo.components.distill import distill
+from resumo.components.distill import distill_shard, merge_pairs, plan_shards
 from resumo.components.promote import promote
 from resumo.components.score import score
 from resumo.components.scrape import scrape
@@ -34,10 +34,14 @@ def build(cfg: PipelineConfig):
     ):
         # 1. Articles from the dump, cleaned and split by article.
         articles = scrape(config=scrape_config).set_display_name("scrape")
-        # 2. The teacher's summaries: the student's targets.
-        pairs = distill(config=distill_config, articles=articles.outputs["articles"]).set_display_name("distill")
-        if gpu_teacher:
-            _on_gpu(pairs)
+        # 2. The teacher's summaries, the student's targets: distill.shards tasks in parallel (one GPU each), merged.
+        shards = plan_shards(config=distill_config).set_display_name("distill: plan shards")
+        with dsl.ParallelFor(shards.output) as shard:
+            part = distill_shard(cfg.distill.teacher.backend)(config=distill_config, shard=shard, articles=articles.outputs["articles"])
+            part.set_display_name("distill: shard")
+            if gpu_teacher:
+                _on_gpu(part)
+        pairs = merge_pairs(articles=articles.outputs["articles"], shards=dsl.Collected(part.outputs["pairs"])).set_display_name("distill")
         # 3. Search LoRA hyperparameters on the validation split.
         search = _on_gpu(tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune"))
         # 4. Train the student with the best hyperparameters.
