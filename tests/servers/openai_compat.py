@@ -34,7 +34,7 @@ class OpenAICompatServer:
         self.answer = answer  # the last user message's content -> the assistant's content
         self.hold_until_in_flight = hold_until_in_flight  # hold each request until this many are in flight (bounded wait)
         self.requests: list[dict] = []  # bodies received, in arrival order
-        self.headers: list[dict[str, str]] = []
+        self.headers: list[dict[str, str]] = []  # lowercased names
         self.max_in_flight = 0
         self._faults: deque[str] = deque()
         self._fault_when: list[tuple[Callable[[str], bool], str]] = []
@@ -97,7 +97,7 @@ class OpenAICompatServer:
                 prompt = body["messages"][-1]["content"]
                 with server._lock:
                     server.requests.append(body)
-                    server.headers.append(dict(self.headers))
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
                     server._in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server._in_flight)
                     server._lock.notify_all()
