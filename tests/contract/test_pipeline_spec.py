@@ -24,16 +24,32 @@ def test_compiled_pipeline_loads_back_with_the_six_stages(compiled):
     assert loaded.name == "resumo"
     spec = yaml.safe_load(compiled.read_text())
     tasks = spec["root"]["dag"]["tasks"]
-    assert sorted(tasks) == sorted(STAGES)
+    # distill fans out: plan-shards -> for-loop-1 (a `distill` task per shard) -> merge-pairs.
+    assert sorted(tasks) == sorted(["scrape", "plan-shards", "for-loop-1", "merge-pairs", "tune", "train", "score", "promote"])
     deps = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
     assert deps == {
         "scrape": set(),
-        "distill": {"scrape"},
-        "tune": {"distill"},
-        "train": {"distill", "tune"},
-        "score": {"distill", "train"},
+        "plan-shards": set(),
+        "for-loop-1": {"plan-shards", "scrape"},
+        "merge-pairs": {"for-loop-1", "scrape"},
+        "tune": {"merge-pairs"},
+        "train": {"merge-pairs", "tune"},
+        "score": {"merge-pairs", "train"},
         "promote": {"train", "score"},
     }
+
+
+def test_distill_fans_out_over_the_shard_list_and_collects_every_shard(compiled):
+    spec = yaml.safe_load(compiled.read_text())
+    loop = spec["root"]["dag"]["tasks"]["for-loop-1"]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--plan-shards-Output"
+    assert list(spec["components"]["comp-for-loop-1"]["dag"]["tasks"]) == ["distill"]
+    merge = spec["root"]["dag"]["tasks"]["merge-pairs"]["inputs"]["artifacts"]["shards"]
+    assert merge["taskOutputArtifact"]["producerTask"] == "for-loop-1"
+    # Every later stage reads the merged pairs, never one shard's.
+    for stage in ("tune", "train", "score"):
+        pairs = spec["root"]["dag"]["tasks"][stage]["inputs"]["artifacts"]["pairs"]["taskOutputArtifact"]
+        assert pairs["producerTask"] == "merge-pairs", stage
 
 
 def test_gpu_requests_on_distill_tune_and_train(compiled):
@@ -72,3 +88,13 @@ def test_extractive_teacher_needs_no_gpu(tmp_path):
     executors = yaml.safe_load(path.read_text())["deploymentSpec"]["executors"]
     assert "accelerator" not in executors["exec-distill"]["container"].get("resources", {})
     assert executors["exec-train"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
+
+
+@pytest.mark.parametrize(("profile", "overrides", "image"), [("full", [], "resumo-vllm"), ("smoke", [], "resumo-cpu"), ("smoke", ["distill.teacher.backend=transformers"], "resumo-train")])
+def test_distill_runs_in_the_image_of_its_teacher_backend(tmp_path, profile, overrides, image):
+    from kfp import compiler
+
+    path = tmp_path / "p.yaml"
+    compiler.Compiler().compile(build(load_config(profile, overrides)), str(path))
+    executors = yaml.safe_load(path.read_text())["deploymentSpec"]["executors"]
+    assert f"/{image}:" in executors["exec-distill"]["container"]["image"]
