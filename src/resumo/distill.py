@@ -32,7 +32,7 @@ from resumo import lang, storage, tables
 from resumo.config import DistillConfig
 from resumo.distill_cache import TeacherCache, cache_key, key_material, revision_of
 from resumo.errors import DataError
-from resumo.teachers import TeacherUnavailable, lead_sentences, make_teacher, teacher_name  # noqa: F401 - lead_sentences re-exported
+from resumo.teachers import TeacherUnavailable, lead_sentences, make_teacher, teacher_name  # noqa: F401 - lead_sentences: part of this stage's API
 from resumo.text import words
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,9 @@ def merge(articles_dir: str | Path, shard_dirs: list[str | Path], out_dir: str |
     pairs = parts.set_index("id").loc[articles["id"]].reset_index()
     counts = count_reasons(pairs)
     for part in shard_dirs:  # cache traffic is only known to the shards
+        traffic = read_counts(part)
         for key in TRAFFIC:
-            counts[key] = counts.get(key, 0) + read_counts(part).get(key, 0)
+            counts[key] = counts.get(key, 0) + traffic.get(key, 0)
     _require_usable_training_pairs(pairs, counts)
     write_pairs(pairs, out_dir, counts)
     log.info("distill: %s", counts)
@@ -160,6 +161,7 @@ def teacher_answers(cfg: DistillConfig, articles: pd.DataFrame) -> tuple[list[st
                 _remember(cache, known, chunk, keys, materials, err.answers)  # keep what did arrive, then stop
                 raise
             _remember(cache, known, chunk, keys, materials, answers)
+            log.info("distill: %d of %d answers asked for%s", min(start + len(chunk), len(todo)), len(todo), " and cached" if cache else "")
     traffic = {"cache_hits": hits, "teacher_answers": sum(keys[i] in known for i in todo)}
     return [known.get(k) for k in keys], traffic
 
@@ -238,6 +240,6 @@ def _require_usable_training_pairs(pairs: pd.DataFrame, counts: dict[str, int]) 
     train = pairs[pairs[_SPLIT] == "train"]
     if len(train) and not train["filter_reason"].isna().any():
         raise DataError(
-            f"every training summary was rejected ({counts}); check the teacher's output "
-            "(`raw_summary` of the rows written so far is cached) or relax distill.min_words / max_words_ratio"
+            f"every training summary was rejected ({counts}); check the teacher's raw answers "
+            "(kept in distill.cache when it is set) or relax distill.min_words / max_words_ratio"
         )
