@@ -128,7 +128,7 @@ class OpenAITeacher:
                     response = await client.chat.completions.create(
                         model=self.teacher.model,
                         messages=prompts.user_message(texts[i], self.prompt),
-                        max_tokens=self.teacher.max_new_tokens,
+                        max_tokens=self.teacher.max_new_tokens,  # not max_completion_tokens: older vLLM and KServe servers know only this
                         temperature=0.0,  # greedy, as in the original study
                     )
                     answers[i] = _content(response)
