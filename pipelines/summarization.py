@@ -14,7 +14,7 @@ requests, secrets) are small functions below, applied per task.
 
 from kfp import dsl, kubernetes
 
-from resumo.components.distill import distill
+from resumo.components.distill import distill_shard, merge_pairs, plan_shards
 from resumo.components.katib import tune as katib_tune
 from resumo.components.promote import promote
 from resumo.components.score import score
@@ -69,12 +69,17 @@ def build(cfg: PipelineConfig):
         # 1. Articles from the dump, cleaned and split by article.
         articles = scrape(config=scrape_config, run_date=s0_run_date).set_display_name("scrape")
         _talks_to_network(_with_s3(articles, secrets))
-        # 2. The teacher's summaries: the student's targets. Its cache key holds today's
-        #    articles, and the teacher cache in S3 makes a rerun distil only new revisions.
-        pairs = distill(config=distill_config, articles=articles.outputs["articles"]).set_display_name("distill")
-        _talks_to_network(_with_model_hub(_with_openai(_with_s3(pairs, secrets), secrets), secrets))
-        if gpu_teacher:
-            _on_gpu(pairs, on_gpu)
+        # 2. The teacher's summaries, the student's targets: distill.shards tasks in parallel (one GPU
+        #    each), merged. Their cache key holds today's articles, and the teacher cache in S3 makes
+        #    a rerun distil only new revisions.
+        shards = plan_shards(config=distill_config).set_display_name("distill: plan shards")
+        with dsl.ParallelFor(shards.output) as shard:
+            part = distill_shard(cfg.distill.teacher.backend)(config=distill_config, shard=shard, articles=articles.outputs["articles"])
+            part.set_display_name("distill: shard")
+            _talks_to_network(_with_model_hub(_with_openai(_with_s3(part, secrets), secrets), secrets))
+            if gpu_teacher:
+                _on_gpu(part, on_gpu)
+        pairs = merge_pairs(articles=articles.outputs["articles"], shards=dsl.Collected(part.outputs["pairs"])).set_display_name("distill")
         # 3. Search LoRA hyperparameters on the validation split: a Katib Experiment on a cluster
         #    (the launcher on CPU, each trial a GPU pod), else an optuna study in the task itself.
         if cfg.tune.backend == "katib":

@@ -63,11 +63,14 @@ def distill(
     out: OutDir,
     profile: Profile = "smoke",
     sets: Sets = None,
+    shard: Annotated[int | None, typer.Option(help="Only this shard of distill.shards, as one pipeline task does (to debug it); default: every article.")] = None,
 ) -> None:
     """Teacher summaries for every article.  Example: resumo distill --articles runs/articles --out runs/pairs"""
     from resumo import distill as stage
 
-    typer.echo(json.dumps(stage.run(_config(profile, sets).distill, articles, out).counts))
+    cfg = _config(profile, sets).distill
+    result = stage.run(cfg, articles, out) if shard is None else stage.run_shard(cfg, articles, out, shard)
+    typer.echo(json.dumps(result.counts))
 
 
 @app.command()

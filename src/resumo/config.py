@@ -158,13 +158,25 @@ class PromptConfig(Section):
 
 
 class TeacherConfig(Section):
-    backend: Literal["vllm", "transformers", "extractive"] = Field(
+    backend: Literal["vllm", "openai", "transformers", "extractive"] = Field(
         "vllm",
-        description="`vllm`: offline batched generation (GPU image); `transformers`: batched generate on CPU or GPU; `extractive`: lead sentences, a deterministic baseline.",
+        description="`vllm`: offline batched generation (GPU image); `openai`: any OpenAI-compatible /v1/chat/completions endpoint (a vLLM server, KServe), set `base_url`; `transformers`: batched generate on CPU or GPU; `extractive`: lead sentences, a deterministic baseline.",
     )
-    model: str = Field("meta-llama/Llama-3.1-8B-Instruct", description="Hub id, path or s3:// prefix of the teacher (original study: Llama-3.1-8B-Instruct). Ignored by `extractive`.")
+    model: str = Field("meta-llama/Llama-3.1-8B-Instruct", description="Hub id, path or s3:// prefix of the teacher (original study: Llama-3.1-8B-Instruct); for `openai`, the model name the endpoint serves. Ignored by `extractive`.")
     max_new_tokens: int = Field(500, ge=1, description="Generation limit per summary (original study: 500). Greedy decoding, as in the study.")
     batch_size: int = Field(8, ge=1, description="Articles per generate call for `transformers`; vLLM schedules its own batches.")
+    base_url: str | None = Field(None, description="`openai` only: the endpoint's base URL, e.g. http://teacher.kubeflow.svc:8000/v1. Required by `openai`.")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="`openai` only: name of the environment variable (on a cluster, from a Secret) that holds the API key; None for an endpoint without authentication. The key itself never goes in config.")
+    concurrency: int = Field(16, ge=1, le=1024, description="`openai` only: requests in flight at once; match the server's batch capacity (vLLM's default max_num_seqs is 256).")
+    timeout_s: float = Field(300.0, gt=0, description="`openai` only: seconds one request may take before it is retried; 500 greedy tokens from an 8B model on a busy server can take minutes.")
+    max_retries: int = Field(3, ge=0, description="`openai` only: retries of a request after a timeout, a connection error, 429 or 5xx, with exponential backoff (the openai client's).")
+    max_consecutive_failures: int = Field(32, ge=1, description="`openai` only: this many failed requests in a row mean the endpoint is down: the stage stops, keeping every summary already cached.")
+
+    @model_validator(mode="after")
+    def _openai_needs_an_endpoint(self) -> TeacherConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend `openai` needs base_url, e.g. distill.teacher.base_url=http://teacher:8000/v1")
+        return self
 
 
 class DistillConfig(Section):
@@ -172,6 +184,9 @@ class DistillConfig(Section):
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     min_words: int = Field(20, ge=1, description="Summaries with fewer words are kept but marked `too_short` in `filter_reason`.")
     max_words_ratio: float = Field(2.0, ge=1, description="Summaries longer than n_words x this are marked `too_long` (the study judged over 200 words bad).")
+    cache: str | None = Field(None, description="URI prefix (s3://bucket/prefix or a path) of the teacher-output cache, keyed by article revision and text, teacher, prompt and generation settings; a rerun asks the teacher only for what is not there. None: no cache.")
+    checkpoint_every: int = Field(256, ge=1, description="Articles per teacher call between cache writes: a crashed run loses at most this many summaries.")
+    shards: int = Field(1, ge=1, le=256, description="Pipeline only: distil in this many parallel tasks (each on its own GPU), split by a hash of the article id, then merged.")
 
 
 # --- train ------------------------------------------------------------------

@@ -29,6 +29,8 @@ def run(cfg: PipelineConfig, runs_dir: str | Path = "runs") -> Path:
     # A relative registry is relative to where `resumo run` was started, as a user expects.
     if "://" not in cfg.promote.registry and not Path(cfg.promote.registry).is_absolute():
         cfg = cfg.model_copy(update={"promote": cfg.promote.model_copy(update={"registry": str(Path(cfg.promote.registry).resolve())})})
+    if cfg.distill.cache and "://" not in cfg.distill.cache and not Path(cfg.distill.cache).is_absolute():
+        cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"cache": str(Path(cfg.distill.cache).resolve())})})
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "artifacts"), raise_on_error=True)
     try:
         build(cfg)()

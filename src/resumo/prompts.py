@@ -7,6 +7,7 @@ words it was tuned on.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from resumo.config import PromptConfig
@@ -19,6 +20,11 @@ class Prompt:
 
     def render(self, text: str, n_words: int) -> str:
         return self.template.format(text=text.strip(), n_words=n_words)
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the wording: the teacher cache keys on it, so even an edit without a new version misses the cache."""
+        return hashlib.sha256(self.template.encode("utf-8")).hexdigest()
 
 
 # The original study's instructions (DESIGN.md): the assistant writes summaries of
@@ -36,5 +42,5 @@ PROMPTS = {
 
 
 def user_message(text: str, cfg: PromptConfig) -> list[dict[str, str]]:
-    """The chat messages that ask for a summary of `text`."""
+    """The chat messages that ask for a summary of `text`; each backend applies its model's own chat template to them."""
     return [{"role": "user", "content": PROMPTS[cfg.version].render(text, cfg.n_words)}]

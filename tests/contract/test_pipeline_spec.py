@@ -26,20 +26,42 @@ def test_compiled_pipeline_loads_back_with_the_six_stages(compiled):
     assert loaded.name == "resumo"
     spec = next(_spec(compiled))
     tasks = spec["root"]["dag"]["tasks"]
-    assert sorted(tasks) == sorted(STAGES)
+    # distill fans out: plan-shards -> for-loop-1 (a `distill` task per shard) -> merge-pairs.
+    assert sorted(tasks) == sorted(["scrape", "plan-shards", "for-loop-1", "merge-pairs", "tune", "train", "score", "promote"])
     deps = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
     assert deps == {
         "scrape": set(),
-        "distill": {"scrape"},
-        "tune": {"distill"},
-        "train": {"distill", "tune"},
-        "score": {"distill", "train"},
+        "plan-shards": set(),
+        "for-loop-1": {"plan-shards", "scrape"},
+        "merge-pairs": {"for-loop-1", "scrape"},
+        "tune": {"merge-pairs"},
+        "train": {"merge-pairs", "tune"},
+        "score": {"merge-pairs", "train"},
         "promote": {"train", "score"},
     }
 
 
 def _spec(path):
     return yaml.safe_load_all(path.read_text())
+
+
+def _tasks(spec):
+    """Every task by name, the per-shard `distill` inside the loop included."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    return {**tasks, **spec["components"]["comp-for-loop-1"]["dag"]["tasks"]}
+
+
+def test_distill_fans_out_over_the_shard_list_and_collects_every_shard(compiled):
+    spec = next(_spec(compiled))
+    loop = spec["root"]["dag"]["tasks"]["for-loop-1"]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--plan-shards-Output"
+    assert list(spec["components"]["comp-for-loop-1"]["dag"]["tasks"]) == ["distill"]
+    merge = spec["root"]["dag"]["tasks"]["merge-pairs"]["inputs"]["artifacts"]["shards"]
+    assert merge["taskOutputArtifact"]["producerTask"] == "for-loop-1"
+    # Every later stage reads the merged pairs, never one shard's.
+    for stage in ("tune", "train", "score"):
+        pairs = spec["root"]["dag"]["tasks"][stage]["inputs"]["artifacts"]["pairs"]["taskOutputArtifact"]
+        assert pairs["producerTask"] == "merge-pairs", stage
 
 
 def test_gpu_requests_on_distill_and_train(compiled):
@@ -54,8 +76,10 @@ def test_gpu_requests_on_distill_and_train(compiled):
             assert "s9_gpu_accelerator" in resources["accelerator"]["resourceType"], stage
             assert "s9_gpu_count" in resources["accelerator"]["resourceCount"], stage
             assert "s9_gpu_cpu" in resources["resourceCpuRequest"] and "s9_gpu_memory" in resources["resourceMemoryRequest"], stage
-            assert k8s[f"exec-{stage}"]["tolerations"] == [{"tolerationJson": {"componentInputParameter": "s9_gpu_tolerations"}}], stage
-            assert k8s[f"exec-{stage}"]["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "s9_gpu_node_selector"}}, stage
+            # Inside the shard loop a pipeline parameter arrives as `pipelinechannel--<name>`.
+            (toleration,) = k8s[f"exec-{stage}"]["tolerations"]
+            assert toleration["tolerationJson"]["componentInputParameter"].endswith("s9_gpu_tolerations"), stage
+            assert k8s[f"exec-{stage}"]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"].endswith("s9_gpu_node_selector"), stage
         else:
             assert not resources.get("accelerator"), stage
             assert "tolerations" not in k8s[f"exec-{stage}"] and "nodeSelector" not in k8s[f"exec-{stage}"], stage
@@ -75,17 +99,20 @@ def test_gpu_defaults_come_from_the_cluster_config(tmp_path):
 
 
 def test_caching_is_keyed_on_the_run_date_and_off_for_promote(compiled):
-    tasks = next(_spec(compiled))["root"]["dag"]["tasks"]
-    caching = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, task in tasks.items()}
+    tasks = _tasks(next(_spec(compiled)))
+    caching = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, task in tasks.items() if name != "for-loop-1"}
     # Deterministic given their inputs; promote reads production, which moves between runs.
-    assert caching == {"scrape": True, "distill": True, "tune": True, "train": True, "score": True, "promote": False}
+    assert caching == {
+        **{name: True for name in ("scrape", "plan-shards", "distill", "merge-pairs", "tune", "train", "score")},
+        "promote": False,
+    }
     # scrape's cache key holds the run date, so a new day scrapes again; distill's holds scrape's output.
     assert tasks["scrape"]["inputs"]["parameters"]["run_date"] == {"componentInputParameter": "s0_run_date"}
-    assert tasks["distill"]["inputs"]["artifacts"]["articles"]["taskOutputArtifact"]["producerTask"] == "scrape"
+    assert tasks["distill"]["inputs"]["artifacts"]["articles"] == {"componentInputArtifact": "pipelinechannel--scrape-articles"}
 
 
 def test_retries_on_the_stages_that_talk_to_the_network(compiled):
-    tasks = next(_spec(compiled))["root"]["dag"]["tasks"]
+    tasks = _tasks(next(_spec(compiled)))
     for stage in STAGES:
         policy = tasks[stage].get("retryPolicy")
         if stage in NETWORK_STAGES:
@@ -151,3 +178,13 @@ def test_extractive_teacher_needs_no_gpu(tmp_path):
     executors = next(_spec(path))["deploymentSpec"]["executors"]
     assert "accelerator" not in executors["exec-distill"]["container"].get("resources", {})
     assert "s9_gpu_count" in executors["exec-train"]["container"]["resources"]["accelerator"]["resourceCount"]
+
+
+@pytest.mark.parametrize(("profile", "overrides", "image"), [("full", [], "resumo-vllm"), ("smoke", [], "resumo-cpu"), ("smoke", ["distill.teacher.backend=transformers"], "resumo-train")])
+def test_distill_runs_in_the_image_of_its_teacher_backend(tmp_path, profile, overrides, image):
+    from kfp import compiler
+
+    path = tmp_path / "p.yaml"
+    compiler.Compiler().compile(build(load_config(profile, overrides)), str(path))
+    executors = next(_spec(path))["deploymentSpec"]["executors"]
+    assert f"/{image}:" in executors["exec-distill"]["container"]["image"]

@@ -36,7 +36,7 @@ def test_overrides_apply_after_the_profile_and_parse_types():
     [
         ("train.lora.r=0", r"train\.lora\.r = 0: Input should be greater than or equal to 1"),
         ("train.lora.rank=8", r"train\.lora\.rank = 8: unknown field"),
-        ("distill.teacher.backend=gpt", r"distill\.teacher\.backend = 'gpt': must be 'vllm', 'transformers' or 'extractive'"),
+        ("distill.teacher.backend=gpt", r"distill\.teacher\.backend = 'gpt': must be 'vllm', 'openai', 'transformers' or 'extractive'"),
         ("train.lora.target_modules=[q_proj, lm_head]", r"lm_head.*tied"),
         ("scrape.split.test_fraction=0.9", r"leaves no training articles"),
         ("scrape.min_tokens=5000", r"min_tokens \(5000\) is above max_tokens"),

@@ -1,0 +1,205 @@
+"""Teacher backends: one interface, `generate(texts) -> answers`, four ways to run it.
+
+Every backend asks with the same versioned prompt (`resumo.prompts`) and its
+model's own chat template, greedy, up to `max_new_tokens`. An answer is the raw
+text, or None where the teacher failed for that article (after the client's
+retries): distill labels such rows `teacher_error`, does not cache them, and a
+rerun asks again.
+
+- `extractive`: lead sentences, Portuguese-aware splitter; deterministic, no model.
+- `transformers`: batched, length-sorted, left-padded greedy generation (`resumo.generation`).
+- `openai`: any OpenAI-compatible endpoint (vLLM server, KServe) via `openai.AsyncOpenAI`,
+  at most `concurrency` requests in flight, the client's timeout and retries.
+- `vllm`: offline `LLM.chat` in the vLLM image; thin, since vLLM cannot run on CPU machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tqdm.auto import tqdm
+
+from resumo import prompts
+from resumo.config import PromptConfig, TeacherConfig
+from resumo.errors import ConfigError, ResumoError
+from resumo.text import split_sentences, words
+
+log = logging.getLogger(__name__)
+
+
+class Teacher(Protocol):
+    name: str
+
+    def generate(self, texts: list[str]) -> list[str | None]: ...
+
+
+class TeacherUnavailable(ResumoError):
+    """The endpoint failed too many requests in a row; `answers` holds what did arrive."""
+
+    def __init__(self, message: str, answers: list[str | None]):
+        super().__init__(message)
+        self.answers = answers
+
+
+def make_teacher(teacher: TeacherConfig, prompt: PromptConfig) -> Teacher:
+    if teacher.backend == "extractive":
+        return ExtractiveTeacher(prompt.n_words)
+    if teacher.backend == "transformers":
+        return TransformersTeacher(teacher, prompt)
+    if teacher.backend == "openai":
+        return OpenAITeacher(teacher, prompt)
+    return VLLMTeacher(teacher, prompt)  # pragma: no cover - needs a GPU and the vLLM image
+
+
+def teacher_name(teacher: TeacherConfig) -> str:
+    return "extractive-lead" if teacher.backend == "extractive" else f"{teacher.backend}:{teacher.model}"
+
+
+def lead_sentences(text: str, n_words: int) -> str:
+    """The first sentences of `text` that fit in `n_words` words (at least one, cut if longer)."""
+    kept: list[str] = []
+    total = 0
+    for sentence in split_sentences(text):
+        n = len(words(sentence))
+        if kept and total + n > n_words:
+            break
+        kept.append(sentence)
+        total += n
+    return " ".join(words(" ".join(kept))[:n_words])
+
+
+@dataclass
+class ExtractiveTeacher:
+    n_words: int
+    name: str = "extractive-lead"
+
+    def generate(self, texts: list[str]) -> list[str | None]:
+        return [lead_sentences(t, self.n_words) for t in texts]
+
+
+class TransformersTeacher:
+    def __init__(self, teacher: TeacherConfig, prompt: PromptConfig):
+        from resumo import generation
+
+        self.name = teacher_name(teacher)
+        self._teacher, self._prompt = teacher, prompt
+        self._loaded = generation.load(teacher.model)
+
+    def generate(self, texts: list[str]) -> list[str | None]:
+        from resumo import generation
+
+        return generation.summarize(self._loaded, texts, self._prompt, self._teacher.batch_size, self._teacher.max_new_tokens, desc="distill")
+
+
+@dataclass
+class OpenAITeacher:
+    teacher: TeacherConfig
+    prompt: PromptConfig
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = teacher_name(self.teacher)
+        self._api_key = _api_key(self.teacher)
+
+    def generate(self, texts: list[str]) -> list[str | None]:
+        return asyncio.run(self._generate(texts))
+
+    async def _generate(self, texts: list[str]) -> list[str | None]:
+        from openai import AsyncOpenAI
+
+        # A fresh client per call: asyncio.run gives each call its own event loop, and
+        # an httpx pool must not outlive the loop it was opened on.
+        client = AsyncOpenAI(
+            base_url=self.teacher.base_url, api_key=self._api_key, timeout=self.teacher.timeout_s, max_retries=self.teacher.max_retries
+        )
+        slots = asyncio.Semaphore(self.teacher.concurrency)
+        failures = _FailureStreak(self.teacher.max_consecutive_failures)
+        answers: list[str | None] = [None] * len(texts)
+
+        async def ask(i: int) -> None:
+            async with slots:
+                if failures.tripped:
+                    return  # the endpoint is down: don't queue more requests behind it
+                try:
+                    response = await client.chat.completions.create(
+                        model=self.teacher.model,
+                        messages=prompts.user_message(texts[i], self.prompt),
+                        max_tokens=self.teacher.max_new_tokens,  # not max_completion_tokens: older vLLM and KServe servers know only this
+                        temperature=0.0,  # greedy, as in the original study
+                    )
+                    answers[i] = _content(response)
+                    failures.reset()
+                except Exception as err:  # noqa: BLE001 - any failure of one request is that article's, counted below
+                    log.warning("teacher request %d of %d failed: %s", i + 1, len(texts), _describe(err))
+                    failures.add(err)
+                bar.update()
+
+        with tqdm(total=len(texts), desc="distill", unit="text") as bar:
+            async with client:
+                await asyncio.gather(*(ask(i) for i in range(len(texts))))
+        if failures.tripped:
+            raise TeacherUnavailable(
+                f"{self.teacher.base_url} failed {failures.limit} requests in a row (last: {_describe(failures.last)}); "
+                "check the endpoint and distill.teacher.model, then rerun: cached summaries are kept",
+                answers,
+            )
+        return answers
+
+
+class VLLMTeacher:  # pragma: no cover - needs a GPU and the vLLM image
+    def __init__(self, teacher: TeacherConfig, prompt: PromptConfig):
+        from vllm import LLM, SamplingParams
+
+        from resumo import models
+
+        self.name = teacher_name(teacher)
+        self._prompt = prompt
+        self._llm = LLM(model=models.resolve(teacher.model))
+        self._params = SamplingParams(temperature=0.0, max_tokens=teacher.max_new_tokens)
+
+    def generate(self, texts: list[str]) -> list[str | None]:
+        chats = [prompts.user_message(t, self._prompt) for t in texts]
+        return [out.outputs[0].text for out in self._llm.chat(chats, self._params, use_tqdm=True)]
+
+
+@dataclass
+class _FailureStreak:
+    limit: int
+    count: int = 0
+    last: Exception | None = None
+
+    @property
+    def tripped(self) -> bool:
+        return self.count >= self.limit
+
+    def add(self, err: Exception) -> None:
+        self.count, self.last = self.count + 1, err
+
+    def reset(self) -> None:
+        self.count = 0
+
+
+def _api_key(teacher: TeacherConfig) -> str:
+    if teacher.api_key_env is None:
+        return "none"  # the client insists on a key; an endpoint without authentication ignores it
+    key = os.environ.get(teacher.api_key_env)
+    if not key:
+        raise ConfigError(
+            f"distill.teacher.api_key_env = {teacher.api_key_env!r}, but that environment variable is not set; "
+            "set it (on a cluster, from a Secret) or set api_key_env to null for an endpoint without authentication"
+        )
+    return key
+
+
+def _content(response) -> str:
+    if not response.choices:
+        raise ValueError("the answer has no choices")
+    return response.choices[0].message.content or ""
+
+
+def _describe(err: BaseException | None) -> str:
+    return f"{type(err).__name__}: {err}"[:300] if err else "none"
