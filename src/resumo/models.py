@@ -19,8 +19,8 @@ from resumo import storage
 from resumo.errors import ConfigError
 
 TINY_MODELS = ("tiny:qwen2", "tiny:bert")
-# Bump when the builders below change, so caches of old builds are not reused.
-TINY_BUILD_VERSION = "4"
+# Bump a kind's version when its builder below changes, so caches of old builds are not reused.
+TINY_BUILD_VERSIONS = {"qwen2": "4", "bert": "5"}
 
 # Qwen2.5's chat template, minus tool calling; its default system prompt is kept
 # so prompts are shaped (and as long) as the real student's.
@@ -58,7 +58,7 @@ def _tiny_model(kind: str) -> Path:
     from resumo import wiki
 
     corpus = wiki.bundled_dump_path().read_bytes()
-    digest = hashlib.sha256(corpus + TINY_BUILD_VERSION.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(corpus + TINY_BUILD_VERSIONS[kind].encode()).hexdigest()[:12]
     target = cache_dir() / "tiny" / f"{kind}-{digest}"
     if (target / "config.json").exists():
         return target
@@ -157,10 +157,8 @@ def _build_tiny_bert(texts: list[str], out: Path) -> None:
 
     wordpiece = BertWordPieceTokenizer(lowercase=False, strip_accents=False)  # cased, like mBERT
     wordpiece.train_from_iterator(texts, vocab_size=4096, show_progress=False)
-    vocab = out / "vocab.txt"
-    out.mkdir(parents=True, exist_ok=True)
-    vocab.write_text("\n".join(t for t, _ in sorted(wordpiece.get_vocab().items(), key=lambda kv: kv[1])) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=False, strip_accents=False, model_max_length=512)
+    # The vocabulary as a dict: transformers 5 ignores `vocab_file` here and would leave 5 tokens.
+    tokenizer = BertTokenizerFast(vocab=wordpiece.get_vocab(), do_lower_case=False, strip_accents=False, model_max_length=512)
     tokenizer.save_pretrained(out)
 
     torch.manual_seed(0)
