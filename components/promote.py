@@ -1,11 +1,11 @@
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Input, Metrics, Model, Output
 
 from resumo.components import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def promote(config: dict, model: Input[Model], scores: Input[Artifact], decision: Output[Artifact], metrics: Output[Metrics]):
+def promote(config: dict, model: Input[Model], scores: Input[Artifact], decision: Output[Artifact], metrics: Output[Metrics], report: Input[HTML] = None):
     """Publish the tuned model to the registry if it passes the gates against production (see `resumo promote`)."""
     import dataclasses
     import json
@@ -14,9 +14,8 @@ def promote(config: dict, model: Input[Model], scores: Input[Artifact], decision
     from resumo import promote
     from resumo.config import PromoteConfig, validate
 
-    report = Path(scores.path, "report.html")  # published with the version when the score step wrote one
-    result = promote.run(
-        validate(PromoteConfig, config), model.path + "/adapter", json.loads(Path(scores.path, "scores.json").read_text()), report_html=report if report.exists() else None
+    result = promote.run(  # the report step's page is published with the version
+        validate(PromoteConfig, config), model.path + "/adapter", json.loads(Path(scores.path, "scores.json").read_text()), report_html=Path(report.path) if report else None
     )
     Path(decision.path).write_text(json.dumps(dataclasses.asdict(result), indent=2))
     metrics.log_metric("promoted", int(result.promoted))

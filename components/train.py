@@ -5,8 +5,9 @@ from resumo.components import TRAIN_IMAGE
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def train(config: dict, params: dict, pairs: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
-    """LoRA-tune the student with `config` updated by `params` (dotted train.* keys; see `resumo train`).
+def train(config: dict, params: dict, pairs: Input[Dataset], model: Output[Model], metrics: Output[Metrics], best_adapter: str = ""):
+    """LoRA-tune the student with `config` updated by `params` (dotted train.* keys; see `resumo train`),
+    or, given a Katib trial's `best_adapter` URI, hand that trial's outputs on without training again.
 
     `model` holds adapter/ (and merged/ with train.merge), curves.png and metrics.json;
     `metrics` gets the last epoch's eval_loss and rougeLsum and train_tokens_per_second.
@@ -14,6 +15,9 @@ def train(config: dict, params: dict, pairs: Input[Dataset], model: Output[Model
     from resumo import train, tune
     from resumo.config import TrainConfig, validate
 
-    result = train.run(tune.apply_params(validate(TrainConfig, config), params), pairs.path, model.path)
+    if best_adapter:
+        result = train.adopt_trial(best_adapter, model.path)
+    else:
+        result = train.run(tune.apply_params(validate(TrainConfig, config), params), pairs.path, model.path)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

@@ -7,7 +7,7 @@ validated config, one dict per stage, so the UI shows them grouped by stage.
 The KFP UI lists a pipeline's parameters in the order the compiled spec keeps
 them, which is alphabetical (the compiler sorts keys; the run form iterates
 them). So each parameter name starts with its step number: `s1_scrape` ...
-`s6_promote` read in pipeline order, `s0_run_date` comes first and the GPU
+`s7_promote` read in pipeline order, `s0_run_date` comes first and the GPU
 settings (`s9_gpu_*`) last. Cross-cutting settings (caching, retries, GPU
 requests, secrets) are small functions below, applied per task.
 """
@@ -16,7 +16,9 @@ from kfp import dsl, kubernetes
 
 from resumo.components.distill import distill_shard, merge_pairs, plan_shards
 from resumo.components.katib import tune as katib_tune
+from resumo.components.judge import judge
 from resumo.components.promote import promote
+from resumo.components.report import report
 from resumo.components.score import score
 from resumo.components.scrape import scrape
 from resumo.components.train import train
@@ -46,7 +48,8 @@ def build(cfg: PipelineConfig):
         s3_tune: dict = defaults["tune"],
         s4_train: dict = defaults["train"],
         s5_score: dict = defaults["score"],
-        s6_promote: dict = defaults["promote"],
+        s6_judge: dict = defaults["judge"],
+        s7_promote: dict = defaults["promote"],
         s9_gpu_accelerator: str = gpu.accelerator,
         s9_gpu_count: int = gpu.count,
         s9_gpu_cpu: str = gpu.cpu,
@@ -58,11 +61,12 @@ def build(cfg: PipelineConfig):
         s0_run_date: The day the run reads the world as of (YYYY-MM-DD). Keys scrape's cache, so a
             new date re-scrapes and a rerun the same day reuses; `resumo schedule` sets it to the
             scheduled day and `resumo submit` to today.
-        s1_scrape ... s6_promote: each stage's config (`resumo config -p full` shows them).
+        s1_scrape ... s7_promote: each stage's config (`resumo config -p full` shows them). The judge
+            task is compiled in only when judge.base_url is set.
         s9_gpu_*: what every GPU task requests and where it may run.
         """
         scrape_config, distill_config, tune_config = s1_scrape, s2_distill, s3_tune
-        train_config, score_config, promote_config = s4_train, s5_score, s6_promote
+        train_config, score_config, judge_config, promote_config = s4_train, s5_score, s6_judge, s7_promote
         on_gpu = _GpuRequest(s9_gpu_accelerator, s9_gpu_count, s9_gpu_cpu, s9_gpu_memory, s9_gpu_tolerations, s9_gpu_node_selector)
         secrets = cfg.cluster.secrets
 
@@ -88,18 +92,33 @@ def build(cfg: PipelineConfig):
         else:
             search = _on_gpu(tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune"), on_gpu)
             _with_model_hub(_with_s3(search, secrets), secrets)
-        # 4. Train the student with the best hyperparameters.
-        tuned = _on_gpu(
-            train(config=train_config, params=search.outputs["best_params"], pairs=pairs.outputs["pairs"]).set_display_name("train"), on_gpu
-        )
-        _with_model_hub(_with_s3(tuned, secrets), secrets)
-        # 5. Untuned against tuned student on the test split.
+        # 4. Train the student with the best hyperparameters; after Katib, the best trial's
+        #    adapter is handed on instead (it was trained with exactly those), unless asked.
+        if cfg.tune.backend == "katib" and not cfg.tune.retrain_best:
+            tuned = train(config=train_config, params=search.outputs["best_params"], pairs=pairs.outputs["pairs"], best_adapter=search.outputs["best_adapter"])
+            _with_s3(tuned.set_display_name("train"), secrets)
+        else:
+            tuned = _on_gpu(
+                train(config=train_config, params=search.outputs["best_params"], pairs=pairs.outputs["pairs"]).set_display_name("train"), on_gpu
+            )
+            _with_model_hub(_with_s3(tuned, secrets), secrets)
+        # 5. Untuned against tuned student (and reference models) on the test split.
         scores = score(
             config=score_config, train_config=train_config, pairs=pairs.outputs["pairs"], model=tuned.outputs["model"]
         ).set_display_name("score")
         _talks_to_network(_with_model_hub(_with_openai(_with_s3(scores, secrets), secrets), secrets))
-        # 6. Publish if it beats production. Never cached: production may have moved since.
-        published = promote(config=promote_config, model=tuned.outputs["model"], scores=scores.outputs["scores"]).set_display_name("promote")
+        # 6. An LLM judge, where one is configured: the tuned student against every other model.
+        judged = {}
+        if cfg.judge.base_url:
+            verdicts = judge(config=judge_config, pairs=pairs.outputs["pairs"], scores=scores.outputs["scores"]).set_display_name("judge")
+            _talks_to_network(_with_openai(verdicts, secrets))
+            judged = {"judge": verdicts.outputs["verdicts"]}
+        # The report for the UI: Metrics, an HTML page and a Markdown summary.
+        page = report(scores=scores.outputs["scores"], model=tuned.outputs["model"], **judged).set_display_name("report")
+        # 7. Publish if it beats production, the report with it. Never cached: production may have moved since.
+        published = promote(
+            config=promote_config, model=tuned.outputs["model"], scores=scores.outputs["scores"], report=page.outputs["html"]
+        ).set_display_name("promote")
         _never_cached(_talks_to_network(_with_s3(published, secrets)))
 
     return resumo

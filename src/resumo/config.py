@@ -379,6 +379,10 @@ class TuneConfig(Section):
     median_stop_start_step: int = Field(1, ge=1, description="Metric reports (one per epoch) a trial makes before medianstop may stop it.")
     seed: int = Field(42, description="Seed of the sampler (optuna) or the suggestion's random_state (Katib).")
     objective: Literal["rougeLsum"] = Field("rougeLsum", description="Validation metric to maximise (the original study chose r by validation scores).")
+    retrain_best: bool = Field(
+        False,
+        description="Katib: train the best parameters again in the train step instead of handing on the best trial's adapter. An optuna study always retrains: its trials live and die in its own task.",
+    )
     katib: KatibSettings = Field(default_factory=KatibSettings)
 
     @model_validator(mode="after")

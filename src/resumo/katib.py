@@ -186,6 +186,7 @@ def trial_script(cfg: TuneConfig) -> str:
         f"resumo train --profile config.yaml --pairs pairs --out trial {sets}",
         f'{copy.format("upload")} trial/adapter "$RESUMO_TRIAL_OUT/adapter"',
         f'{copy.format("upload")} trial/metrics.json "$RESUMO_TRIAL_OUT/metrics.json"',
+        f'{copy.format("upload")} trial/curves.png "$RESUMO_TRIAL_OUT/curves.png"',
     ]
     return "(\n" + "\n".join(lines) + "\n)"
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from resumo import batching, generation, metrics, models, prompts, tables
+from resumo import batching, generation, metrics, models, prompts, storage, tables
 from resumo.config import TrainConfig
 from resumo.errors import DataError
 
@@ -66,6 +66,24 @@ def run(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path) -> TrainRe
     (out_dir / "metrics.json").write_text(json.dumps({"metrics": scores, "run": run_info, "config": cfg.model_dump()}, indent=2))
     for name, value in scores.items():
         print(f"{name}={value:.6f}", flush=True)  # Katib StdOut collector format (see the module docstring)
+    return TrainResult(adapter_dir=adapter_dir, metrics=scores)
+
+
+def adopt_trial(adapter_uri: str, out_dir: str | Path) -> TrainResult:
+    """A tuning trial's outputs as this step's, downloaded rather than trained again.
+
+    Katib trials write `<trial>/adapter`, `<trial>/metrics.json` and `<trial>/curves.png`
+    (resumo.katib); the best trial's adapter was trained with the very parameters a
+    retrain would use, so the train step hands it on (unless `tune.retrain_best`).
+    """
+    out_dir = Path(out_dir)
+    trial = adapter_uri.rstrip("/").rsplit("/", 1)[0]
+    adapter_dir = storage.download(adapter_uri, out_dir / "adapter")
+    for name in ("metrics.json", "curves.png"):
+        if storage.exists(storage.join(trial, name)):
+            storage.download(storage.join(trial, name), out_dir / name)
+    scores = json.loads((out_dir / "metrics.json").read_text())["metrics"] if (out_dir / "metrics.json").exists() else {}
+    log.info("train: adopted the best trial's adapter %s (%d metrics)", adapter_uri, len(scores))
     return TrainResult(adapter_dir=adapter_dir, metrics=scores)
 
 

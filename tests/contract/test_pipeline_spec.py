@@ -7,8 +7,10 @@ from kfp import components
 from resumo.config import load_config
 from resumo.pipelines.summarization import build
 
-STAGES = ["scrape", "distill", "tune", "train", "score", "promote"]
-GPU_STAGES = ["distill", "train"]
+STAGES = ["scrape", "distill", "tune", "train", "score", "report", "promote"]
+# The full profile tunes with Katib: a CPU launcher whose trials are GPU pods (test_katib), and
+# train hands the best trial's adapter on (a GPU only with tune.retrain_best, tested below).
+GPU_STAGES = ["distill"]
 NETWORK_STAGES = ["scrape", "distill", "tune", "score", "promote"]  # full tunes through the Kubernetes API
 
 
@@ -27,7 +29,7 @@ def test_compiled_pipeline_loads_back_with_the_six_stages(compiled):
     spec = next(_spec(compiled))
     tasks = spec["root"]["dag"]["tasks"]
     # distill fans out: plan-shards -> for-loop-1 (a `distill` task per shard) -> merge-pairs.
-    assert sorted(tasks) == sorted(["scrape", "plan-shards", "for-loop-1", "merge-pairs", "tune", "train", "score", "promote"])
+    assert sorted(tasks) == sorted(["scrape", "plan-shards", "for-loop-1", "merge-pairs", "tune", "train", "score", "report", "promote"])
     deps = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
     assert deps == {
         "scrape": set(),
@@ -37,8 +39,40 @@ def test_compiled_pipeline_loads_back_with_the_six_stages(compiled):
         "tune": {"merge-pairs"},
         "train": {"merge-pairs", "tune"},
         "score": {"merge-pairs", "train"},
-        "promote": {"train", "score"},
+        "report": {"score", "train"},
+        "promote": {"train", "score", "report"},
     }
+
+
+def _compile(tmp_path, profile, overrides=()):
+    from kfp import compiler
+
+    path = tmp_path / "p.yaml"
+    compiler.Compiler().compile(build(load_config(profile, list(overrides))), str(path))
+    return next(_spec(path))
+
+
+def test_train_hands_on_the_best_katib_trial_unless_asked_to_retrain(compiled, tmp_path):
+    adopted = next(_spec(compiled))
+    best = adopted["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]["best_adapter"]["taskOutputParameter"]
+    assert best == {"outputParameterKey": "best_adapter", "producerTask": "tune"}
+    assert "accelerator" not in adopted["deploymentSpec"]["executors"]["exec-train"]["container"].get("resources", {})
+    retrained = _compile(tmp_path, "full", ["tune.retrain_best=true"])
+    assert "best_adapter" not in retrained["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    assert "s9_gpu_count" in retrained["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]["accelerator"]["resourceCount"]
+
+
+def test_judge_runs_between_score_and_report_when_configured(compiled, tmp_path):
+    assert "judge" not in next(_spec(compiled))["root"]["dag"]["tasks"]
+    tasks = _compile(tmp_path, "full", ["judge.base_url=http://judge.example:8000/v1"])["root"]["dag"]["tasks"]
+    assert set(tasks["judge"]["dependentTasks"]) == {"merge-pairs", "score"}
+    assert tasks["report"]["inputs"]["artifacts"]["judge"]["taskOutputArtifact"] == {"outputArtifactKey": "verdicts", "producerTask": "judge"}
+    assert tasks["judge"]["retryPolicy"]["maxRetryCount"] == 3
+
+
+def test_promote_publishes_the_report_page(compiled):
+    tasks = next(_spec(compiled))["root"]["dag"]["tasks"]
+    assert tasks["promote"]["inputs"]["artifacts"]["report"]["taskOutputArtifact"] == {"outputArtifactKey": "html", "producerTask": "report"}
 
 
 def _spec(path):
@@ -82,7 +116,7 @@ def test_gpu_requests_on_distill_and_train(compiled):
             assert k8s[f"exec-{stage}"]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"].endswith("s9_gpu_node_selector"), stage
         else:
             assert not resources.get("accelerator"), stage
-            assert "tolerations" not in k8s[f"exec-{stage}"] and "nodeSelector" not in k8s[f"exec-{stage}"], stage
+            assert not {"tolerations", "nodeSelector"} & set(k8s.get(f"exec-{stage}", {})), stage
 
 
 def test_gpu_defaults_come_from_the_cluster_config(tmp_path):
@@ -103,7 +137,7 @@ def test_caching_is_keyed_on_the_run_date_and_off_for_promote(compiled):
     caching = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, task in tasks.items() if name != "for-loop-1"}
     # Deterministic given their inputs; promote reads production, which moves between runs.
     assert caching == {
-        **{name: True for name in ("scrape", "plan-shards", "distill", "merge-pairs", "tune", "train", "score")},
+        **{name: True for name in ("scrape", "plan-shards", "distill", "merge-pairs", "tune", "train", "score", "report")},
         "promote": False,
     }
     # scrape's cache key holds the run date, so a new day scrapes again; distill's holds scrape's output.
@@ -124,12 +158,12 @@ def test_retries_on_the_stages_that_talk_to_the_network(compiled):
 def test_secrets_are_environment_by_name(compiled):
     _, platform = _spec(compiled)
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for stage in STAGES:
+    for stage in set(STAGES) - {"report"}:  # report reads only its input artifacts
         secrets = {s["secretName"]: s for s in k8s[f"exec-{stage}"]["secretAsEnv"]}
         s3 = secrets["resumo-s3"]
         assert {e["envVar"] for e in s3["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"}
         assert not s3["optional"]
-        if stage in ("distill", "train", "score"):
+        if stage in ("distill", "score"):
             assert secrets["resumo-hf"]["optional"] and secrets["resumo-hf"]["keyToEnv"] == [{"envVar": "HF_TOKEN", "secretKey": "HF_TOKEN"}]
         if stage in ("distill", "score"):
             assert secrets["resumo-openai"]["keyToEnv"] == [{"envVar": "OPENAI_API_KEY", "secretKey": "OPENAI_API_KEY"}]
@@ -150,8 +184,8 @@ def test_parameters_read_in_pipeline_order(compiled):
     params = next(_spec(compiled))["root"]["inputDefinitions"]["parameters"]
     names = list(params)
     assert names == sorted(names)
-    stages = [n for n in names if n[:2] in {f"s{i}" for i in range(1, 7)}]
-    assert stages == ["s1_scrape", "s2_distill", "s3_tune", "s4_train", "s5_score", "s6_promote"]
+    stages = [n for n in names if n[:2] in {f"s{i}" for i in range(1, 8)}]
+    assert stages == ["s1_scrape", "s2_distill", "s3_tune", "s4_train", "s5_score", "s6_judge", "s7_promote"]
     assert names[0] == "s0_run_date" and all(n.startswith("s9_gpu_") for n in names[len(stages) + 1 :])
 
 
