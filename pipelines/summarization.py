@@ -26,8 +26,8 @@ from resumo.components.tune import tune
 from resumo.config import PipelineConfig
 
 # A transient failure (S3 throttling, a teacher endpoint restarting, a hub 5xx) is
-# retried after 1, 2, 4 minutes; a bug fails three times within 10 minutes.
-RETRIES = {"num_retries": 3, "backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
+# retried after 1, 2, 4 minutes (cluster.retries times); a bug fails three times within 10 minutes.
+BACKOFF = {"backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
 
 
 def build(cfg: PipelineConfig):
@@ -72,7 +72,7 @@ def build(cfg: PipelineConfig):
 
         # 1. Articles from the dump, cleaned and split by article.
         articles = scrape(config=scrape_config, run_date=s0_run_date).set_display_name("scrape")
-        _talks_to_network(_with_s3(articles, secrets))
+        _talks_to_network(cfg, _with_s3(articles, secrets))
         # 2. The teacher's summaries, the student's targets: distill.shards tasks in parallel (one GPU
         #    each), merged. Their cache key holds today's articles, and the teacher cache in S3 makes
         #    a rerun distil only new revisions.
@@ -80,7 +80,7 @@ def build(cfg: PipelineConfig):
         with dsl.ParallelFor(shards.output) as shard:
             part = distill_shard(cfg.distill.teacher.backend)(config=distill_config, shard=shard, articles=articles.outputs["articles"])
             part.set_display_name("distill: shard")
-            _talks_to_network(_with_model_hub(_with_openai(_with_s3(part, secrets), secrets), secrets))
+            _talks_to_network(cfg, _with_model_hub(_with_openai(_with_s3(part, secrets), secrets), secrets))
             if gpu_teacher:
                 _on_gpu(part, on_gpu)
         pairs = merge_pairs(articles=articles.outputs["articles"], shards=dsl.Collected(part.outputs["pairs"])).set_display_name("distill")
@@ -88,7 +88,7 @@ def build(cfg: PipelineConfig):
         #    (the launcher on CPU, each trial a GPU pod), else an optuna study in the task itself.
         if cfg.tune.backend == "katib":
             search = katib_tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune")
-            _talks_to_network(_with_s3(search, secrets))
+            _talks_to_network(cfg, _with_s3(search, secrets))
         else:
             search = _on_gpu(tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune"), on_gpu)
             _with_model_hub(_with_s3(search, secrets), secrets)
@@ -106,12 +106,12 @@ def build(cfg: PipelineConfig):
         scores = score(
             config=score_config, train_config=train_config, pairs=pairs.outputs["pairs"], model=tuned.outputs["model"]
         ).set_display_name("score")
-        _talks_to_network(_with_model_hub(_with_openai(_with_s3(scores, secrets), secrets), secrets))
+        _talks_to_network(cfg, _with_model_hub(_with_openai(_with_s3(scores, secrets), secrets), secrets))
         # 6. An LLM judge, where one is configured: the tuned student against every other model.
         judged = {}
         if cfg.judge.base_url:
             verdicts = judge(config=judge_config, pairs=pairs.outputs["pairs"], scores=scores.outputs["scores"]).set_display_name("judge")
-            _talks_to_network(_with_openai(verdicts, secrets))
+            _talks_to_network(cfg, _with_openai(verdicts, secrets))
             judged = {"judge": verdicts.outputs["verdicts"]}
         # The report for the UI: Metrics, an HTML page and a Markdown summary.
         page = report(scores=scores.outputs["scores"], model=tuned.outputs["model"], **judged).set_display_name("report")
@@ -119,7 +119,7 @@ def build(cfg: PipelineConfig):
         published = promote(
             config=promote_config, model=tuned.outputs["model"], scores=scores.outputs["scores"], report=page.outputs["html"]
         ).set_display_name("promote")
-        _never_cached(_talks_to_network(_with_s3(published, secrets)))
+        _never_cached(_talks_to_network(cfg, _with_s3(published, secrets)))
 
     return resumo
 
@@ -145,8 +145,8 @@ def _never_cached(task):
     return task.set_caching_options(enable_caching=False)
 
 
-def _talks_to_network(task):
-    return task.set_retry(**RETRIES)
+def _talks_to_network(cfg, task):
+    return task.set_retry(num_retries=cfg.cluster.retries, **BACKOFF) if cfg.cluster.retries else task
 
 
 def _with_s3(task, secrets):

@@ -485,7 +485,7 @@ class PromoteConfig(Section):
         ge=0,
         le=1,
         description="Refuse a candidate whose share of outputs not in Portuguese is above this (the study's models: 0-1.9%). "
-        "scores.json must then have `share_not_portuguese`. 1.0 lets any share pass (the smoke profile: tiny random models write no language); None skips the check (CLI only: a KFP parameter cannot carry None).",
+        "scores.json must then have `not_portuguese_share`. 1.0 lets any share pass (the smoke profile: tiny random models write no language); None skips the check (CLI only: a KFP parameter cannot carry None).",
     )
     production_name: str = Field(
         "production",
@@ -546,6 +546,7 @@ class ClusterConfig(Section):
     token_env: str = Field("KF_PIPELINES_TOKEN", description="Environment variable holding a bearer token for the KFP API; unset or empty: in-cluster service-account token, then kubeconfig.")
     kube_context: str | None = Field(None, description="kubeconfig context used when neither a token nor an in-cluster token is found; None: the current context.")
     service_account: str | None = Field(None, description="Kubernetes service account the run's pods use; None: the namespace's pipeline runner (manifests/ binds the Katib launcher role to it).")
+    retries: int = Field(3, ge=0, le=10, description="Retries of the tasks that talk to the network (after 1, 2, 4 ... minutes, at most 10); `resumo run` sets 0, so a local failure fails at once.")
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
 

@@ -31,6 +31,8 @@ def run(cfg: PipelineConfig, runs_dir: str | Path = "runs") -> Path:
         cfg = cfg.model_copy(update={"promote": cfg.promote.model_copy(update={"registry": str(Path(cfg.promote.registry).resolve())})})
     if cfg.distill.cache and "://" not in cfg.distill.cache and not Path(cfg.distill.cache).is_absolute():
         cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"cache": str(Path(cfg.distill.cache).resolve())})})
+    # kfp.local honours task retries, sleeping minutes between them: here a failure should fail now.
+    cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"retries": 0})})
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "artifacts"), raise_on_error=True)
     try:
         build(cfg)()

@@ -51,7 +51,7 @@ CARD = "MODEL_CARD.md"
 # Each retry follows a promotion that landed meanwhile; a handful covers any realistic schedule.
 MAX_POINTER_ATTEMPTS = 5
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
-_SCORE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "words_mean", "share_not_portuguese")
+_SCORE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "words_mean", "not_portuguese_share")
 
 
 @dataclass
@@ -136,11 +136,11 @@ def check_gates(cfg: PromoteConfig, candidate: dict[str, float], production: dic
             )
     if cfg.max_not_portuguese is None:
         log.info("promote: language gate skipped (promote.max_not_portuguese is None)")
-        gates.append(Gate("share_not_portuguese", True, "not checked: promote.max_not_portuguese is None"))
+        gates.append(Gate("not_portuguese_share", True, "not checked: promote.max_not_portuguese is None"))
     else:
-        share = candidate["share_not_portuguese"]
+        share = candidate["not_portuguese_share"]
         ok = share <= cfg.max_not_portuguese
-        gates.append(Gate("share_not_portuguese", ok, f"{share:.1%} of outputs not in Portuguese ({'within' if ok else 'above'} {cfg.max_not_portuguese:.1%})"))
+        gates.append(Gate("not_portuguese_share", ok, f"{share:.1%} of outputs not in Portuguese ({'within' if ok else 'above'} {cfg.max_not_portuguese:.1%})"))
     return gates
 
 
@@ -171,10 +171,10 @@ def _candidate_scores(cfg: PromoteConfig, scores: dict, candidate: str) -> dict[
     if cfg.max_bertscore_drop is not None and cfg.metric != "bertscore_f1":
         needed.append("bertscore_f1")
     if cfg.max_not_portuguese is not None:
-        needed.append("share_not_portuguese")
+        needed.append("not_portuguese_share")
     for key in needed:
         if key not in values:
-            fix = "set promote.max_not_portuguese=null to skip the language gate" if key == "share_not_portuguese" else "score the model again with `resumo score`"
+            fix = "set promote.max_not_portuguese=null to skip the language gate" if key == "not_portuguese_share" else "score the model again with `resumo score`"
             raise DataError(f"scores have no {key!r} for model {candidate!r}; {fix}")
     return {k: float(v) for k, v in values.items() if isinstance(v, int | float)}
 

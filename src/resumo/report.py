@@ -29,7 +29,7 @@ HTML_FILE, MARKDOWN_FILE, METRICS_FILE = "report.html", "report.md", "report_met
 # Plotted with error bars: the overlap-based and embedding-based scores, all on [0, 1].
 QUALITY = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1")
 # Shown first in tables, in this order; any other numeric key follows.
-PREFERRED = (*QUALITY, "words_mean", "words_p25", "words_p75", "share_not_portuguese", "empty_share")
+PREFERRED = (*QUALITY, "words_mean", "words_p25", "words_p75", "not_portuguese_share", "empty_share")
 
 
 def write_reports(

@@ -60,7 +60,7 @@ def test_registry_means_the_production_model(adapter_dir, tmp_path):
     registry = str(tmp_path / "registry")
     with pytest.raises(ConfigError, match="no model has been promoted"):
         generation.resolve_ref("registry", registry)
-    promote.run(PromoteConfig(registry=registry), adapter_dir, {"models": {"tuned": {"rougeLsum": 0.3}}})
+    promote.run(PromoteConfig(registry=registry), adapter_dir, {"models": {"tuned": {"rougeLsum": 0.3, "bertscore_f1": 0.8, "not_portuguese_share": 0.0}}})
     production = generation.resolve_ref("registry", registry)
     assert production.startswith(str(tmp_path / "registry" / "models"))
     assert generation.load(production, device="cpu").prompt == PromptConfig(n_words=40)
@@ -79,7 +79,7 @@ def test_summarize_command_with_the_registry_model(adapter_dir, tmp_path, suffix
     from resumo.cli import app
 
     registry = tmp_path / "registry"
-    promote.run(PromoteConfig(registry=str(registry)), adapter_dir, {"models": {"tuned": {"rougeLsum": 0.3}}})
+    promote.run(PromoteConfig(registry=str(registry)), adapter_dir, {"models": {"tuned": {"rougeLsum": 0.3, "bertscore_f1": 0.8, "not_portuguese_share": 0.0}}})
     source, target = tmp_path / f"in{suffix}", tmp_path / f"out{suffix}"
     frame = pd.DataFrame({"id": [1, 2], "text": TEXTS})
     frame.to_parquet(source) if suffix == ".parquet" else frame.to_json(source, orient="records", lines=True, force_ascii=False)

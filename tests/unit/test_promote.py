@@ -14,7 +14,7 @@ OLDER, NEWER = "20260101T000000000000Z", "20260102T000000000000Z"
 
 
 def scores(rouge: float, bert: float = 0.75, not_pt: float = 0.0, production: dict | None = None) -> dict:
-    models = {"baseline": {"rougeLsum": 0.1, "bertscore_f1": 0.7}, "tuned": {"rougeLsum": rouge, "bertscore_f1": bert, "share_not_portuguese": not_pt}}
+    models = {"baseline": {"rougeLsum": 0.1, "bertscore_f1": 0.7}, "tuned": {"rougeLsum": rouge, "bertscore_f1": bert, "not_portuguese_share": not_pt}}
     if production:
         models["production"] = production
     return {"models": models, "n_articles": 13, "intervals": {"tuned": {"rougeLsum": [rouge - 0.02, rouge + 0.02]}}}
@@ -76,7 +76,7 @@ def test_worse_candidate_leaves_production_untouched(registry, model_dir):
         result = promote.run(cfg, model_dir, candidate)
         assert not result.promoted and result.version is None, case
         assert [g.name for g in result.gates if not g.passed] == [
-            {"equal ROUGE-Lsum": "rougeLsum", "lower ROUGE-Lsum": "rougeLsum", "BERTScore falls too far": "bertscore_f1", "too much non-Portuguese": "share_not_portuguese"}[case]
+            {"equal ROUGE-Lsum": "rougeLsum", "lower ROUGE-Lsum": "rougeLsum", "BERTScore falls too far": "bertscore_f1", "too much non-Portuguese": "not_portuguese_share"}[case]
         ]
     assert pointer_bytes(registry) == before
     assert published_versions(registry) == [first.version]  # nothing was even uploaded
@@ -100,8 +100,8 @@ def test_missing_scores_are_clear_errors(tmp_path, model_dir):
     with pytest.raises(DataError, match="no model 'tuned'"):
         promote.run(cfg, model_dir, {"models": {}})
     no_language = scores(0.3)
-    del no_language["models"]["tuned"]["share_not_portuguese"]
-    with pytest.raises(DataError, match="no 'share_not_portuguese' for model 'tuned'; set promote.max_not_portuguese=null"):
+    del no_language["models"]["tuned"]["not_portuguese_share"]
+    with pytest.raises(DataError, match="no 'not_portuguese_share' for model 'tuned'; set promote.max_not_portuguese=null"):
         promote.run(cfg, model_dir, no_language)
     assert promote.run(PromoteConfig(registry=str(tmp_path), max_not_portuguese=None), model_dir, no_language).promoted
 
@@ -219,7 +219,7 @@ def test_racing_processes_end_with_the_newest_version(tmp_path, model_dir):
     assert promote.current_production(registry, verify=True)["version"] == versions[-1]
 
 
-def test_component_publishes_the_score_report_and_logs_each_gate(tmp_path, model_dir):
+def test_component_publishes_the_report_page_and_logs_each_gate(tmp_path, model_dir):
     import shutil
 
     from kfp import dsl
@@ -229,13 +229,18 @@ def test_component_publishes_the_score_report_and_logs_each_gate(tmp_path, model
     shutil.copytree(model_dir, tmp_path / "model" / "adapter")
     (tmp_path / "scores").mkdir()
     (tmp_path / "scores" / "scores.json").write_text(json.dumps(scores(0.3)))
-    (tmp_path / "scores" / "report.html").write_text("<html>scores</html>")
+    (tmp_path / "report.html").write_text("<html>scores</html>")  # the report step's HTML artifact
     config = PromoteConfig(registry=str(tmp_path / "registry")).model_dump()
     decision, metrics = dsl.Artifact(uri=str(tmp_path / "decision.json")), dsl.Metrics(uri=str(tmp_path / "m"))
     component.python_func(
-        config=config, model=dsl.Model(uri=str(tmp_path / "model")), scores=dsl.Artifact(uri=str(tmp_path / "scores")), decision=decision, metrics=metrics
+        config=config,
+        model=dsl.Model(uri=str(tmp_path / "model")),
+        scores=dsl.Artifact(uri=str(tmp_path / "scores")),
+        decision=decision,
+        metrics=metrics,
+        report=dsl.HTML(uri=str(tmp_path / "report.html")),
     )
     result = json.loads((tmp_path / "decision.json").read_text())
-    assert result["promoted"] and metrics.metadata == {"promoted": 1, "gate_rougeLsum_passed": 1, "gate_bertscore_f1_passed": 1, "gate_share_not_portuguese_passed": 1}
+    assert result["promoted"] and metrics.metadata == {"promoted": 1, "gate_rougeLsum_passed": 1, "gate_bertscore_f1_passed": 1, "gate_not_portuguese_share_passed": 1}
     pointer = promote.current_production(config["registry"], verify=True)
     assert storage.read_text(storage.join(config["registry"], f"models/{pointer['version']}/report.html")) == "<html>scores</html>"

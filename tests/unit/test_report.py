@@ -26,7 +26,7 @@ def sample_scores(with_extras: bool = True) -> dict:
         "config": {"rouge_tokenizer": "unicode"},
     }
     if with_extras:
-        scores["models"]["tuned"] |= {"share_not_portuguese": 0.004, "future_stat": 2.5}
+        scores["models"]["tuned"] |= {"not_portuguese_share": 0.004, "future_stat": 2.5}
         scores["intervals"] = {"tuned": {"rougeLsum": [0.39, 0.43], "bertscore_f1": [0.79, 0.81]}, "baseline": {"rougeLsum": [0.28, 0.32]}}
     return scores
 
@@ -82,7 +82,7 @@ def test_missing_optional_keys_are_left_out_not_invented(tmp_path):
     page = paths["html"].read_text()
     assert "Brackets" not in page and "LLM judge" not in page and "Training curves" not in page and "<details>" not in page
     assert len(images(page)) == 2
-    assert "share_not_portuguese" not in paths["markdown"].read_text()
+    assert "not_portuguese_share" not in paths["markdown"].read_text()
 
 
 def test_scalar_metrics_flatten_models_intervals_and_judge():
