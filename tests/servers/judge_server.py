@@ -19,7 +19,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.servers.loopback import LoopbackHTTPServer
 
 # The two summaries inside resumo.judge.RUBRIC.
 _SUMMARIES = re.compile(r"Summary A:\n(.*)\n\nSummary B:\n(.*)\Z", re.S)
@@ -63,7 +65,7 @@ def serve(verdict: Callable[[str, str], str | int], json_schema: bool = True) ->
         def log_message(self, *args):  # keep test output quiet
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
     server = JudgeServer(url=f"http://127.0.0.1:{httpd.server_address[1]}/v1")
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

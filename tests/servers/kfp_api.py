@@ -16,10 +16,12 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 import yaml
+
+from tests.servers.loopback import LoopbackHTTPServer
 
 PREFIX = "/apis/v2beta1"
 
@@ -247,7 +249,7 @@ class KfpApiServer:
     def __init__(self):
         self.state = KfpState()
         handler = type("Handler", (KfpHandler,), {"state": self.state})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = LoopbackHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -22,10 +22,12 @@ import re
 import threading
 import uuid
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import yaml
+
+from tests.servers.loopback import LoopbackHTTPServer
 
 PATH = re.compile(r"^/apis/kubeflow\.org/v1beta1/namespaces/(?P<ns>[^/]+)/experiments(?:/(?P<name>[^/?]+))?/?(?:\?.*)?$")
 PLAYS = ("succeeded", "failed", "stuck", "flaky", "deleted")
@@ -43,7 +45,7 @@ class KubeAPI:
         self.flaked: set[tuple[str, str]] = set()
         self.requests: list[tuple[str, str, dict | None]] = []
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server = LoopbackHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -14,10 +14,11 @@ import threading
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlparse
 
 from resumo import wiki
+from tests.servers.loopback import LoopbackHTTPServer
 
 MAX_TITLES = 50
 
@@ -206,7 +207,7 @@ def _handler(wiki_: MediaWiki):
 def serve(pages: list[WikiPage] | None = None, **options):
     """A running server; `.api_url` and `.rest_url` point at it."""
     state = MediaWiki(pages=bundled_pages() if pages is None else pages, **options)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    server = LoopbackHTTPServer(("127.0.0.1", 0), _handler(state))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

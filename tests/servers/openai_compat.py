@@ -17,7 +17,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.servers.loopback import LoopbackHTTPServer
 
 FAULTS = ("500", "hang", "malformed")
 
@@ -41,7 +43,7 @@ class OpenAICompatServer:
         self._in_flight = 0
         self._lock = threading.Condition()
         self._closing = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = LoopbackHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
