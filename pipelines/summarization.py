@@ -12,6 +12,8 @@ settings (`s9_gpu_*`) last. Cross-cutting settings (caching, retries, GPU
 requests, secrets) are small functions below, applied per task.
 """
 
+from typing import NamedTuple
+
 from kfp import dsl, kubernetes
 
 from resumo.components.distill import distill_shard, merge_pairs, plan_shards
@@ -124,12 +126,15 @@ def build(cfg: PipelineConfig):
     return resumo
 
 
-class _GpuRequest:
+class _GpuRequest(NamedTuple):
     """The s9_gpu_* pipeline parameters, applied together to each GPU task."""
 
-    def __init__(self, accelerator, count, cpu, memory, tolerations, node_selector):
-        self.accelerator, self.count, self.cpu, self.memory = accelerator, count, cpu, memory
-        self.tolerations, self.node_selector = tolerations, node_selector
+    accelerator: str
+    count: int
+    cpu: str
+    memory: str
+    tolerations: list
+    node_selector: dict
 
 
 def _on_gpu(task, gpu: _GpuRequest):
