@@ -32,7 +32,7 @@ import jsonschema
 import numpy as np
 import pandas as pd
 
-from resumo import tables
+from resumo import metrics, tables
 from resumo.config import JudgeConfig
 from resumo.errors import ConfigError, DataError, ResumoError
 
@@ -150,7 +150,7 @@ def win_rate(cfg: JudgeConfig, verdicts: list[dict]) -> dict:
     counts = {k: sum(v["outcome"] == k for v in valid) for k in ("win", "tie", "loss")}
     return {
         "win_rate": float(points.mean()) if len(points) else None,
-        "interval": bootstrap_interval(points, cfg.confidence, cfg.bootstrap_samples, cfg.seed),
+        "interval": list(metrics.bootstrap_interval(points, cfg.bootstrap_samples, cfg.confidence, cfg.seed)) if len(points) else None,
         "wins": counts["win"],
         "ties": counts["tie"],
         "losses": counts["loss"],
@@ -160,16 +160,6 @@ def win_rate(cfg: JudgeConfig, verdicts: list[dict]) -> dict:
         "position_consistency": float(np.mean([len(set(o.values())) == 1 for o in complete.values()])) if complete else None,
         "first_position_rate": float(np.mean([v["verdict"] == "A" for v in decisive])) if decisive else None,
     }
-
-
-def bootstrap_interval(points: np.ndarray, confidence: float, samples: int, seed: int) -> list[float] | None:
-    """Percentile bootstrap interval of the mean, resampling articles."""
-    if len(points) == 0:
-        return None
-    rng = np.random.default_rng(seed)
-    means = points[rng.integers(0, len(points), size=(samples, len(points)))].mean(axis=1)
-    tail = (1 - confidence) / 2
-    return [float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))]
 
 
 # --- requests ---------------------------------------------------------------
