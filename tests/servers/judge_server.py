@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 
-from tests.servers.loopback import LoopbackHTTPServer
+from tests.servers.loopback import LoopbackHTTPServer, send_json
 
 # The two summaries inside resumo.judge.RUBRIC.
 _SUMMARIES = re.compile(r"Summary A:\n(.*)\n\nSummary B:\n(.*)\Z", re.S)
@@ -55,12 +55,7 @@ def serve(verdict: Callable[[str, str], str | int], json_schema: bool = True) ->
             self._send(200, _completion(body["model"], answer))
 
         def _send(self, status: int, payload: dict):
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, payload)
 
         def log_message(self, *args):  # keep test output quiet
             pass

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlparse
 
 import yaml
 
-from tests.servers.loopback import LoopbackHTTPServer
+from tests.servers.loopback import LoopbackHTTPServer, send_json
 
 PREFIX = "/apis/v2beta1"
 
@@ -111,12 +111,7 @@ class KfpHandler(BaseHTTPRequestHandler):
             status, payload = 200, self._route(method, url.path.removeprefix(PREFIX), query, body)
         except ApiError as err:
             status, payload = err.status, {"error": err.message, "code": 3 if err.status == 400 else 5, "message": err.message}
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
     def _body(self, raw: bytes):
         content_type = self.headers.get("Content-Type", "")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.servers.loopback import LoopbackHTTPServer
+from tests.servers.loopback import LoopbackHTTPServer, send_json
 
 PATH = re.compile(r"^/apis/kubeflow\.org/v1beta1/namespaces/(?P<ns>[^/]+)/experiments(?:/(?P<name>[^/?]+))?/?(?:\?.*)?$")
 PLAYS = ("succeeded", "failed", "stuck", "flaky", "deleted")
@@ -128,12 +128,7 @@ def _handler(api: KubeAPI):
                     code, payload = api.delete(match["ns"], match["name"])
                 else:
                     code, payload = _status(405, "MethodNotAllowed", f"{method} is not supported here")
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, code, payload)
 
         def do_GET(self) -> None:
             self._route("GET")

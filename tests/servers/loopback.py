@@ -1,6 +1,7 @@
-"""The HTTP server every loopback test server runs on."""
+"""What every loopback test server shares: the HTTP server and a JSON reply."""
 
-from http.server import ThreadingHTTPServer
+import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class LoopbackHTTPServer(ThreadingHTTPServer):
@@ -9,3 +10,13 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
     # machine, and the refused connections read as server faults the test did not script.
     request_queue_size = 128
     daemon_threads = True
+
+
+def send_json(handler: BaseHTTPRequestHandler, status: int, payload) -> None:
+    """Answer a request with `payload` as JSON, as every API we imitate does."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
