@@ -60,9 +60,8 @@ def test_every_object_is_in_the_profile_namespace(rendered):
 def test_launcher_may_run_katib_experiments_and_nothing_else(rendered):
     role = deserialize(rendered["Role", "resumo-katib-launcher"], "V1Role")
     granted = {(group, resource, verb) for rule in role.rules for group in rule.api_groups for resource in rule.resources for verb in rule.verbs}
-    assert granted == {("kubeflow.org", "experiments", v) for v in ("create", "get", "list", "watch", "delete")} | {
-        ("kubeflow.org", "trials", v) for v in ("get", "list", "watch")
-    }
+    # Exactly the calls resumo.katib makes (its docstring's RBAC block).
+    assert granted == {("kubeflow.org", "experiments", v) for v in ("create", "get", "delete")}
     binding = deserialize(rendered["RoleBinding", "resumo-katib-launcher"], "V1RoleBinding")
     assert binding.role_ref.kind == "Role" and binding.role_ref.name == role.metadata.name
     (subject,) = binding.subjects
