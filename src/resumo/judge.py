@@ -32,7 +32,7 @@ import jsonschema
 import numpy as np
 import pandas as pd
 
-from resumo import metrics, tables
+from resumo import fanout, metrics, tables
 from resumo.config import JudgeConfig
 from resumo.errors import ConfigError, DataError, ResumoError
 
@@ -205,25 +205,19 @@ def _load_verdicts(path: Path, keys: set[str]) -> dict[str, dict]:
 
 async def _ask_all(cfg: JudgeConfig, todo: list[dict], verdicts_file: Path, done: dict[str, dict]) -> None:
     import openai
-    from tqdm.auto import tqdm
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would bury the progress bar
     client = openai.AsyncOpenAI(
         base_url=cfg.base_url, api_key=os.environ.get(cfg.api_key_env) or "EMPTY", timeout=cfg.timeout_s, max_retries=cfg.max_retries
     )
     formats = {"auto": ["json_schema", "json_object", "none"]}.get(cfg.response_format, [cfg.response_format])
-    gate = asyncio.Semaphore(cfg.concurrency)
-    progress = tqdm(total=len(todo), desc="judge", unit="verdict")
 
     async def ask(request: dict) -> None:
-        async with gate:
-            try:
-                content = await _complete(client, cfg, request["prompt"], formats)
-            except (openai.APIConnectionError, openai.APIStatusError) as err:
-                log.warning("judge: request for article %s failed after %d retries: %s", request["id"], cfg.max_retries, err)
-                return  # not recorded: a rerun asks again
-            finally:
-                progress.update()
+        try:
+            content = await _complete(client, cfg, request["prompt"], formats)
+        except (openai.APIConnectionError, openai.APIStatusError) as err:
+            log.warning("judge: request for article %s failed after %d retries: %s", request["id"], cfg.max_retries, err)
+            return  # not recorded: a rerun asks again
         verdict, problem = parse_verdict(content)
         record = {"key": request["key"], "id": request["id"], "opponent": request["opponent"], "order": request["order"]}
         record |= {"raw": content, "error": problem, "verdict": verdict and verdict["best"], "explanation": verdict and verdict["explanation"]}
@@ -231,11 +225,8 @@ async def _ask_all(cfg: JudgeConfig, todo: list[dict], verdicts_file: Path, done
         with verdicts_file.open("a") as f:  # one event loop: appends never interleave
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-    try:
-        await asyncio.gather(*(ask(r) for r in todo))
-    finally:
-        progress.close()
-        await client.close()
+    async with client:
+        await fanout.bounded_gather(ask, todo, cfg.concurrency, desc="judge", unit="verdict")
 
 
 async def _complete(client, cfg: JudgeConfig, prompt: str, formats: list[str]) -> str:

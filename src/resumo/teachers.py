@@ -21,9 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tqdm.auto import tqdm
-
-from resumo import prompts
+from resumo import fanout, prompts
 from resumo.config import PromptConfig, TeacherConfig
 from resumo.errors import ConfigError, ResumoError
 from resumo.text import split_sentences, words
@@ -116,31 +114,27 @@ class OpenAITeacher:
         client = AsyncOpenAI(
             base_url=self.teacher.base_url, api_key=self._api_key, timeout=self.teacher.timeout_s, max_retries=self.teacher.max_retries
         )
-        slots = asyncio.Semaphore(self.teacher.concurrency)
         failures = _FailureStreak(self.teacher.max_consecutive_failures)
         answers: list[str | None] = [None] * len(texts)
 
         async def ask(i: int) -> None:
-            async with slots:
-                if failures.tripped:
-                    return  # the endpoint is down: don't queue more requests behind it
-                try:
-                    response = await client.chat.completions.create(
-                        model=self.teacher.model,
-                        messages=prompts.user_message(texts[i], self.prompt),
-                        max_tokens=self.teacher.max_new_tokens,  # not max_completion_tokens: older vLLM and KServe servers know only this
-                        temperature=0.0,  # greedy, as in the original study
-                    )
-                    answers[i] = _content(response)
-                    failures.reset()
-                except Exception as err:  # noqa: BLE001 - any failure of one request is that article's, counted below
-                    log.warning("teacher request %d of %d failed: %s", i + 1, len(texts), _describe(err))
-                    failures.add(err)
-                bar.update()
+            if failures.tripped:
+                return  # the endpoint is down: don't queue more requests behind it
+            try:
+                response = await client.chat.completions.create(
+                    model=self.teacher.model,
+                    messages=prompts.user_message(texts[i], self.prompt),
+                    max_tokens=self.teacher.max_new_tokens,  # not max_completion_tokens: older vLLM and KServe servers know only this
+                    temperature=0.0,  # greedy, as in the original study
+                )
+                answers[i] = _content(response)
+                failures.reset()
+            except Exception as err:  # noqa: BLE001 - any failure of one request is that article's, counted below
+                log.warning("teacher request %d of %d failed: %s", i + 1, len(texts), _describe(err))
+                failures.add(err)
 
-        with tqdm(total=len(texts), desc="distill", unit="text") as bar:
-            async with client:
-                await asyncio.gather(*(ask(i) for i in range(len(texts))))
+        async with client:
+            await fanout.bounded_gather(ask, range(len(texts)), self.teacher.concurrency, desc="distill", unit="text")
         if failures.tripped:
             raise TeacherUnavailable(
                 f"{self.teacher.base_url} failed {failures.limit} requests in a row (last: {_describe(failures.last)}); "
