@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test bench compile lint clean images submit schedule
+.PHONY: install run test bench compile clean images submit schedule
 
 # Image registry and tag for `make images` and `make compile`; components/__init__.py reads
 # them as RESUMO_IMAGE_PREFIX / RESUMO_IMAGE_TAG (unset: ghcr.io/resumo-ml and the version).

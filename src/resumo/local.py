@@ -9,6 +9,7 @@ with the baseline's and the tuned student's scores and the promotion decision.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 from datetime import UTC, datetime
@@ -34,10 +35,15 @@ def run(cfg: PipelineConfig, runs_dir: str | Path = "runs") -> Path:
     # kfp.local honours task retries, sleeping minutes between them: here a failure should fail now.
     cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"retries": 0})})
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "artifacts"), raise_on_error=True)
+    # kfp.local indents task logs by swapping builtins.print per task; ParallelFor tasks run
+    # in threads, so the swaps interleave and an indenting print can outlive the run.
+    plain_print = builtins.print
     try:
         build(cfg)()
     except RuntimeError as err:  # kfp.local names the failed task; its log is above
         raise ResumoError(f"local run failed: {err}; artifacts so far are in {run_dir}") from None
+    finally:
+        builtins.print = plain_print
     summary = summarize_run(run_dir / "artifacts")
     summary["config"] = cfg.model_dump()
     path = run_dir / "summary.json"

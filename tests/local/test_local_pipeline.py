@@ -1,5 +1,6 @@
 """The smoke pipeline end to end on kfp.local, as `make run` runs it."""
 
+import builtins
 import json
 
 import pytest
@@ -13,7 +14,11 @@ from resumo.config import load_config
 def test_smoke_pipeline_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config("smoke", ["score.max_samples=8", "train.epochs=2", "train.eval_samples=4"])
+    plain_print = builtins.print
     summary_path = local.run(cfg, tmp_path / "runs")
+    # kfp.local's per-task print swaps race in ParallelFor threads; Katib-format lines printed
+    # later in the same process must not come out indented.
+    assert builtins.print is plain_print
     summary = json.loads(summary_path.read_text())
 
     scores = summary["scores"]
