@@ -104,9 +104,9 @@ def build(cfg: PipelineConfig):
                 train(config=train_config, params=search.outputs["best_params"], pairs=pairs.outputs["pairs"]).set_display_name("train"), on_gpu
             )
             _with_model_hub(_with_s3(tuned, secrets), secrets)
-        # 5. Untuned against tuned student (and reference models) on the test split.
+        # 5. Untuned against tuned student (and production, and reference models) on the test split.
         scores = score(
-            config=score_config, train_config=train_config, pairs=pairs.outputs["pairs"], model=tuned.outputs["model"]
+            config=score_config, train_config=train_config, promote_config=promote_config, pairs=pairs.outputs["pairs"], model=tuned.outputs["model"]
         ).set_display_name("score")
         _talks_to_network(cfg, _with_model_hub(_with_openai(_with_s3(scores, secrets), secrets), secrets))
         # 6. An LLM judge, where one is configured: the tuned student against every other model.

@@ -421,6 +421,10 @@ class ScoreConfig(Section):
         {},
         description="Extra models to compare, name -> hub id, path or s3:// prefix, asked with the tuned model's prompt (original study: Llama-3.2-1B-Instruct, Qwen2.5-3B-Instruct).",
     )
+    compare_production: bool = Field(
+        True,
+        description="In the pipeline, also score the production model of promote.registry on the same test articles, as promote.production_name, so promote's gates compare like with like; skipped while nothing is promoted.",
+    )
     batch_size: int = Field(16, ge=1, description="Articles per generate call and pairs per BERTScore batch.")
     max_new_tokens: int = Field(500, ge=1, description="Generation limit per summary (the teacher's limit in the original study).")
     max_samples: int | None = Field(None, ge=1, description="Test articles scored; None scores the whole test split (original study: 1,000).")

@@ -183,11 +183,16 @@ def _production_scores(cfg: PromoteConfig, scores: dict, production: dict | None
     if production is None:
         return None
     same_articles = scores["models"].get(cfg.production_name)
-    if same_articles is not None:
+    scored_model = scores.get("models_scored", {}).get(cfg.production_name, production.get("model"))
+    if same_articles is not None and scored_model == production.get("model"):
         return same_articles
+    if same_articles is not None:  # e.g. a cached score step from before the last promotion
+        why = f"its {cfg.production_name!r} model is {scored_model}, no longer production ({production.get('model')})"
+    else:
+        why = f"it has no {cfg.production_name!r} model"
     log.warning(
-        "promote: scores.json has no %r model; comparing with the scores production %s was promoted on, which came from other test articles",
-        cfg.production_name,
+        "promote: scores.json: %s; comparing with the scores production %s was promoted on, which came from other test articles",
+        why,
         production["version"],
     )
     return _pointer_scores(production, cfg.metric)

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resumo import generation, metrics, tables
+from resumo import generation, metrics, storage, tables
 from resumo import models as model_refs
 from resumo.config import PromptConfig, ScoreConfig
 from resumo.errors import ConfigError, DataError
@@ -103,6 +103,21 @@ def run(
     (out_dir / "scores.json").write_text(json.dumps(_json_safe(scores), indent=2, allow_nan=False))
     (out_dir / "report.md").write_text(markdown_table(scores))
     return result["models"]
+
+
+def with_production(models: dict[str, str], registry: str, name: str) -> dict[str, str]:
+    """`models` and, when the registry has one, its production model as `name`.
+
+    Scored on the same test articles as the candidate, production's numbers are
+    what promote's gates compare with; the scores stored when it was promoted
+    came from another run's articles.
+    """
+    if not storage.exists(storage.join(registry, generation.PRODUCTION_POINTER)):
+        log.info("score: nothing promoted to %s yet; no production model to compare", registry)
+        return models
+    if name in models:
+        raise ConfigError(f"promote.production_name {name!r} is also the name of a scored model; rename it")
+    return {**models, name: generation.production_model(registry)}
 
 
 def run_pairs(cfg: ScoreConfig, pairs_file: str | Path, out_file: str | Path) -> dict:

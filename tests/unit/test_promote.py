@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from resumo import promote, storage
+from resumo import promote, score, storage
 from resumo.config import PromoteConfig
-from resumo.errors import DataError
+from resumo.errors import ConfigError, DataError
 
 OLDER, NEWER = "20260101T000000000000Z", "20260102T000000000000Z"
 
@@ -93,6 +93,30 @@ def test_margin_and_same_article_production_scores(registry, model_dir):
     result = promote.run(cfg, model_dir, scores(0.36))
     assert result.promoted and result.production_score == 0.30
     assert promote.current_production(registry)["previous"] is not None
+
+
+def test_score_adds_production_once_there_is_one(registry, model_dir):
+    models = {"baseline": "tiny:qwen2", "tuned": str(model_dir)}
+    assert score.with_production(models, registry, "production") == models  # nothing promoted yet
+    first = promote.run(PromoteConfig(registry=registry), model_dir, scores(0.3))
+    compared = score.with_production(models, registry, "production")
+    assert compared == {**models, "production": storage.join(registry, f"models/{first.version}/model")}
+    with pytest.raises(ConfigError, match="production_name 'tuned'"):
+        score.with_production(models, registry, "tuned")
+
+
+def test_production_scored_before_the_last_promotion_is_not_trusted(registry, model_dir, caplog):
+    first = promote.run(PromoteConfig(registry=registry), model_dir, scores(0.30))
+    second = promote.run(PromoteConfig(registry=registry), model_dir, scores(0.40))
+    # A cached score step: production there is the first version, scored at 0.45 on these articles.
+    stale = scores(0.42, production={"rougeLsum": 0.45, "bertscore_f1": 0.7})
+    stale["models_scored"] = {"production": storage.join(registry, f"models/{first.version}/model")}
+    result = promote.run(PromoteConfig(registry=registry), model_dir, stale)
+    assert result.promoted and result.production_score == 0.40  # judged against the second's stored score
+    assert f"no longer production ({storage.join(registry, f'models/{second.version}/model')})" in caplog.text
+    current = scores(0.42, production={"rougeLsum": 0.45, "bertscore_f1": 0.7})
+    current["models_scored"] = {"production": promote.current_production(registry)["model"]}
+    assert not promote.run(PromoteConfig(registry=registry), model_dir, current).promoted
 
 
 def test_missing_scores_are_clear_errors(tmp_path, model_dir):

@@ -161,3 +161,31 @@ def test_a_rerun_reuses_the_summaries_already_generated(test_pairs_dir, tuned_mo
     with caplog.at_level("INFO", logger="resumo.score"):
         score.run(cfg.model_copy(update={"max_new_tokens": 6}), test_pairs_dir, {"baseline": "tiny:qwen2"}, tmp_path)
     assert not any("reuses" in r.getMessage() for r in caplog.records)
+
+
+def test_the_component_scores_production_on_the_same_articles(test_pairs_dir, tuned_model, tmp_path):
+    from kfp import dsl
+
+    from resumo import promote
+    from resumo.components import score as component
+    from resumo.config import PromoteConfig, TrainConfig
+
+    registry = str(tmp_path / "registry")
+    promote.run(PromoteConfig(registry=registry), tuned_model, {"models": {"tuned": {"rougeLsum": 0.2, "bertscore_f1": 0.5, "not_portuguese_share": 0.0}}})
+    model_artifact = dsl.Model(name="model", uri="")
+    model_artifact.path = str(tmp_path / "train")
+    shutil.copytree(tuned_model, tmp_path / "train" / "adapter")
+    pairs, scores, metrics = dsl.Dataset(name="pairs", uri=""), dsl.Artifact(name="scores", uri=""), dsl.Metrics(name="metrics", uri="")
+    pairs.path, scores.path = str(test_pairs_dir), str(tmp_path / "scores")
+    component.score.python_func(
+        config=ScoreConfig(**FAST, max_new_tokens=6, metrics=["rouge"]).model_dump(mode="json"),
+        train_config=TrainConfig(student="tiny:qwen2").model_dump(mode="json"),
+        promote_config=PromoteConfig(registry=registry).model_dump(mode="json"),
+        pairs=pairs, model=model_artifact, scores=scores, metrics=metrics,
+    )
+    written = json.loads((tmp_path / "scores" / "scores.json").read_text())
+    assert list(written["models"]) == ["baseline", "tuned", "production"]
+    assert written["models_scored"]["production"] == promote.current_production(registry)["model"]
+    # production holds the same files as the candidate here: the same summaries, the same scores
+    assert written["models"]["production"] == written["models"]["tuned"]
+    assert metrics.metadata["tuned_minus_production_rougeLsum"] == 0
