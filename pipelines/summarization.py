@@ -74,6 +74,7 @@ def build(cfg: PipelineConfig):
 
         # 1. Articles from the dump, cleaned and split by article.
         articles = scrape(config=scrape_config, run_date=s0_run_date).set_display_name("scrape")
+        articles.set_cpu_request(str(cfg.scrape.workers))  # one core per cleaning process
         _talks_to_network(cfg, _with_s3(articles, secrets))
         # 2. The teacher's summaries, the student's targets: distill.shards tasks in parallel (one GPU
         #    each), merged. Their cache key holds today's articles, and the teacher cache in S3 makes

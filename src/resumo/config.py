@@ -127,6 +127,12 @@ class ScrapeConfig(Section):
     min_tokens: int = Field(500, ge=1, description="Lower end of each article's token budget, drawn uniformly per article (original study: 500).")
     max_tokens: int = Field(4000, ge=1, description="Upper end of the token budget (original study: 4,000). Texts are cut to whole paragraphs under it.")
     checkpoint_every: int = Field(500, ge=1, description="Pages processed between checkpoints in the output folder; a killed scrape rerun with the same --out resumes from the last one.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Processes that clean, filter and cut pages: parsing wikitext is pure Python, one core each. The pipeline's scrape task requests this many CPUs.",
+    )
     split: SplitConfig = Field(default_factory=SplitConfig)
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ Writes `{train,val,test}.parquet` with `id, page_id, revision_id, title, url, te
 n_words, n_tokens, topic, views` and `stats.json` with counts per skip reason.
 Progress is checkpointed under `OUT/_checkpoint/` as it goes: a killed scrape,
 rerun with the same config and --out, continues where its last checkpoint ended.
+Pages are cleaned in `scrape.workers` processes (`--set scrape.workers=4`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import io
 import json
 import logging
 import math
+import multiprocessing
 import random
 import shutil
 import tempfile
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # Columns the pool keeps for selection only; they are not part of the output.
 POOL_ONLY = ["categories", "article_words"]
+# Pages handed to the worker processes ahead of the one being recorded, per worker: enough to
+# keep each busy, few enough that a dump is never read far ahead of the checkpoint.
+AHEAD_PER_WORKER = 16
 
 
 @dataclass
@@ -51,8 +57,8 @@ def run(cfg: ScrapeConfig, out_dir: str | Path) -> ScrapeResult:
     client = _client(cfg)  # first: a missing User-Agent contact fails before any model loads
     tokenizer = _load_tokenizer(cfg.tokenizer)
     checkpoint = Checkpoint(out_dir, cfg)
-    with _batches(cfg, client, checkpoint) as batches:
-        _collect(batches, cfg, tokenizer, checkpoint, client)
+    with _batches(cfg, client, checkpoint) as batches, closing(_cleaned(batches, cfg, tokenizer, checkpoint.done)) as pages:
+        _collect(pages, cfg, checkpoint, client)
     articles, counts = checkpoint.rows(), checkpoint.counts
     articles = selection.drop_duplicates(articles, cfg.selection.near_duplicate_threshold, counts)
     selection.assign_topics(articles, cfg.selection)
@@ -76,29 +82,74 @@ def run(cfg: ScrapeConfig, out_dir: str | Path) -> ScrapeResult:
     return result
 
 
-def _collect(batches: Iterator[mediawiki.Batch], cfg: ScrapeConfig, tokenizer, checkpoint: Checkpoint, client) -> None:
-    """Clean, filter and cut every page into the checkpoint's pool, flushing every
+def _collect(pages: Iterator[tuple], cfg: ScrapeConfig, checkpoint: Checkpoint, client) -> None:
+    """Record every cleaned page in the checkpoint's pool, in source order, flushing every
     `checkpoint_every` pages and on any error, so nothing collected is lost."""
     counts = checkpoint.counts
     progress = tqdm(desc=f"scrape ({cfg.source})", unit="page", initial=counts["seen"])
     try:
-        for batch in batches:
+        for batch, page, outcome in pages:
             if _enough(cfg, counts):
                 break
-            for page in batch.pages:
-                if page.page_id in checkpoint.done:  # processed before a restart
-                    continue
-                if _enough(cfg, counts):
-                    break
+            if page is None:  # the batch is through: a restart may resume after it
+                counts["missing"] += batch.missing
+                checkpoint.cursor = batch.cursor
+                if checkpoint.pending >= cfg.checkpoint_every:
+                    _flush(checkpoint, cfg, client)
+            elif page.page_id not in checkpoint.done:  # a page a dump holds twice counts once
                 progress.update()
-                checkpoint.record(page.page_id, *_article(page, cfg, tokenizer))
-            counts["missing"] += batch.missing
-            checkpoint.cursor = batch.cursor
-            if checkpoint.pending >= cfg.checkpoint_every:
-                _flush(checkpoint, cfg, client)
+                checkpoint.record(page.page_id, *outcome)
     finally:
         _flush(checkpoint, cfg, client)
         progress.close()
+
+
+def _cleaned(batches: Iterator[mediawiki.Batch], cfg: ScrapeConfig, tokenizer, done: set[int]) -> Iterator[tuple]:
+    """(batch, page, (row, skip reason)) for every page not `done`, in source order, and
+    (batch, None, None) once a batch's pages are through.
+
+    With `scrape.workers` > 1 the pages are cleaned in that many processes: parsing
+    wikitext is pure Python, one core each. They work a bounded window ahead, so
+    memory stays flat and a kill loses at most the window (it is not checkpointed).
+    """
+    if cfg.workers == 1:
+        for batch in batches:
+            for page in batch.pages:
+                if page.page_id not in done:
+                    yield batch, page, _article(page, cfg, tokenizer)
+            yield batch, None, None
+        return
+    # spawn, not fork: forking a process whose tokenizer threads have started can deadlock.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(cfg.workers, mp_context=context, initializer=_start_worker, initargs=(cfg, tokenizer)) as pool:
+        window: deque = deque()
+        try:
+            for batch in batches:
+                for page in batch.pages:
+                    if page.page_id not in done:
+                        window.append((batch, page, pool.submit(_article_in_worker, page)))
+                window.append((batch, None, None))
+                while len(window) > cfg.workers * AHEAD_PER_WORKER:
+                    yield _outcome(*window.popleft())
+            while window:
+                yield _outcome(*window.popleft())
+        finally:
+            pool.shutdown(cancel_futures=True)  # stopped early (enough articles, an error): drop the window
+
+
+def _outcome(batch: mediawiki.Batch, page: wiki.Page | None, future) -> tuple:
+    return batch, page, future.result() if future else None
+
+
+_worker: dict = {}
+
+
+def _start_worker(cfg: ScrapeConfig, tokenizer) -> None:
+    _worker.update(cfg=cfg, tokenizer=tokenizer)
+
+
+def _article_in_worker(page: wiki.Page) -> tuple[dict | None, str | None]:
+    return _article(page, _worker["cfg"], _worker["tokenizer"])
 
 
 def _enough(cfg: ScrapeConfig, counts: Counter) -> bool:
@@ -107,11 +158,17 @@ def _enough(cfg: ScrapeConfig, counts: Counter) -> bool:
 
 def _article(page: wiki.Page, cfg: ScrapeConfig, tokenizer) -> tuple[dict | None, str | None]:
     """The article's row, or why the page is skipped."""
-    reason = _skip_reason(page, cfg)
+    reason = _skip_reason(page)
     if reason:
         return None, reason
+    text, categories = page.wikitext, []
     try:
-        text = page.wikitext if page.markup == "text" else wiki.clean_wikitext(page.wikitext)
+        if page.markup == "wikitext":
+            code = wiki.parse(page.wikitext)
+            if wiki.is_disambiguation(code):
+                return None, "disambiguation"
+            categories = wiki.categories(page.wikitext)
+            text = wiki.clean_wikitext(code)
     except Exception as err:  # one odd page must not stop a crawl of a million
         log.warning("page %s (%s) could not be cleaned: %s", page.page_id, page.title, err)
         return None, "unparsable"
@@ -132,7 +189,7 @@ def _article(page: wiki.Page, cfg: ScrapeConfig, tokenizer) -> tuple[dict | None
         "n_words": len(words(text)),
         "n_tokens": n_tokens,
         "views": None,
-        "categories": wiki.categories(page.wikitext) if page.markup == "wikitext" else [],
+        "categories": categories,
         "article_words": article_words,  # before truncation: the study weighted by the article's words
     }
     return row, None
@@ -233,13 +290,14 @@ class Checkpoint:
 
 
 def _fingerprint(cfg: ScrapeConfig) -> str:
-    """What decides which rows are collected; settings of politeness and selection are not part of it."""
+    """What decides which rows are collected; settings of politeness, speed and selection are not part of it."""
     politeness = {"contact", "concurrency", "max_retries", "backoff_seconds", "max_wait_seconds", "timeout_seconds"}
-    values = cfg.model_dump(exclude={"checkpoint_every": True, "selection": True, "split": {"val_fraction", "test_fraction"}, "api": politeness})
+    values = cfg.model_dump(exclude={"checkpoint_every": True, "workers": True, "selection": True, "split": {"val_fraction", "test_fraction"}, "api": politeness})
     return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _skip_reason(page: wiki.Page, cfg: ScrapeConfig) -> str | None:
+def _skip_reason(page: wiki.Page) -> str | None:
+    """Why a page is skipped before parsing (a disambiguation template is found by parsing)."""
     if page.namespace != 0:
         return "not_article"
     if page.redirect:
@@ -247,8 +305,6 @@ def _skip_reason(page: wiki.Page, cfg: ScrapeConfig) -> str | None:
     if not page.wikitext.strip():
         return "no_text"
     if page.markup == "text" and wiki.looks_like_disambiguation_text(page.wikitext):
-        return "disambiguation"
-    if page.markup == "wikitext" and wiki.is_disambiguation(page.wikitext):
         return "disambiguation"
     return None
 

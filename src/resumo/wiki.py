@@ -14,6 +14,8 @@ from xml.etree.ElementTree import ParseError
 
 import mwparserfromhell
 from mwparserfromhell.nodes import Comment, ExternalLink, Heading, Tag, Template, Wikilink
+from mwparserfromhell.utils import parse_anything
+from mwparserfromhell.wikicode import Wikicode
 
 from resumo.errors import DataError
 
@@ -134,16 +136,21 @@ def _article_base_url(site_base: str | None) -> str:
     return "https://pt.wikipedia.org/wiki/"
 
 
-def is_disambiguation(wikitext: str) -> bool:
-    code = mwparserfromhell.parse(wikitext)
+def parse(wikitext: str) -> Wikicode:
+    """The page parsed once: parsing is most of a page's cost, and the checks below share it."""
+    return mwparserfromhell.parse(wikitext)
+
+
+def is_disambiguation(wikitext: str | Wikicode) -> bool:
+    code = parse_anything(wikitext)
     return any(_template_name(t) in DISAMBIGUATION_TEMPLATES for t in code.filter_templates(recursive=False))
 
 
-def clean_wikitext(wikitext: str) -> str:
+def clean_wikitext(wikitext: str | Wikicode) -> str:
     """Plain prose: templates, infoboxes, references, tables, files and categories removed,
     link text kept, headings and trailing sections (Referências, Ligações externas) dropped,
-    paragraphs separated by blank lines, Unicode NFC."""
-    code = mwparserfromhell.parse(wikitext)
+    paragraphs separated by blank lines, Unicode NFC. Parsed wikitext is changed in place."""
+    code = parse_anything(wikitext)
     for template in code.filter_templates(recursive=True):
         _unwrap_inline(code, template)
     for section in code.get_sections(levels=[2]):

@@ -119,6 +119,13 @@ def test_gpu_requests_on_distill_and_train(compiled):
             assert not {"tolerations", "nodeSelector"} & set(k8s.get(f"exec-{stage}", {})), stage
 
 
+def test_scrape_requests_a_cpu_per_cleaning_process(compiled):
+    spec, _ = _spec(compiled)
+    workers = load_config("full").scrape.workers
+    assert workers > 1
+    assert spec["deploymentSpec"]["executors"]["exec-scrape"]["container"]["resources"]["resourceCpuRequest"] == str(workers)
+
+
 def test_gpu_defaults_come_from_the_cluster_config(tmp_path):
     from kfp import compiler
 

@@ -24,6 +24,22 @@ def test_scrape_writes_clean_split_articles(articles_dir):
     assert everything["n_tokens"].between(1, cfg.max_tokens).all()
 
 
+def test_worker_processes_write_what_one_process_writes(tmp_path, articles_dir, smoke_config):
+    """Cleaning in 2 spawned processes, a bounded window ahead: the same rows, in the same order,
+    for the whole corpus and when max_articles stops the stream with pages still in the window."""
+    in_workers = smoke_config.scrape.model_copy(update={"workers": 2, "checkpoint_every": 10})
+    scrape.run(in_workers, tmp_path / "workers")
+    for name in tables.SPLITS:
+        pd.testing.assert_frame_equal(tables.read_split(tmp_path / "workers", name), tables.read_split(articles_dir, name))
+
+    capped = {"max_articles": 40}
+    one = scrape.run(smoke_config.scrape.model_copy(update=capped), tmp_path / "one")
+    two = scrape.run(in_workers.model_copy(update=capped), tmp_path / "two")
+    assert one.counts == two.counts and one.counts["collected"] == 40
+    for name in tables.SPLITS:
+        pd.testing.assert_frame_equal(tables.read_split(tmp_path / "two", name), tables.read_split(tmp_path / "one", name))
+
+
 def test_split_is_deterministic_stratified_and_in_proportion():
     articles = [{"id": f"{i}-1", "n_tokens": (i * 37) % 1000} for i in range(500)]
     cfg = SplitConfig(val_fraction=0.2, test_fraction=0.2, seed=42)
