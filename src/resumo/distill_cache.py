@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = "1"
 # Parallel GETs/PUTs; below botocore's default pool of 10 connections.
 IO_THREADS = 8
-# Scraper columns that name an article's revision, newest convention first.
-REVISION_COLUMNS = ("revision_id", "revid")
+# Columns that name an article's revision: scrape's, then the name other tables often use.
+REVISION_COLUMNS = ("revid", "revision_id")
 
 
 def key_material(article_id: str, revision: str | None, text: str, teacher: TeacherConfig, prompt: PromptConfig) -> dict:

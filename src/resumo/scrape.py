@@ -5,7 +5,7 @@
     resumo scrape --source api --set scrape.api.pages=category --set scrape.api.category=Futebol --out runs/articles
     resumo scrape --source parquet --parquet s3://wiki/20231101.pt/ --out runs/articles
 
-Writes `{train,val,test}.parquet` with `id, page_id, revision_id, title, url, text,
+Writes `{train,val,test}.parquet` with `id, page_id, revid, title, url, text,
 n_words, n_tokens, topic, views` and `stats.json` with counts per skip reason.
 Progress is checkpointed under `OUT/_checkpoint/` as it goes: a killed scrape,
 rerun with the same config and --out, continues where its last checkpoint ended.
@@ -181,8 +181,7 @@ def _article(page: wiki.Page, cfg: ScrapeConfig, tokenizer) -> tuple[dict | None
     row = {
         "id": f"{page.page_id}-{page.revid}",
         "page_id": page.page_id,
-        "revision_id": page.revid,
-        "revid": page.revid,  # the name DESIGN.md's stage table uses
+        "revid": page.revid,
         "title": page.title,
         "url": page.url,
         "text": text,
