@@ -9,16 +9,30 @@ from resumo.components import CPU_IMAGE
 # Named `tune` like the optuna component, so the task is `tune` whichever backend runs it.
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def tune(
-    config: dict, train_config: dict, pairs: Input[Dataset], experiment: Output[Artifact], metrics: Output[Metrics]
+    config: dict,
+    train_config: dict,
+    pairs: Input[Dataset],
+    gpu_accelerator: str,
+    gpu_count: int,
+    gpu_cpu: str,
+    gpu_memory: str,
+    gpu_tolerations: list,
+    gpu_node_selector: dict,
+    experiment: Output[Artifact],
+    metrics: Output[Metrics],
 ) -> NamedTuple("Outputs", best_params=dict, best_adapter=str):
-    """Launch a Katib Experiment, wait for it, hand on the best trial's train.* overrides and adapter URI (see `resumo tune --backend katib`)."""
+    """Launch a Katib Experiment, wait for it, hand on the best trial's train.* overrides and adapter URI (see `resumo tune --backend katib`).
+
+    Each trial pod requests the gpu_* settings: the pipeline passes the run's s9_gpu_* parameters.
+    """
     from collections import namedtuple
 
     from resumo import katib
-    from resumo.config import TrainConfig, TuneConfig, validate
+    from resumo.config import GpuConfig, TrainConfig, TuneConfig, validate
 
     cfg = validate(TuneConfig, config)
-    result = katib.run(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path)
+    gpu = {"accelerator": gpu_accelerator, "count": gpu_count, "cpu": gpu_cpu, "memory": gpu_memory, "tolerations": gpu_tolerations, "node_selector": gpu_node_selector}
+    result = katib.run(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path, gpu=validate(GpuConfig, gpu))
     metrics.log_metric("best_" + cfg.objective, result.best_score)
     metrics.log_metric("trials", result.status.get("trials", 0))
     return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, result.best_adapter)

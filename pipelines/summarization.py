@@ -90,7 +90,13 @@ def build(cfg: PipelineConfig):
         # 3. Search LoRA hyperparameters on the validation split: a Katib Experiment on a cluster
         #    (the launcher on CPU, each trial a GPU pod), else an optuna study in the task itself.
         if cfg.tune.backend == "katib":
-            search = katib_tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune")
+            search = katib_tune(
+                config=tune_config,
+                train_config=train_config,
+                pairs=pairs.outputs["pairs"],
+                # The launcher runs on CPU; its trial pods get what every GPU task of this run gets.
+                **{f"gpu_{field}": value for field, value in on_gpu._asdict().items()},
+            ).set_display_name("tune")
             _talks_to_network(cfg, _with_s3(search, secrets))
         else:
             search = _on_gpu(tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune"), on_gpu)

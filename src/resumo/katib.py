@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from resumo import storage
-from resumo.config import SearchSpace, TrainConfig, TuneConfig, train_field
+from resumo.config import GpuConfig, SearchSpace, TrainConfig, TuneConfig, train_field
 from resumo.errors import ConfigError, ResumoError
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,11 @@ class KatibResult:
 # --- the Experiment ----------------------------------------------------------
 
 
-def experiment(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, name: str, namespace: str) -> dict:
-    """The Experiment as the JSON the API server takes, built with the Katib SDK models."""
+def experiment(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, name: str, namespace: str, gpu: GpuConfig | None = None) -> dict:
+    """The Experiment as the JSON the API server takes, built with the Katib SDK models.
+
+    Each trial pod requests `gpu` (in the pipeline: the run's s9_gpu_* parameters; else cluster.gpu's defaults).
+    """
     from kubeflow_katib_api import models as k
 
     from resumo.tune import grid_size
@@ -108,7 +111,7 @@ def experiment(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, name: st
             primary_container_name=CONTAINER,
             trial_parameters=[k.V1beta1TrialParameterSpec(name="trialName", description="Trial name: the adapter's S3 key", reference="${trialSpec.Name}")]
             + [k.V1beta1TrialParameterSpec(name=p, description=f"train.{SearchSpace.TRAIN_KEYS[p]}", reference=p) for p in cfg.search],
-            trial_spec=trial_job(cfg, train_cfg, pairs_uri),
+            trial_spec=trial_job(cfg, train_cfg, pairs_uri, gpu or GpuConfig()),
         ),
     )
     meta = k.IoK8sApimachineryPkgApisMetaV1ObjectMeta(name=name, namespace=namespace, labels={"app.kubernetes.io/part-of": "resumo"})
@@ -133,7 +136,7 @@ def trial_output(output: str, trial_name: str) -> str:
     return storage.join(output, trial_name)
 
 
-def trial_job(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str) -> dict:
+def trial_job(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, gpu: GpuConfig) -> dict:
     """The batch/v1 Job each trial runs, as JSON (kubernetes client models, sanitised by its ApiClient)."""
     from kubernetes import client as k8s
 
@@ -151,7 +154,8 @@ def trial_job(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str) -> dict:
         command=["sh", "-c", trial_script(cfg)],
         env=env,
         env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=cfg.katib.s3_secret))],
-        resources=k8s.V1ResourceRequirements(limits={"nvidia.com/gpu": str(cfg.katib.gpus)}) if cfg.katib.gpus else None,
+        # An extended resource such as nvidia.com/gpu is requested as a limit (the request follows it).
+        resources=k8s.V1ResourceRequirements(requests={"cpu": gpu.cpu, "memory": gpu.memory}, limits={gpu.accelerator: str(gpu.count)}),
         volume_mounts=[k8s.V1VolumeMount(name="work", mount_path=WORKDIR)],
         working_dir=WORKDIR,
     )
@@ -162,6 +166,8 @@ def trial_job(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str) -> dict:
             restart_policy="Never",
             service_account_name=cfg.katib.service_account,
             containers=[container],
+            tolerations=gpu.tolerations or None,  # Kubernetes' own field names, checked by GpuConfig
+            node_selector=gpu.node_selector or None,
             volumes=[k8s.V1Volume(name="work", empty_dir=k8s.V1EmptyDirVolumeSource())],
         ),
     )
@@ -248,11 +254,13 @@ def _early_stopping(cfg: TuneConfig):
 # --- the launcher -------------------------------------------------------------
 
 
-def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, out_dir: str | Path | None = None, api_client=None) -> KatibResult:
+def run(
+    cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, out_dir: str | Path | None = None, api_client=None, gpu: GpuConfig | None = None
+) -> KatibResult:
     """Create the Experiment, wait for it, and read its best trial; the Experiment YAML and result go to `out_dir`."""
     api_client = api_client or kube_client()
     namespace = cfg.katib.namespace or _own_namespace()
-    body = experiment(cfg, train_cfg, pairs_uri, experiment_name(cfg.katib.name_prefix), namespace)
+    body = experiment(cfg, train_cfg, pairs_uri, experiment_name(cfg.katib.name_prefix), namespace, gpu)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "experiment.yaml").write_text(to_yaml(body))

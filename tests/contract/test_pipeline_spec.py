@@ -119,6 +119,14 @@ def test_gpu_requests_on_distill_and_train(compiled):
             assert not {"tolerations", "nodeSelector"} & set(k8s.get(f"exec-{stage}", {})), stage
 
 
+def test_katib_trials_get_the_runs_gpu_parameters(compiled):
+    """The launcher itself runs on CPU; the s9_gpu_* values reach the trial pods it creates."""
+    spec, _ = _spec(compiled)
+    inputs = spec["root"]["dag"]["tasks"]["tune"]["inputs"]["parameters"]
+    for field in ("accelerator", "count", "cpu", "memory", "tolerations", "node_selector"):
+        assert inputs[f"gpu_{field}"] == {"componentInputParameter": f"s9_gpu_{field}"}, field
+
+
 def test_scrape_requests_a_cpu_per_cleaning_process(compiled):
     spec, _ = _spec(compiled)
     workers = load_config("full").scrape.workers

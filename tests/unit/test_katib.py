@@ -125,7 +125,9 @@ def test_the_trial_runs_the_train_image_with_the_pipeline_train_config():
     pod = job["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     assert container["image"] == TRAIN_IMAGE and container["name"] == "training"
-    assert container["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": "1"}, "requests": {"cpu": "8", "memory": "48Gi"}}  # cluster.gpu's defaults
+    assert pod["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "nodeSelector" not in pod["spec"]
     assert container["envFrom"] == [{"secretRef": {"name": "resumo-s3"}}]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert json.loads(env["RESUMO_CONFIG"])["train"]["max_length"] == 2048

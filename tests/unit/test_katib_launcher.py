@@ -142,6 +142,8 @@ def test_the_launcher_component_finds_the_cluster_through_kubeconfig(validator, 
             config=cfg.stage_parameters()["tune"],
             train_config=cfg.stage_parameters()["train"],
             pairs=StandIn(tmp_path / "pairs", uri="minio://mlpipeline/v2/artifacts/resumo/run/distill/pairs"),
+            # A run that overrides the s9_gpu_* parameters: its trials must ask for what it asked.
+            **{f"gpu_{k}": v for k, v in cfg.cluster.gpu.model_copy(update={"accelerator": "amd.com/gpu", "count": 2, "memory": "96Gi"}).model_dump().items()},
             experiment=experiment,
             metrics=metrics,
         )
@@ -150,6 +152,9 @@ def test_the_launcher_component_finds_the_cluster_through_kubeconfig(validator, 
     assert {e["name"]: e.get("value") for e in body["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["env"]}[
         "RESUMO_PAIRS"
     ] == "s3://mlpipeline/v2/artifacts/resumo/run/distill/pairs"  # KFP's MinIO root, as S3 for boto3
+    trial_pod = body["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]
+    assert trial_pod["containers"][0]["resources"] == {"limits": {"amd.com/gpu": "2"}, "requests": {"cpu": "8", "memory": "96Gi"}}
+    assert trial_pod["tolerations"] == cfg.cluster.gpu.tolerations
     assert outputs.best_params["lora.r"] == 64 and outputs.best_adapter.startswith("s3://resumo/tune/resumo-")
     assert metrics.metrics == {"best_rougeLsum": 0.4123, "trials": 3}
     assert (tmp_path / "experiment" / "experiment.yaml").is_file() and (tmp_path / "experiment" / "best.json").is_file()
