@@ -21,6 +21,8 @@ from resumo.errors import ConfigError
 TINY_MODELS = ("tiny:qwen2", "tiny:bert")
 # Bump a kind's version when its builder below changes, so caches of old builds are not reused.
 TINY_BUILD_VERSIONS = {"qwen2": "4", "bert": "5"}
+# Written last into a downloaded s3:// model folder: its presence means the download is whole.
+DOWNLOADED = ".resumo-downloaded.json"
 
 # Qwen2.5's chat template, minus tool calling; its default system prompt is kept
 # so prompts are shaped (and as long) as the real student's.
@@ -47,11 +49,29 @@ def resolve(ref: str) -> str:
     if ref.startswith("tiny:"):
         raise ConfigError(f"model {ref!r} is not a bundled tiny model; use one of {list(TINY_MODELS)}")
     if ref.startswith("s3://"):
-        local = cache_dir() / "s3" / hashlib.sha256(ref.encode()).hexdigest()[:16]
-        if not (local / "config.json").exists():
-            storage.download(ref, local)
-        return str(local)
+        return str(_downloaded(ref))
     return ref.removeprefix("file://")
+
+
+def _downloaded(uri: str) -> Path:
+    """An s3:// model folder, downloaded once per cache: models are written once (a registry
+    version, a run's artifact), so the URI names the files. A download lands whole or not at all."""
+    target = cache_dir() / "s3" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if (target / DOWNLOADED).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".download-"))
+    try:
+        storage.download(uri, staging)
+        (staging / DOWNLOADED).write_text(json.dumps({"uri": uri}))
+        shutil.rmtree(target, ignore_errors=True)  # a folder from before the marker existed
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first; its files are the same
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def _tiny_model(kind: str) -> Path:
