@@ -86,13 +86,14 @@ def render_markdown(scores: dict, judge: dict | None = None) -> str:
     lines = [f"# resumo scores ({scores.get('n_articles', '?')} test articles)", ""]
     if _tiny(scores):
         lines += ["_Tiny random models: these numbers show the pipeline works, nothing about summary quality._", ""]
-    columns = _columns(models)
     intervals = scores.get("intervals") or {}
-    lines += ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for name, values in models.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(values.get(c), intervals.get(name, {}).get(c), c) for c in columns) + " |")
+    for title, columns in _column_groups(models):
+        lines += [f"## {title}", "", "| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        for name, values in models.items():
+            lines.append(f"| {name} | " + " | ".join(_cell(values.get(c), intervals.get(name, {}).get(c), c) for c in columns) + " |")
+        lines.append("")
     if intervals:
-        lines += ["", f"Brackets: {_interval_label(scores)}."]
+        lines += [f"Brackets: {_interval_label(scores)}."]
     if judge and judge.get("opponents"):
         lines += ["", f"## LLM judge: {judge.get('candidate', 'candidate')} against each model", "", *_judge_rows(judge)]
     return "\n".join(lines) + "\n"
@@ -110,7 +111,10 @@ def render_html(scores: dict, predictions: pd.DataFrame, curves_png: bytes | Non
     if scores.get("models_scored"):
         body.append("<p>" + "; ".join(f"<b>{e(n)}</b>: <code>{e(str(r))}</code>" for n, r in scores["models_scored"].items()) + "</p>")
 
-    body += ["<h2>Scores</h2>", _scores_table(scores)]
+    for title, columns in _column_groups(models):
+        body += [f"<h2>{title}</h2>", _scores_table(scores, columns)]
+    if scores.get("intervals"):
+        body.append(f"<p class='ci'>Brackets: {html.escape(_interval_label(scores))}.</p>")
     if any(k in v for v in models.values() for k in QUALITY):
         body.append(_img(_scores_plot(scores), "scores with intervals"))
     lengths = _lengths(predictions)
@@ -148,16 +152,14 @@ pre {{ background: #f6f6f6; padding: .5rem; overflow-x: auto; }}
 """
 
 
-def _scores_table(scores: dict) -> str:
+def _scores_table(scores: dict, columns: list[str]) -> str:
     models, intervals = scores.get("models", {}), scores.get("intervals") or {}
-    columns = _columns(models)
     head = "<tr><th>model</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"
     rows = [
         f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{html.escape(_cell(values.get(c), intervals.get(name, {}).get(c), c))}</td>" for c in columns) + "</tr>"
         for name, values in models.items()
     ]
-    note = f"<p class='ci'>Brackets: {html.escape(_interval_label(scores))}.</p>" if intervals else ""
-    return f"<table>{head}{''.join(rows)}</table>{note}"
+    return f"<table>{head}{''.join(rows)}</table>"
 
 
 def _examples_html(predictions: pd.DataFrame, n_examples: int) -> str:
@@ -293,6 +295,13 @@ def _lengths(predictions: pd.DataFrame) -> dict[str, list[int]]:
 def _columns(models: dict) -> list[str]:
     present = {k for v in models.values() for k, x in v.items() if _is_number(x)}
     return [k for k in PREFERRED if k in present] + sorted(present - set(PREFERRED))
+
+
+def _column_groups(models: dict) -> list[tuple[str, list[str]]]:
+    """Quality scores, then output statistics: two tables a page wide instead of one that scrolls."""
+    columns = _columns(models)
+    groups = [("Scores", [c for c in columns if c in QUALITY]), ("Output statistics", [c for c in columns if c not in QUALITY])]
+    return [(title, group) for title, group in groups if group]
 
 
 def _cell(value, interval, column: str) -> str:

@@ -63,7 +63,7 @@ def test_reports_are_written_with_every_section_and_real_pngs(tmp_path):
     assert curves in pngs
     for png in pngs:
         assert matplotlib.image.imread(io.BytesIO(png), format="png").shape[1] > 100
-    for heading in ("Scores", "Summary lengths", "LLM judge", "Training curves", "Examples"):
+    for heading in ("Scores", "Output statistics", "Summary lengths", "LLM judge", "Training curves", "Examples"):
         assert f"<h2>{heading}" in page
     assert "0.410 [0.390, 0.430]" in page and "0.4%" in page and "future_stat" in page
     assert page.count("class='example'") == 3  # n_examples
@@ -96,7 +96,9 @@ def test_scalar_metrics_flatten_models_intervals_and_judge():
 
 def test_markdown_summary_has_the_table_and_the_judge(tmp_path):
     text = report.render_markdown(sample_scores(), JUDGE)
-    assert "| tuned | 0.550 | 0.330 | 0.410 | 0.410 [0.390, 0.430] | 0.800 [0.790, 0.810] | 97 | 0.4% | 2.500 |" in text
+    assert "| tuned | 0.550 | 0.330 | 0.410 | 0.410 [0.390, 0.430] | 0.800 [0.790, 0.810] |" in text
+    assert "## Output statistics\n\n| model | words_mean | not_portuguese_share | future_stat |" in text
+    assert "| tuned | 97 | 0.4% | 2.500 |" in text
     assert "| baseline | 61.0% | [55.0%, 67.0%] | 50 / 22 / 28 | 100 | 3 | 70% | 55% |" in text
     assert text.startswith("# resumo scores (4 test articles)") and "Tiny random models" in text
 
