@@ -21,8 +21,9 @@ from resumo.errors import ConfigError
 TINY_MODELS = ("tiny:qwen2", "tiny:bert")
 # Bump a kind's version when its builder below changes, so caches of old builds are not reused.
 TINY_BUILD_VERSIONS = {"qwen2": "4", "bert": "5"}
-# Written last into a downloaded s3:// model folder: its presence means the download is whole.
-DOWNLOADED = ".resumo-downloaded.json"
+# Written last into a cached model folder: its presence means the folder is whole.
+DOWNLOADED = ".resumo-downloaded.json"  # an s3:// model
+TINY_MARKER = "RESUMO_TINY_MODEL.json"  # a bundled tiny model
 
 # Qwen2.5's chat template, minus tool calling; its default system prompt is kept
 # so prompts are shaped (and as long) as the real student's.
@@ -55,23 +56,13 @@ def resolve(ref: str) -> str:
 
 def _downloaded(uri: str) -> Path:
     """An s3:// model folder, downloaded once per cache: models are written once (a registry
-    version, a run's artifact), so the URI names the files. A download lands whole or not at all."""
-    target = cache_dir() / "s3" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if (target / DOWNLOADED).exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".download-"))
-    try:
-        storage.download(uri, staging)
-        (staging / DOWNLOADED).write_text(json.dumps({"uri": uri}))
-        shutil.rmtree(target, ignore_errors=True)  # a folder from before the marker existed
-        try:
-            staging.rename(target)
-        except OSError:  # another process finished first; its files are the same
-            pass
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    version, a run's artifact), so the URI names the files."""
+
+    def download(folder: Path) -> None:
+        storage.download(uri, folder)
+        (folder / DOWNLOADED).write_text(json.dumps({"uri": uri}))
+
+    return _made_once(cache_dir() / "s3" / hashlib.sha256(uri.encode()).hexdigest()[:16], DOWNLOADED, download)
 
 
 def _tiny_model(kind: str) -> Path:
@@ -79,22 +70,36 @@ def _tiny_model(kind: str) -> Path:
 
     corpus = wiki.bundled_dump_path().read_bytes()
     digest = hashlib.sha256(corpus + TINY_BUILD_VERSIONS[kind].encode()).hexdigest()[:12]
-    target = cache_dir() / "tiny" / f"{kind}-{digest}"
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename: parallel test workers never see half a model.
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{kind}-"))
-    try:
+
+    def build(folder: Path) -> None:
         texts = list(wiki.bundled_texts())
-        (_build_tiny_qwen2 if kind == "qwen2" else _build_tiny_bert)(texts, staging)
-        (staging / "RESUMO_TINY_MODEL.json").write_text(
+        (_build_tiny_qwen2 if kind == "qwen2" else _build_tiny_bert)(texts, folder)
+        (folder / TINY_MARKER).write_text(
             json.dumps({"model": f"tiny:{kind}", "note": "tiny random model for tests; not for quality claims", "corpus_sha256": digest})
         )
+
+    return _made_once(cache_dir() / "tiny" / f"{kind}-{digest}", TINY_MARKER, build)
+
+
+def _made_once(target: Path, marker: str, make) -> Path:
+    """`target`, made by `make(folder)` the first time, which writes `marker` last.
+
+    It is made in a folder beside the target and renamed into place, so parallel
+    processes (test workers, pods sharing a cache) never see half of it.
+    """
+    if (target / marker).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        make(staging)
         try:
             staging.rename(target)
-        except OSError:  # another process finished first; its build is identical
-            pass
+        except OSError:
+            if not (target / marker).exists():  # left by an older layout without the marker
+                shutil.rmtree(target)
+                staging.rename(target)
+            # else another process finished first; what it made is the same
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
