@@ -31,16 +31,16 @@ class LoadedModel:
 
 
 REGISTRY_REF = "registry"
-# promote writes this pointer under the registry prefix: {"version", "model": <URI of the model files>, ...}.
-PRODUCTION_POINTER = "production.json"
 
 
 def production_model(registry: str) -> str:
     """The URI of the registry's production model, from the pointer promote maintains."""
-    pointer_uri = storage.join(registry, PRODUCTION_POINTER)
-    if not storage.exists(pointer_uri):
+    from resumo import promote
+
+    pointer_uri = storage.join(registry, promote.POINTER)
+    pointer = promote.current_production(registry)
+    if pointer is None:
         raise ConfigError(f"model {REGISTRY_REF!r}: there is no {pointer_uri}; no model has been promoted to registry {registry} (set promote.registry)")
-    pointer = json.loads(storage.read_text(pointer_uri))
     if "model" not in pointer:
         raise DataError(f"{pointer_uri} has no `model` key (keys: {sorted(pointer)}); it was not written by `resumo promote`")
     log.info("registry %s: production is version %s at %s", registry, pointer.get("version"), pointer["model"])

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resumo import generation, metrics, storage, tables
+from resumo import generation, metrics, tables
 from resumo import models as model_refs
 from resumo.config import PromptConfig, ScoreConfig
 from resumo.errors import ConfigError, DataError
@@ -112,12 +112,14 @@ def with_production(models: dict[str, str], registry: str, name: str) -> dict[st
     what promote's gates compare with; the scores stored when it was promoted
     came from another run's articles.
     """
-    if not storage.exists(storage.join(registry, generation.PRODUCTION_POINTER)):
+    try:
+        production = generation.production_model(registry)
+    except ConfigError:  # nothing promoted yet
         log.info("score: nothing promoted to %s yet; no production model to compare", registry)
         return models
     if name in models:
         raise ConfigError(f"promote.production_name {name!r} is also the name of a scored model; rename it")
-    return {**models, name: generation.production_model(registry)}
+    return {**models, name: production}
 
 
 def run_pairs(cfg: ScoreConfig, pairs_file: str | Path, out_file: str | Path) -> dict:
