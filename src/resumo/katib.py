@@ -42,7 +42,7 @@ from resumo.errors import ConfigError, ResumoError
 log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1beta1", "experiments", "Experiment"
-# What `resumo train` prints, one `name=value` line each per epoch (train.py).
+# Besides the objective, what `resumo train` prints as `name=value` after each epoch and at the end (train.py).
 ADDITIONAL_METRICS = ("eval_loss",)
 CONTAINER = "training"
 WORKDIR = "/workspace"

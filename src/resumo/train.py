@@ -14,8 +14,10 @@ Writes under `--out`: `adapter/` (loadable by `resumo summarize`, with
 `resumo_model.json`), `merged/` when `merge` is set, `curves.png`,
 `metrics.json` (the metrics and the resolved config), `checkpoints/`.
 
-Prints, last, one `name=value` line per metric, in this order, for Katib's
-StdOut metrics collector (the tuner's objective is `rougeLsum`):
+Prints `name=value` lines for Katib's StdOut metrics collector (the tuner's
+objective is `rougeLsum`): `eval_loss=` and `rougeLsum=` after each epoch, so
+medianstop can stop a trial that trails the others, and last, one line per
+metric, in this order:
 
     eval_loss=1.234567                  validation loss after the last epoch
     rougeLsum=0.123456                  validation ROUGE-Lsum after the last epoch
@@ -64,8 +66,7 @@ def run(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path) -> TrainRe
     _plot_curves(trainer.state.log_history, out_dir / "curves.png")
     run_info = {"global_step": trainer.state.global_step, "start_step": throughput.start_step, "train_tokens": throughput.tokens, "train_seconds": throughput.seconds}
     (out_dir / "metrics.json").write_text(json.dumps({"metrics": scores, "run": run_info, "config": cfg.model_dump()}, indent=2))
-    for name, value in scores.items():
-        print(f"{name}={value:.6f}", flush=True)  # Katib StdOut collector format (see the module docstring)
+    print_metric_lines(scores)
     return TrainResult(adapter_dir=adapter_dir, metrics=scores)
 
 
@@ -215,6 +216,13 @@ class _ValidationRouge(TrainerCallback):
         score = metrics.rouge(predictions, list(self.rows["summary"]))["rougeLsum"]
         state.log_history.append({"eval_rougeLsum": score, "epoch": state.epoch, "step": state.global_step})
         log.info("train: epoch %.2f validation ROUGE-Lsum %.4f on %d articles", state.epoch, score, len(self.rows))
+        print_metric_lines({"eval_loss": kwargs["metrics"]["eval_loss"], "rougeLsum": score})  # each epoch: one report for medianstop
+
+
+def print_metric_lines(scores: dict[str, float]) -> None:
+    """Katib's StdOut collector format (see the module docstring)."""
+    for name, value in scores.items():
+        print(f"{name}={value:.6f}", flush=True)
 
 
 def _final_scores(history: list[dict], throughput: batching.Throughput) -> dict[str, float]:

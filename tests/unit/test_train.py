@@ -83,8 +83,10 @@ def test_metric_lines_for_katib_are_printed(short_run, capsys, pairs_dir, tmp_pa
     cfg = load_config("smoke", ["train.epochs=1", "train.eval_samples=2", "train.max_new_tokens=4"]).train
     train.run(cfg, pairs_dir, tmp_path)
     lines = [line for line in capsys.readouterr().out.splitlines() if "=" in line]
-    assert [line.split("=")[0] for line in lines] == ["eval_loss", "rougeLsum", "train_tokens_per_second"]
+    # The epoch's report (what medianstop compares trials on), then the final values.
+    assert [line.split("=")[0] for line in lines] == ["eval_loss", "rougeLsum", "eval_loss", "rougeLsum", "train_tokens_per_second"]
     assert all(float(line.split("=")[1]) >= 0 for line in lines)
+    assert lines[:2] == lines[2:4]  # one epoch: its report is the final value
 
 
 def test_a_tuned_adapter_loads_and_summarises(short_run, pairs_dir):
