@@ -32,7 +32,7 @@ from resumo import lang, storage, tables
 from resumo.config import DistillConfig
 from resumo.distill_cache import TeacherCache, cache_key, key_material, revision_of
 from resumo.errors import DataError
-from resumo.teachers import TeacherUnavailable, lead_sentences, make_teacher, teacher_name  # noqa: F401 - lead_sentences: part of this stage's API
+from resumo.teachers import TeacherUnavailable, make_teacher, teacher_name
 from resumo.text import words
 
 log = logging.getLogger(__name__)

@@ -19,13 +19,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timezone
 from urllib.parse import quote
 
 import requests
 
-from resumo import __version__, wiki
+from resumo import __version__, fanout, wiki
 from resumo.config import ApiConfig, PageviewsConfig
 from resumo.errors import ConfigError, DataError
 
@@ -149,23 +151,17 @@ def iter_batches(client: Client, cfg: ApiConfig, skip_ids: set[int], cursor: dic
     `concurrency` requests in flight, yielded in listing order. Pages in `skip_ids` are not
     fetched again; `cursor` (from a checkpoint) resumes the listing."""
     base = wiki.api_article_base(cfg.base_url)
-    with ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="mediawiki") as pool:
-        window: deque = deque()
-        try:
-            for stubs, next_cursor in _list_stubs(client, cfg, cursor or {}):
-                batch = [s for s in stubs if s[0] not in skip_ids]
-                window.append((pool.submit(_fetch, client, batch, base) if batch else None, next_cursor))
-                if len(window) >= cfg.concurrency:
-                    yield _done(*window.popleft())
-            while window:
-                yield _done(*window.popleft())
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
 
+    def fetches():
+        for stubs, next_cursor in _list_stubs(client, cfg, cursor or {}):
+            batch = [s for s in stubs if s[0] not in skip_ids]
+            yield next_cursor, partial(_fetch, client, batch, base) if batch else None
 
-def _done(future, next_cursor) -> Batch:
-    pages, missing = future.result() if future else ([], 0)
-    return Batch(pages, missing, next_cursor)
+    pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="mediawiki")
+    with closing(fanout.in_order(pool, fetches(), ahead=cfg.concurrency - 1)) as fetched:
+        for next_cursor, result in fetched:
+            pages, missing = result or ([], 0)
+            yield Batch(pages, missing, next_cursor)
 
 
 def _list_stubs(client: Client, cfg: ApiConfig, cursor: dict) -> Iterator[tuple[list[tuple[int | None, str]], dict | None]]:

@@ -23,17 +23,18 @@ import multiprocessing
 import random
 import shutil
 import tempfile
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing, contextmanager
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from resumo import mediawiki, models, selection, storage, tables, wiki
+from resumo import fanout, mediawiki, models, selection, storage, tables, wiki
 from resumo.config import ScrapeConfig, SplitConfig
 from resumo.errors import DataError
 from resumo.text import words
@@ -113,32 +114,23 @@ def _cleaned(batches: Iterator[mediawiki.Batch], cfg: ScrapeConfig, tokenizer, d
     memory stays flat and a kill loses at most the window (it is not checkpointed).
     """
     if cfg.workers == 1:
+        pool, clean = None, partial(_article, cfg=cfg, tokenizer=tokenizer)
+    else:
+        # spawn, not fork: forking a process whose tokenizer threads have started can deadlock.
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(cfg.workers, mp_context=context, initializer=_start_worker, initargs=(cfg, tokenizer))
+        clean = _article_in_worker
+
+    def jobs():
         for batch in batches:
             for page in batch.pages:
                 if page.page_id not in done:
-                    yield batch, page, _article(page, cfg, tokenizer)
-            yield batch, None, None
-        return
-    # spawn, not fork: forking a process whose tokenizer threads have started can deadlock.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(cfg.workers, mp_context=context, initializer=_start_worker, initargs=(cfg, tokenizer)) as pool:
-        window: deque = deque()
-        try:
-            for batch in batches:
-                for page in batch.pages:
-                    if page.page_id not in done:
-                        window.append((batch, page, pool.submit(_article_in_worker, page)))
-                window.append((batch, None, None))
-                while len(window) > cfg.workers * AHEAD_PER_WORKER:
-                    yield _outcome(*window.popleft())
-            while window:
-                yield _outcome(*window.popleft())
-        finally:
-            pool.shutdown(cancel_futures=True)  # stopped early (enough articles, an error): drop the window
+                    yield (batch, page), partial(clean, page)
+            yield (batch, None), None  # the batch is through
 
-
-def _outcome(batch: mediawiki.Batch, page: wiki.Page | None, future) -> tuple:
-    return batch, page, future.result() if future else None
+    with closing(fanout.in_order(pool, jobs(), ahead=cfg.workers * AHEAD_PER_WORKER)) as cleaned:
+        for (batch, page), outcome in cleaned:
+            yield batch, page, outcome
 
 
 _worker: dict = {}

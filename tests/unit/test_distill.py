@@ -1,6 +1,6 @@
 import pytest
 
-from resumo import distill, prompts, tables
+from resumo import distill, prompts, tables, teachers
 from resumo.config import DistillConfig, load_config
 from resumo.text import words
 
@@ -14,9 +14,9 @@ GOOD = (
 
 def test_extractive_teacher_takes_whole_lead_sentences():
     text = "Primeira frase curta. Segunda frase também curta. Terceira frase que já não cabe no limite."
-    assert distill.lead_sentences(text, 7) == "Primeira frase curta. Segunda frase também curta."
+    assert teachers.lead_sentences(text, 7) == "Primeira frase curta. Segunda frase também curta."
     # A first sentence longer than the limit is cut to it.
-    assert distill.lead_sentences(text, 2) == "Primeira frase"
+    assert teachers.lead_sentences(text, 2) == "Primeira frase"
 
 
 @pytest.mark.parametrize(
