@@ -113,11 +113,10 @@ def tune(
     from resumo import katib
 
     if dry_run:
-        name = katib.experiment_name(cfg.tune.katib.name_prefix)
-        body = katib.experiment(cfg.tune, cfg.train, pairs, name, cfg.tune.katib.namespace or "default", cfg.cluster.gpu)
+        body = katib.render(cfg.tune, cfg.train, pairs, cfg.cluster.gpu)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(katib.to_yaml(body))
-        typer.echo(f"Katib Experiment {name} -> {out} (apply with: kubectl create -f {out})")
+        typer.echo(f"Katib Experiment {body['metadata']['name']} -> {out} (apply with: kubectl create -f {out})")
         return
     result = katib.run(cfg.tune, cfg.train, pairs, out, gpu=cfg.cluster.gpu)
     typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": result.best_adapter}))

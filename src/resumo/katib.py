@@ -38,6 +38,7 @@ from typing import Any
 from resumo import storage
 from resumo.config import GpuConfig, SearchSpace, TrainConfig, TuneConfig, train_field
 from resumo.errors import ConfigError, ResumoError
+from resumo.tune import train_params, trial_count
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +80,12 @@ def experiment(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, name: st
     """
     from kubeflow_katib_api import models as k
 
-    from resumo.tune import grid_size
-
     # KFP's default MinIO pipeline root names its artifacts minio://; to boto3 in the trial it is S3.
     pairs_uri = "s3://" + pairs_uri.removeprefix("minio://") if pairs_uri.startswith("minio://") else pairs_uri
     if storage.parse(pairs_uri).scheme != "s3":
         raise ConfigError(f"pairs {pairs_uri!r}: Katib trial pods cannot read a local folder; give the s3:// URI of the distill output")
     parameters = [_parameter_spec(name_, getattr(cfg.space, name_)) for name_ in cfg.search]
-    max_trials = min(cfg.max_trials, grid_size(cfg)) if cfg.algorithm == "grid" else cfg.max_trials
+    max_trials = trial_count(cfg)
     spec = k.V1beta1ExperimentSpec(
         objective=k.V1beta1ObjectiveSpec(
             type="maximize",
@@ -116,6 +115,11 @@ def experiment(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, name: st
     )
     meta = k.IoK8sApimachineryPkgApisMetaV1ObjectMeta(name=name, namespace=namespace, labels={"app.kubernetes.io/part-of": "resumo"})
     return k.V1beta1Experiment(api_version=f"{GROUP}/{VERSION}", kind=KIND, metadata=meta, spec=spec).to_dict()
+
+
+def render(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, gpu: GpuConfig | None = None) -> dict:
+    """A new Experiment: a fresh name, in tune.katib.namespace or else this pod's own (`default` off-cluster)."""
+    return experiment(cfg, train_cfg, pairs_uri, experiment_name(cfg.katib.name_prefix), cfg.katib.namespace or _own_namespace(), gpu)
 
 
 def experiment_name(prefix: str) -> str:
@@ -259,8 +263,7 @@ def run(
 ) -> KatibResult:
     """Create the Experiment, wait for it, and read its best trial; the Experiment YAML and result go to `out_dir`."""
     api_client = api_client or kube_client()
-    namespace = cfg.katib.namespace or _own_namespace()
-    body = experiment(cfg, train_cfg, pairs_uri, experiment_name(cfg.katib.name_prefix), namespace, gpu)
+    body = render(cfg, train_cfg, pairs_uri, gpu)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "experiment.yaml").write_text(to_yaml(body))
@@ -332,8 +335,6 @@ def wait(api, name: str, namespace: str, *, timeout_s: float, poll_s: float) -> 
 
 def best_trial(status: dict, name: str, namespace: str, cfg: TuneConfig) -> KatibResult:
     """The best trial's parameters (as typed train.* overrides), its metrics and its adapter's URI."""
-    from resumo.tune import train_params
-
     optimal = status.get("currentOptimalTrial") or {}
     trial = optimal.get("bestTrialName")
     if not trial:

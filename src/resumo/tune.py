@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from resumo import train
 from resumo.config import ParamRange, SearchSpace, TrainConfig, TuneConfig, set_dotted, train_value, validate
 
 log = logging.getLogger(__name__)
@@ -37,6 +36,8 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir:
     """The local backend: an optuna study over `cfg.space`, one `train.run` per trial, in this process."""
     import optuna
 
+    from resumo import train  # here, not above: the Katib launcher uses this module's space helpers without the training stack
+
     out_dir = Path(out_dir)
     study = optuna.create_study(direction="maximize", sampler=sampler(cfg))
     trials: list[dict] = []
@@ -49,7 +50,7 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir:
         log.info("tune: trial %d/%d %s -> %s=%.4f", trial.number + 1, n_trials, params, cfg.objective, score)
         return score
 
-    n_trials = min(cfg.max_trials, grid_size(cfg)) if cfg.algorithm == "grid" else cfg.max_trials
+    n_trials = trial_count(cfg)
     study.optimize(objective, n_trials=n_trials)
     best = study.best_trial
     best_params = train_params(best.params)
@@ -80,6 +81,11 @@ def apply_params(train_cfg: TrainConfig, params: dict) -> TrainConfig:
 
 def grid_size(cfg: TuneConfig) -> int:
     return math.prod(len(getattr(cfg.space, name).values) for name in cfg.search)
+
+
+def trial_count(cfg: TuneConfig) -> int:
+    """Trials either backend runs: `max_trials`, or every point of a smaller grid."""
+    return min(cfg.max_trials, grid_size(cfg)) if cfg.algorithm == "grid" else cfg.max_trials
 
 
 def _suggest(trial, name: str, entry: ParamRange):
