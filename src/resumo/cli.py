@@ -238,11 +238,9 @@ def compile_pipeline(
     sets: Sets = None,
 ) -> None:
     """Validate the config and compile the pipeline for a cluster.  Example: resumo compile --output resumo.yaml"""
-    from kfp import compiler
+    from resumo import cluster
 
-    from resumo.pipelines.summarization import build
-
-    compiler.Compiler().compile(build(_config(profile, sets)), str(output))
+    cluster.compile_to(_config(profile, sets), output)
     typer.echo(f"compiled pipeline -> {output}")
 
 

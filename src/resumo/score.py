@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resumo import generation, metrics, tables
+from resumo import generation, metrics, storage, tables
 from resumo import models as model_refs
 from resumo.config import PromptConfig, ScoreConfig
 from resumo.errors import ConfigError, DataError
@@ -248,10 +248,7 @@ def _generate_once(name: str, ref: str, test: pd.DataFrame, shared_prompt: Promp
             log.info("score: %s reuses %d summaries from %s", name, len(previous["predictions"]), saved)
             return previous["predictions"]
     predictions = _generate(ref, list(test["text"]), shared_prompt, cfg, desc=f"score {name}")
-    saved.parent.mkdir(parents=True, exist_ok=True)
-    partial = saved.with_suffix(".tmp")
-    partial.write_text(json.dumps({"key": key, "predictions": predictions}, ensure_ascii=False))
-    partial.replace(saved)  # atomic: a crash never leaves half a file to reuse
+    storage.write_text(saved, json.dumps({"key": key, "predictions": predictions}, ensure_ascii=False))  # atomic: never half a file to reuse
     return predictions
 
 

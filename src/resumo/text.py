@@ -46,9 +46,3 @@ def unicode_tokens(text: str) -> list[str]:
     """NFC, lowercase, maximal runs of Unicode letters or digits: 'Ação-2024' -> ['ação', '2024']."""
     return _WORD.findall(unicodedata.normalize("NFC", text).lower())
 
-
-class UnicodeTokenizer:
-    """A `rouge_score` tokenizer that keeps accented letters (its default drops them)."""
-
-    def tokenize(self, text: str) -> list[str]:
-        return unicode_tokens(text)

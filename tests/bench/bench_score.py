@@ -27,7 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("RESUMO_CACHE", str(Path(__file__).resolve().parents[2] / ".cache" / "resumo"))
+ROOT = Path(__file__).resolve().parents[2]
+os.environ.setdefault("RESUMO_CACHE", str(ROOT / ".cache" / "resumo"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One torch thread, as in the tests: on a shared 2-core machine two threads spend a tiny
@@ -146,7 +147,7 @@ def main() -> None:
     for section, rows in (("ROUGE, 1,000 pairs", rouge_rows), ("BERTScore tiny:bert, 200 pairs", bert_rows)):
         table += [f"| {section} | {r['case']} | {r['seconds']:.2f} | {r['pairs_per_s']:.0f} | {r['ratio']:.2f}x |" for r in rows]
     print("\n".join(table))
-    out = Path("runs/bench/score.json")
+    out = ROOT / "runs" / "bench" / "score.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     out.write_text(json.dumps({"rouge": rouge_rows, "bertscore": bert_rows, "repeats": REPEATS, "machine": machine}, indent=2))

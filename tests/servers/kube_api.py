@@ -38,6 +38,7 @@ class KubeAPI:
     """The server's state: experiments by (namespace, name), the reads each has had, every request."""
 
     def __init__(self, play: str = "succeeded", validator=None):
+        assert play in PLAYS, f"unknown play {play!r}; one of {PLAYS}"
         self.play = play
         self.validator = validator
         self.experiments: dict[tuple[str, str], dict] = {}
