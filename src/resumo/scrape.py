@@ -15,7 +15,6 @@ Pages are cleaned in `scrape.workers` processes (`--set scrape.workers=4`).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import math
@@ -228,10 +227,10 @@ class Checkpoint:
         self.cursor: dict | None = None
         self.pending_rows: list[dict] = []
         self._pending_ids: list[int] = []
-        self._flushed: tuple = ({}, None)
-        self._parts = [key for key in storage.list_keys(self.prefix) if key.endswith(".json")]
-        for key in self._parts:
+        self._parts: list[tuple[str, int]] = []  # (part name, rows it holds)
+        for key in (k for k in storage.list_keys(self.prefix) if k.endswith(".json")):  # sorted: part order
             marker = json.loads(storage.read_text(storage.join(self.prefix, key)))
+            self._parts.append((key.removesuffix(".json"), marker["rows"]))
             self.done.update(marker["processed"])
             self.counts, self.cursor = Counter(marker["counts"]), marker["cursor"]
         self._flushed = (dict(self.counts), self.cursor)
@@ -255,23 +254,15 @@ class Checkpoint:
             return
         name = f"part-{len(self._parts):06d}"
         if self.pending_rows:
-            buffer = io.BytesIO()
-            pd.DataFrame(self.pending_rows).to_parquet(buffer, index=False)
-            storage.write_bytes(storage.join(self.prefix, f"{name}.parquet"), buffer.getvalue())
+            tables.write_split(pd.DataFrame(self.pending_rows), self.prefix, name)
         marker = {"processed": self._pending_ids, "rows": len(self.pending_rows), "counts": dict(self.counts), "cursor": self.cursor}
         storage.write_text(storage.join(self.prefix, f"{name}.json"), json.dumps(marker))
-        self._parts.append(f"{name}.json")
+        self._parts.append((name, len(self.pending_rows)))
         self.pending_rows, self._pending_ids = [], []
         self._flushed = (dict(self.counts), self.cursor)
 
     def rows(self) -> list[dict]:
-        rows = []
-        for key in self._parts:
-            marker = json.loads(storage.read_text(storage.join(self.prefix, key)))
-            if marker["rows"]:
-                data = storage.read_bytes(storage.join(self.prefix, key.removesuffix(".json") + ".parquet"))
-                rows += pd.read_parquet(io.BytesIO(data)).to_dict("records")
-        return rows
+        return [row for name, n_rows in self._parts if n_rows for row in tables.read_split(self.prefix, name).to_dict("records")]
 
     def remove(self) -> None:
         """The outputs are written; a local checkpoint is deleted, an s3:// one is left (harmless)."""
