@@ -78,11 +78,9 @@ def adopt_trial(adapter_uri: str, out_dir: str | Path) -> TrainResult:
     retrain would use, so the train step hands it on (unless `tune.retrain_best`).
     """
     out_dir = Path(out_dir)
-    trial = adapter_uri.rstrip("/").rsplit("/", 1)[0]
-    adapter_dir = storage.download(adapter_uri, out_dir / "adapter")
-    for name in ("metrics.json", "curves.png"):
-        if storage.exists(storage.join(trial, name)):
-            storage.download(storage.join(trial, name), out_dir / name)
+    trial, adapter = adapter_uri.rstrip("/").rsplit("/", 1)
+    storage.download(trial, out_dir)  # the trial's folder is exactly its outputs
+    adapter_dir = out_dir / adapter
     scores = json.loads((out_dir / "metrics.json").read_text())["metrics"] if (out_dir / "metrics.json").exists() else {}
     log.info("train: adopted the best trial's adapter %s (%d metrics)", adapter_uri, len(scores))
     return TrainResult(adapter_dir=adapter_dir, metrics=scores)
