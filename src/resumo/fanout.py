@@ -5,6 +5,7 @@ takes their results in order (scrape's page fetching and cleaning)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
@@ -44,6 +45,7 @@ def _result(key, future) -> tuple:
 async def bounded_gather(ask: Callable[[Item], Awaitable[None]], items: Sequence[Item], concurrency: int, desc: str, unit: str) -> None:
     """Await `ask(item)` for every item, at most `concurrency` at once (vLLM batches what is in flight), with a progress bar."""
     slots = asyncio.Semaphore(concurrency)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would bury the progress bar
     with tqdm(total=len(items), desc=desc, unit=unit) as bar:
 
         async def one(item: Item) -> None:

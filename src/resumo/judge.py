@@ -206,7 +206,6 @@ def _load_verdicts(path: Path, keys: set[str]) -> dict[str, dict]:
 async def _ask_all(cfg: JudgeConfig, todo: list[dict], verdicts_file: Path, done: dict[str, dict]) -> None:
     import openai
 
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would bury the progress bar
     client = openai.AsyncOpenAI(
         base_url=cfg.base_url, api_key=os.environ.get(cfg.api_key_env) or "EMPTY", timeout=cfg.timeout_s, max_retries=cfg.max_retries
     )
