@@ -60,15 +60,9 @@ def serve(verdict: Callable[[str, str], str | int], json_schema: bool = True) ->
         def log_message(self, *args):  # keep test output quiet
             pass
 
-    httpd = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
-    server = JudgeServer(url=f"http://127.0.0.1:{httpd.server_address[1]}/v1")
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with LoopbackHTTPServer(Handler) as httpd:
+        server = JudgeServer(url=f"{httpd.url}/v1")
         yield server
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def _completion(model: str, content: str) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import email.parser
 import itertools
 import json
-import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -244,14 +243,12 @@ class KfpApiServer:
     def __init__(self):
         self.state = KfpState()
         handler = type("Handler", (KfpHandler,), {"state": self.state})
-        self._server = LoopbackHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = LoopbackHTTPServer(handler)
+        self.url = self._server.url
 
     def __enter__(self) -> KfpApiServer:
-        self._thread.start()
+        self._server.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.__exit__(*exc)

@@ -46,17 +46,15 @@ class KubeAPI:
         self.flaked: set[tuple[str, str]] = set()
         self.requests: list[tuple[str, str, dict | None]] = []
         self.lock = threading.Lock()
-        self.server = LoopbackHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.server = LoopbackHTTPServer(_handler(self))
+        self.url = self.server.url
 
     def __enter__(self) -> KubeAPI:
-        self.thread.start()
+        self.server.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.__exit__(*exc)
 
     def client(self):
         """The real kubernetes ApiClient, pointed at this server."""

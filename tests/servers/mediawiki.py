@@ -207,15 +207,9 @@ def _handler(wiki_: MediaWiki):
 def serve(pages: list[WikiPage] | None = None, **options):
     """A running server; `.api_url` and `.rest_url` point at it."""
     state = MediaWiki(pages=bundled_pages() if pages is None else pages, **options)
-    server = LoopbackHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    port = server.server_address[1]
-    state.api_url, state.rest_url = f"http://127.0.0.1:{port}/w/api.php", f"http://127.0.0.1:{port}/api/rest_v1"
-    try:
-        yield state
-    finally:
-        state.release.set()
-        server.shutdown()
-        server.server_close()
+    with LoopbackHTTPServer(_handler(state)) as server:
+        state.api_url, state.rest_url = f"{server.url}/w/api.php", f"{server.url}/api/rest_v1"
+        try:
+            yield state
+        finally:
+            state.release.set()  # release held requests before the server waits for them

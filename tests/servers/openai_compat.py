@@ -43,13 +43,11 @@ class OpenAICompatServer:
         self._in_flight = 0
         self._lock = threading.Condition()
         self._closing = threading.Event()
-        self._httpd = LoopbackHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._httpd = LoopbackHTTPServer(self._handler())
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        return f"{self._httpd.url}/v1"
 
     @property
     def count(self) -> int:
@@ -69,13 +67,12 @@ class OpenAICompatServer:
         self._fault_when.append((predicate, fault))
 
     def __enter__(self) -> OpenAICompatServer:
-        self._thread.start()
+        self._httpd.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self._closing.set()  # release hung requests
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._httpd.__exit__(*exc)
 
     def _next_fault(self, prompt: str) -> str | None:
         with self._lock:
