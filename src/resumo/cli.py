@@ -195,11 +195,10 @@ def summarize(
     sets: Sets = None,
 ) -> None:
     """Summarise texts with any model, asked as it was tuned (a model not ours gets train.prompt).  Example: resumo summarize --model registry --in a.jsonl --out s.jsonl"""
-    from resumo import generation
-    from resumo.score import read_table
+    from resumo import generation, tables
 
     cfg = _config(profile, sets)
-    df = read_table(input_file, required=("text",))
+    df = tables.read_table(input_file, required=("text",))
     loaded = generation.load(generation.resolve_ref(model, cfg.promote.registry))
     df["summary"] = generation.summarize(loaded, list(df["text"]), loaded.prompt or cfg.train.prompt, cfg.score.batch_size, cfg.score.max_new_tokens)
     output_file.parent.mkdir(parents=True, exist_ok=True)

@@ -27,11 +27,13 @@ def run(cfg: PipelineConfig, runs_dir: str | Path = "runs") -> Path:
     from resumo.pipelines.summarization import build
 
     run_dir = Path(runs_dir).resolve() / datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
-    # A relative registry is relative to where `resumo run` was started, as a user expects.
-    if "://" not in cfg.promote.registry and not Path(cfg.promote.registry).is_absolute():
-        cfg = cfg.model_copy(update={"promote": cfg.promote.model_copy(update={"registry": str(Path(cfg.promote.registry).resolve())})})
-    if cfg.distill.cache and "://" not in cfg.distill.cache and not Path(cfg.distill.cache).is_absolute():
-        cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"cache": str(Path(cfg.distill.cache).resolve())})})
+    # A relative registry or cache is relative to where `resumo run` was started, as a user expects.
+    cfg = cfg.model_copy(
+        update={
+            "promote": cfg.promote.model_copy(update={"registry": _absolute(cfg.promote.registry)}),
+            "distill": cfg.distill.model_copy(update={"cache": cfg.distill.cache and _absolute(cfg.distill.cache)}),
+        }
+    )
     # kfp.local honours task retries, sleeping minutes between them: here a failure should fail now.
     cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"retries": 0})})
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "artifacts"), raise_on_error=True)
@@ -49,6 +51,10 @@ def run(cfg: PipelineConfig, runs_dir: str | Path = "runs") -> Path:
     path = run_dir / "summary.json"
     path.write_text(json.dumps(summary, indent=2))
     return path
+
+
+def _absolute(uri: str) -> str:
+    return uri if "://" in uri or Path(uri).is_absolute() else str(Path(uri).resolve())
 
 
 def summarize_run(artifacts: Path) -> dict:

@@ -127,7 +127,7 @@ def run_pairs(cfg: ScoreConfig, pairs_file: str | Path, out_file: str | Path) ->
 
     Writes {rouge1: mean, ..., "intervals": {metric: [low, high]}, "n_pairs", "config"}.
     """
-    df = read_table(pairs_file, required=("prediction", "reference"))
+    df = tables.read_table(pairs_file, required=("prediction", "reference"))
     predictions, references = _strings(df, "prediction", pairs_file), _strings(df, "reference", pairs_file)
     articles = _strings(df, "text", pairs_file) if "text" in df.columns else None
     result = summarize_scores({"pairs": evaluate(predictions, references, cfg, articles)}, cfg, candidate=None)
@@ -203,23 +203,6 @@ def markdown_table(scores: dict) -> str:
         words = f"{values['words_mean']:.0f} [{values['words_p25']:.0f}, {values['words_p75']:.0f}]" if "words_mean" in values else "-"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {words} |")
     return "\n".join(lines) + "\n"
-
-
-def read_table(path: str | Path, required: tuple[str, ...]) -> pd.DataFrame:
-    """Rows of a JSONL (.jsonl, .json) or Parquet (.parquet) file that has the `required` columns."""
-    path = Path(path)
-    if path.suffix not in (".jsonl", ".json", ".parquet"):
-        raise DataError(f"{path}: expected a .jsonl or .parquet file, not {path.suffix or 'no suffix'!r}")
-    try:
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=True, dtype=False)
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read it as {path.suffix.lstrip('.')} ({err})") from None
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise DataError(f"{path} has no {', '.join(f'`{c}`' for c in missing)} column (columns: {list(df.columns)})")
-    if df.empty:
-        raise DataError(f"{path} has no rows")
-    return df
 
 
 def _comparison_set(models: dict[str, str], reference_models: dict[str, str]) -> dict[str, str]:

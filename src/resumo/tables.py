@@ -31,3 +31,20 @@ def read_split(folder: str | Path, split: str, columns: list[str] | None = None)
     if missing:
         raise DataError(f"{uri} lacks columns {missing}; it was written by another stage or version")
     return df
+
+
+def read_table(path: str | Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """Rows of a JSONL (.jsonl, .json) or Parquet (.parquet) file that has the `required` columns."""
+    path = Path(path)
+    if path.suffix not in (".jsonl", ".json", ".parquet"):
+        raise DataError(f"{path}: expected a .jsonl or .parquet file, not {path.suffix or 'no suffix'!r}")
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=True, dtype=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read it as {path.suffix.lstrip('.')} ({err})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} has no {', '.join(f'`{c}`' for c in missing)} column (columns: {list(df.columns)})")
+    if df.empty:
+        raise DataError(f"{path} has no rows")
+    return df
