@@ -3,14 +3,14 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Tiny models are built once per checkout, here (git-ignored).
+# Downloaded s3:// models are cached here (git-ignored).
 export RESUMO_CACHE ?= $(CURDIR)/.cache/resumo
 # No model hub is reachable from our build machines: fail fast instead of waiting on it.
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test bench compile clean images submit schedule
+.PHONY: install run test test-kernels tiny-models bench compile clean images submit schedule
 
 # Image registry and tag for `make images` and `make compile`; components/__init__.py reads
 # them as RESUMO_IMAGE_PREFIX / RESUMO_IMAGE_TAG (unset: ghcr.io/resumo-ml and the version).
@@ -43,8 +43,12 @@ KUBECTL := $(or $(shell command -v kubectl),.cache/bin/kubectl)
 	$(BIN)/python .ci/fetch_kubectl.py $@
 
 test: install $(KUBECTL)  ## the test suite (unit, contract, local pipeline)
-	$(BIN)/python -c "from resumo import models; [models.resolve(m) for m in models.TINY_MODELS]"  # once, not per test worker
 	$(BIN)/pytest -n 2 --dist loadgroup -q
+
+# The tiny models are shipped (src/resumo/data/tiny), not built per machine: a build's floats
+# depend on the CPU's kernels and thread count. Rebuild after changing the corpus or a builder.
+tiny-models: install  ## rebuild the shipped tiny models (single-threaded), then commit them
+	$(BIN)/python -m resumo.models
 
 # Each tests/bench/bench_*.py is a script: a ratio against a baseline measured in the
 # same run, printed as a table and written to runs/bench/NAME.json. One: make bench BENCH=scrape

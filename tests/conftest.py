@@ -6,7 +6,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Tiny models are built once per checkout and shared by every test and worker.
+# Downloaded s3:// models are cached once per checkout and shared by every test and worker.
 os.environ.setdefault("RESUMO_CACHE", str(ROOT / ".cache" / "resumo"))
 # Nothing in the tests may reach a model hub: fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,9 +1,10 @@
 """Model references: hub ids, paths, `s3://` prefixes and the bundled tiny models.
 
 Everything loads through `from_pretrained(resolve(ref))`, exactly as in
-production. `tiny:qwen2` and `tiny:bert` are built here, deterministically,
-from the bundled Portuguese corpus, because our build and CI machines reach no
-model hub. They are tiny and random: no quality claim is made from them.
+production. `tiny:qwen2` and `tiny:bert` are built from the bundled Portuguese
+corpus by `make tiny-models` and shipped as package data (about 3 MB), because
+our build and CI machines reach no model hub and a build differs bit for bit
+between CPUs. They are tiny and random: no quality claim is made from them.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from resumo import storage
 from resumo.errors import ConfigError
 
 TINY_MODELS = ("tiny:qwen2", "tiny:bert")
-# Bump a kind's version when its builder below changes, so caches of old builds are not reused.
+# Bump a kind's version when its builder below changes; `make tiny-models` then rebuilds it.
 TINY_BUILD_VERSIONS = {"qwen2": "4", "bert": "5"}
 # Written last into a cached model folder: its presence means the folder is whole.
 DOWNLOADED = ".resumo-downloaded.json"  # an s3:// model
-TINY_MARKER = "RESUMO_TINY_MODEL.json"  # a bundled tiny model
+# In each shipped tiny model folder: what it was built from, and the sha256 of every file.
+TINY_MARKER = "RESUMO_TINY_MODEL.json"
 
 # Qwen2.5's chat template, minus tool calling; its default system prompt is kept
 # so prompts are shaped (and as long) as the real student's.
@@ -46,7 +48,7 @@ def cache_dir() -> Path:
 def resolve(ref: str) -> str:
     """A local path or hub id that `from_pretrained` accepts."""
     if ref in TINY_MODELS:
-        return str(_tiny_model(ref.removeprefix("tiny:")))
+        return str(tiny_model_dir(ref.removeprefix("tiny:")))
     if ref.startswith("tiny:"):
         raise ConfigError(f"model {ref!r} is not a bundled tiny model; use one of {list(TINY_MODELS)}")
     if ref.startswith("s3://"):
@@ -65,20 +67,49 @@ def _downloaded(uri: str) -> Path:
     return _made_once(cache_dir() / "s3" / hashlib.sha256(uri.encode()).hexdigest()[:16], DOWNLOADED, download)
 
 
-def _tiny_model(kind: str) -> Path:
+def tiny_model_dir(kind: str) -> Path:
+    """The shipped folder of a tiny model (package data), built once by `make tiny-models`.
+
+    Its weights are shipped rather than built on each machine: a few hundred steps of
+    pretraining sum floats in an order that depends on the thread count and the CPU's
+    kernels (AVX2, AVX-512, AMX), so a local build differed bit for bit from one machine
+    (and one OMP_NUM_THREADS) to the next, and so did every smoke number trained on it.
+    """
+    return Path(__file__).parent / "data" / "tiny" / kind
+
+
+def tiny_build_inputs(kind: str) -> dict:
+    """What a tiny model is a function of: the bundled corpus and its builder's version."""
     from resumo import wiki
 
-    corpus = wiki.bundled_dump_path().read_bytes()
-    digest = hashlib.sha256(corpus + TINY_BUILD_VERSIONS[kind].encode()).hexdigest()[:12]
+    return {
+        "model": f"tiny:{kind}",
+        "corpus_sha256": hashlib.sha256(wiki.bundled_dump_path().read_bytes()).hexdigest(),
+        "build_version": TINY_BUILD_VERSIONS[kind],
+    }
 
-    def build(folder: Path) -> None:
-        texts = list(wiki.bundled_texts())
-        (_build_tiny_qwen2 if kind == "qwen2" else _build_tiny_bert)(texts, folder)
-        (folder / TINY_MARKER).write_text(
-            json.dumps({"model": f"tiny:{kind}", "note": "tiny random model for tests; not for quality claims", "corpus_sha256": digest})
-        )
 
-    return _made_once(cache_dir() / "tiny" / f"{kind}-{digest}", TINY_MARKER, build)
+def file_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file in `folder` but the marker, by name."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file() and p.name != TINY_MARKER}
+
+
+def build_tiny_model(kind: str, out: Path) -> Path:
+    """Build `tiny:<kind>` into `out` (what `make tiny-models` runs), single-threaded so that
+    a rebuild on the same machine gives the same bytes."""
+    import torch
+
+    from resumo import wiki
+
+    torch.set_num_threads(1)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.iterdir():
+        stale.unlink()
+    texts = list(wiki.bundled_texts())
+    (_build_tiny_qwen2 if kind == "qwen2" else _build_tiny_bert)(texts, out)
+    marker = {**tiny_build_inputs(kind), "note": "tiny random model for tests; not for quality claims", "files": file_digests(out)}
+    (out / TINY_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    return out
 
 
 def _made_once(target: Path, marker: str, make) -> Path:
@@ -149,7 +180,10 @@ def _build_tiny_qwen2(texts: list[str], out: Path) -> None:
     model.save_pretrained(out)
 
 
-def _pretrain(model, tokenizer, texts: list[str], steps: int = 400, block: int = 128, batch: int = 16) -> None:
+TINY_PRETRAIN_STEPS = 400
+
+
+def _pretrain(model, tokenizer, texts: list[str], block: int = 128, batch: int = 16) -> None:
     """A few hundred steps of next-token prediction on the corpus.
 
     A freshly initialised model's tied embeddings bound its logits near uniform
@@ -165,7 +199,7 @@ def _pretrain(model, tokenizer, texts: list[str], steps: int = 400, block: int =
     generator = torch.Generator().manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(steps):
+    for _ in range(TINY_PRETRAIN_STEPS):
         sample = blocks[torch.randint(len(blocks), (batch,), generator=generator)].clone()
         half = block // 2
         sample[batch // 2 :, half:] = sample[batch // 2 :, :half]
@@ -191,3 +225,10 @@ def _build_tiny_bert(texts: list[str], out: Path) -> None:
         vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=512
     )
     BertModel(config).save_pretrained(out)
+
+
+if __name__ == "__main__":  # make tiny-models
+    import sys
+
+    for kind in sys.argv[1:] or [m.removeprefix("tiny:") for m in TINY_MODELS]:
+        print(build_tiny_model(kind, tiny_model_dir(kind)))
