@@ -1,9 +1,10 @@
 import json
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
-from resumo import generation, train, tune
+from resumo import batching, generation, train, tune
 from resumo.config import load_config
 from resumo.errors import DataError
 
@@ -60,17 +61,91 @@ def test_tokens_per_second_counts_every_real_token_once(short_run, pairs_dir):
     assert result.metrics["train_tokens_per_second"] == pytest.approx(run["train_tokens"] / run["train_seconds"])
 
 
+# Padded and padding-free batches compute the same sums in different orders (other GEMM
+# shapes, other softmax lengths), so they agree only up to rounding, and rounding differs
+# between CPUs: in float32 two x86 machines' kernel sets moved a loss by 3e-4 relative after
+# three optimizer steps (~2.5e3 float32 epsilons). The equivalence tests therefore run in
+# float64, where the same growth is 2.5e3 * 2.2e-16 ~ 6e-13: EQUAL_RTOL leaves a margin of
+# over 1,000 on any CPU, while one example attending to its neighbour moves the loss by
+# more than 1e-3 relative (test_a_leaking_padding_free_batch_is_caught shows it). (The float32
+# version of this test compared losses at rel=1e-4 with LoRA dropout on, which draws other masks
+# for other tensor shapes: it passed on the noise of two dropout draws, and failed on AVX-512.)
+EQUAL_RTOL = 1e-9
+# The Trainer logs each step's loss from a float32 accumulator, whatever the model's dtype: two
+# float64 losses 1e-13 apart can round to neighbouring float32 values (2**-23 = 1.2e-7 relative
+# apart), once in the sum and once in the mean, so logged losses agree to 2 float32 steps.
+LOGGED_LOSS_RTOL = 2 * 2**-23 * 1.01
+
+
+class _LeakyPaddingFree(batching.PaddingFreeCollator):
+    """The mask broken on purpose: an all-ones attention_mask lets each example attend to the one before."""
+
+    def torch_call(self, examples):
+        batch = super().torch_call(examples)
+        return {**batch, "attention_mask": torch.ones_like(batch["input_ids"])}
+
+
+def _float64_trainer(pairs_dir, out, batching_mode, rows=12):
+    # No LoRA dropout: its random mask is drawn per tensor shape, so the two layouts would drop different activations.
+    cfg = load_config("smoke", ["train.epochs=1", f"train.batching={batching_mode}", "train.lora.dropout=0"]).train
+    train_rows = train._usable_pairs(pairs_dir, "train").head(rows)
+    trainer = train._build_trainer(cfg, train_rows, train_rows.head(2), out)
+    trainer.model.to(torch.float64)  # before train(): the optimizer is built on these parameters
+    return trainer
+
+
+def _trained(trainer):
+    """The logged loss of each step, and the trained LoRA weights (float64)."""
+    trainer.train()
+    weights = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h], weights
+
+
+def test_one_step_of_padded_and_padding_free_batches_gives_the_same_logits_and_gradients(pairs_dir, tmp_path):
+    """Before any float error accumulates: each example's logits, the loss and every LoRA gradient."""
+    trainer = _float64_trainer(pairs_dir, tmp_path, "padded")
+    model, pad_id = trainer.model, trainer.processing_class.pad_token_id
+    examples = [trainer.train_dataset[i] for i in range(4)]
+    lengths = [len(e["input_ids"]) for e in examples]
+    assert len(set(lengths)) > 1  # unequal lengths, so the padded batch really pads
+
+    results = {}
+    for mode in ("padded", "padding_free"):
+        model.zero_grad()
+        out = model(**batching.collator(mode, pad_id)(examples))
+        out.loss.backward()
+        logits = out.logits if mode == "padded" else out.logits[0].split(lengths)
+        results[mode] = (
+            [logits[i][:n].detach() for i, n in enumerate(lengths)],
+            out.loss.detach(),
+            {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad},
+        )
+    (padded_logits, padded_loss, padded_grads), (free_logits, free_loss, free_grads) = results["padded"], results["padding_free"]
+    for padded, free in zip(padded_logits, free_logits):
+        torch.testing.assert_close(free, padded, rtol=EQUAL_RTOL, atol=EQUAL_RTOL)
+    torch.testing.assert_close(free_loss, padded_loss, rtol=EQUAL_RTOL, atol=0)
+    assert padded_grads.keys() == free_grads.keys() and any(g.abs().sum() > 0 for g in padded_grads.values())
+    for name in padded_grads:
+        torch.testing.assert_close(free_grads[name], padded_grads[name], rtol=EQUAL_RTOL, atol=EQUAL_RTOL * padded_grads[name].abs().max().item(), msg=name)
+
+
 def test_padding_free_and_padded_batches_train_the_same_model(pairs_dir, tmp_path):
     """The same examples per step and no attention across examples: the same losses, step by step."""
-    losses = {}
-    for batching in ("padding_free", "padded"):
-        cfg = load_config("smoke", ["train.epochs=1", f"train.batching={batching}"]).train
-        rows = train._usable_pairs(pairs_dir, "train").head(12)
-        trainer = train._build_trainer(cfg, rows, rows.head(2), tmp_path / batching)
-        trainer.train()
-        losses[batching] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    assert len(losses["padded"]) == 3
-    assert losses["padding_free"] == pytest.approx(losses["padded"], rel=1e-4)
+    (free_losses, free_weights), (padded_losses, padded_weights) = (_trained(_float64_trainer(pairs_dir, tmp_path / m, m)) for m in ("padding_free", "padded"))
+    assert len(padded_losses) == 3
+    assert free_losses == pytest.approx(padded_losses, rel=LOGGED_LOSS_RTOL)
+    for name, weight in padded_weights.items():
+        torch.testing.assert_close(free_weights[name], weight, rtol=EQUAL_RTOL, atol=EQUAL_RTOL * weight.abs().max().item(), msg=name)
+
+
+def test_a_leaking_padding_free_batch_is_caught(pairs_dir, tmp_path):
+    """The test above fails when one example attends to its neighbour."""
+    intact, intact_weights = _trained(_float64_trainer(pairs_dir, tmp_path / "intact", "padding_free"))
+    leaky_trainer = _float64_trainer(pairs_dir, tmp_path / "leaky", "padding_free")
+    leaky_trainer.data_collator = _LeakyPaddingFree(pad_token_id=leaky_trainer.processing_class.pad_token_id, padding_free=True)
+    leaky, leaky_weights = _trained(leaky_trainer)
+    assert max(abs(a - b) / abs(b) for a, b in zip(leaky, intact)) > 1e3 * LOGGED_LOSS_RTOL
+    assert any(not torch.allclose(leaky_weights[n], w, rtol=1e3 * EQUAL_RTOL, atol=0) for n, w in intact_weights.items())
 
 
 def test_training_lowers_validation_loss(short_run):
