@@ -137,11 +137,6 @@ def bertscore_per_pair(
     return f1
 
 
-def bertscore_f1(predictions: Sequence[str], references: Sequence[str], model: str, num_layers: int | None, batch_size: int, rescale: bool = False) -> float:
-    """Mean BERTScore F1 (no rescaling by default, as in the original study)."""
-    return float(bertscore_per_pair(predictions, references, model, num_layers, batch_size, rescale).mean())
-
-
 @lru_cache(maxsize=2)
 def _bertscorer(model: str, num_layers: int | None, batch_size: int, rescale: bool, baseline_path: str | None):
     """One encoder load per configuration, however many models are scored with it."""
@@ -207,12 +202,6 @@ def output_stats(predictions: Sequence[str], articles: Sequence[str] | None = No
 
 # What the mean of a per-output statistic is called in scores.json (the others keep their name).
 MEAN_NAMES = {"words": "words_mean", "empty": "empty_share", "not_portuguese": "not_portuguese_share"}
-
-
-def length_stats(texts: Sequence[str]) -> dict[str, float]:
-    """Words mean and quartiles, and the share of empty outputs."""
-    stats = output_stats(texts)
-    return {"words_mean": float(stats["words"].mean()), **word_quartiles(stats["words"]), "empty_share": float(stats["empty"].mean())}
 
 
 def word_quartiles(word_counts: np.ndarray) -> dict[str, float]:

@@ -48,7 +48,14 @@ def test_unreachable_s3_is_one_line(tmp_path, monkeypatch):
     assert_one_line_error(result, "cannot reach the S3 endpoint")
 
 
-def test_compile_writes_a_pipeline(tmp_path):
-    result = resumo("compile", "--output", str(tmp_path / "p.yaml"))
+def test_compile_writes_the_validated_pipeline_with_the_overrides_as_defaults(tmp_path):
+    import yaml
+
+    result = resumo("compile", "--output", str(tmp_path / "p.yaml"), "--set", "train.lora.r=32")
     assert result.returncode == 0, result.stderr
-    assert "pipelineInfo" in (tmp_path / "p.yaml").read_text()
+    spec = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    assert spec["pipelineInfo"]["name"] == "resumo"
+    assert {"scrape", "train", "score", "promote"} <= set(spec["root"]["dag"]["tasks"])
+    train_defaults = spec["root"]["inputDefinitions"]["parameters"]["s4_train"]["defaultValue"]
+    assert (train_defaults["lora"]["r"], train_defaults["lora"]["alpha"]) == (32, 64)  # the override, and alpha = 2r derived from it
+    assert train_defaults["student"] == "Qwen/Qwen2.5-0.5B-Instruct"  # the full profile by default

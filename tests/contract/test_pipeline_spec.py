@@ -8,9 +8,15 @@ from resumo.config import load_config
 from resumo.pipelines.summarization import build
 
 STAGES = ["scrape", "distill", "tune", "train", "score", "report", "promote"]
-# The full profile tunes with Katib: a CPU launcher whose trials are GPU pods (test_katib), and
-# train hands the best trial's adapter on (a GPU only with tune.retrain_best, tested below).
-GPU_STAGES = ["distill"]
+# Which tasks ask for a GPU, by how the run tunes (the full profile's vllm teacher distils on one).
+# Katib: tune is a CPU launcher whose trials are GPU pods (test_katib_trials_get_the_runs_gpu_parameters),
+# and train hands the best trial's adapter on, so it needs a GPU only to retrain. optuna: the
+# study trains in the tune task itself, then train trains the winner again.
+GPU_TASKS = {
+    ("katib", "false"): {"distill"},
+    ("katib", "true"): {"distill", "train"},
+    ("optuna", "false"): {"distill", "tune", "train"},
+}
 NETWORK_STAGES = ["scrape", "distill", "tune", "score", "promote"]  # full tunes through the Kubernetes API
 
 
@@ -98,14 +104,20 @@ def test_distill_fans_out_over_the_shard_list_and_collects_every_shard(compiled)
         assert pairs["producerTask"] == "merge-pairs", stage
 
 
-def test_gpu_requests_on_distill_and_train(compiled):
-    # The full profile tunes with Katib: a CPU launcher task whose trials are GPU pods (test_katib).
-    spec, platform = _spec(compiled)
+@pytest.mark.parametrize(("backend", "retrain_best"), list(GPU_TASKS))
+def test_gpu_requests_follow_how_the_run_tunes(tmp_path, backend, retrain_best):
+    from kfp import compiler
+
+    path = tmp_path / "p.yaml"
+    compiler.Compiler().compile(build(load_config("full", [f"tune.backend={backend}", f"tune.retrain_best={retrain_best}"])), str(path))
+    spec, platform = _spec(path)
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    on_gpu = {stage for stage in STAGES if executors[f"exec-{stage}"]["container"].get("resources", {}).get("accelerator")}
+    assert on_gpu == GPU_TASKS[backend, retrain_best]
     for stage in STAGES:
         resources = executors[f"exec-{stage}"]["container"].get("resources", {})
-        if stage in GPU_STAGES:
+        if stage in on_gpu:
             # Type, count, CPU and memory come from the s9_gpu_* pipeline parameters.
             assert "s9_gpu_accelerator" in resources["accelerator"]["resourceType"], stage
             assert "s9_gpu_count" in resources["accelerator"]["resourceCount"], stage
@@ -115,7 +127,6 @@ def test_gpu_requests_on_distill_and_train(compiled):
             assert toleration["tolerationJson"]["componentInputParameter"].endswith("s9_gpu_tolerations"), stage
             assert k8s[f"exec-{stage}"]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"].endswith("s9_gpu_node_selector"), stage
         else:
-            assert not resources.get("accelerator"), stage
             assert not {"tolerations", "nodeSelector"} & set(k8s.get(f"exec-{stage}", {})), stage
 
 
