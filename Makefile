@@ -45,6 +45,13 @@ KUBECTL := $(or $(shell command -v kubectl),.cache/bin/kubectl)
 test: install $(KUBECTL)  ## the test suite (unit, contract, local pipeline)
 	$(BIN)/pytest -n 2 --dist loadgroup -q
 
+# The tests whose numbers rest on float arithmetic (marker `numerics`), again under another CPU
+# kernel set and thread count than `make test` ran them with: a tolerance that holds only on
+# this machine's kernels (AVX2 here, AVX-512 or AMX on CI's) fails here, not on someone else's.
+KERNELS ?= default
+test-kernels: install  ## the numerically sensitive tests under ATEN_CPU_CAPABILITY=$(KERNELS), 2 torch threads
+	ATEN_CPU_CAPABILITY=$(KERNELS) OMP_NUM_THREADS=2 $(BIN)/pytest -n 0 -q -m numerics
+
 # The tiny models are shipped (src/resumo/data/tiny), not built per machine: a build's floats
 # depend on the CPU's kernels and thread count. Rebuild after changing the corpus or a builder.
 tiny-models: install  ## rebuild the shipped tiny models (single-threaded), then commit them

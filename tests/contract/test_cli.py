@@ -57,5 +57,5 @@ def test_compile_writes_the_validated_pipeline_with_the_overrides_as_defaults(tm
     assert spec["pipelineInfo"]["name"] == "resumo"
     assert {"scrape", "train", "score", "promote"} <= set(spec["root"]["dag"]["tasks"])
     train_defaults = spec["root"]["inputDefinitions"]["parameters"]["s4_train"]["defaultValue"]
-    assert (train_defaults["lora"]["r"], train_defaults["lora"]["alpha"]) == (32, 64)  # the override, and alpha = 2r derived from it
+    assert (train_defaults["lora"]["r"], train_defaults["lora"]["alpha_ratio"]) == (32, 2.0)  # the override, beside the profile's alpha = 2r
     assert train_defaults["student"] == "Qwen/Qwen2.5-0.5B-Instruct"  # the full profile by default

@@ -3,6 +3,8 @@ import torch
 
 from resumo import batching, models
 
+pytestmark = pytest.mark.numerics  # make test-kernels reruns these on other CPU kernels
+
 
 @pytest.fixture(scope="module")
 def tiny_lm():

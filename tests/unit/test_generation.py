@@ -10,6 +10,8 @@ from resumo import generation, models, promote
 from resumo.config import PromoteConfig, PromptConfig
 from resumo.errors import ConfigError
 
+pytestmark = pytest.mark.numerics  # make test-kernels reruns these on other CPU kernels
+
 TEXTS = ["O rio Tejo atravessa Lisboa e desagua no oceano Atlântico.", "O fado é um género musical de Lisboa."]
 
 

@@ -9,6 +9,8 @@ from transformers import AutoTokenizer
 
 from resumo import models
 
+pytestmark = pytest.mark.numerics  # make test-kernels reruns these on other CPU kernels
+
 
 def test_tiny_bert_tokenizer_has_the_corpus_vocabulary():
     tokenizer = AutoTokenizer.from_pretrained(models.resolve("tiny:bert"))

@@ -13,6 +13,8 @@ from resumo import generation, models, score, tables, wiki
 from resumo.config import PromptConfig, ScoreConfig
 from resumo.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.numerics  # make test-kernels reruns these on other CPU kernels
+
 FAST = {"bertscore_model": "tiny:bert", "bootstrap_resamples": 200, "batch_size": 4}
 PAIRS = [
     {"prediction": "A ação começou em Lisboa.", "reference": "A ação começou no Porto e terminou em Lisboa.", "text": "A ação começou em Lisboa e seguiu para o Porto."},

@@ -8,6 +8,8 @@ from resumo import batching, generation, train, tune
 from resumo.config import load_config
 from resumo.errors import DataError
 
+pytestmark = pytest.mark.numerics  # make test-kernels reruns these on other CPU kernels
+
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory, pairs_dir):

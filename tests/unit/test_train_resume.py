@@ -11,6 +11,8 @@ import pytest
 from resumo import train
 from resumo.config import load_config
 
+pytestmark = pytest.mark.numerics  # make test-kernels reruns these on other CPU kernels
+
 # Two epochs, a checkpoint after each: the kill lands in the second.
 SETTINGS = ["train.epochs=2", "train.eval_samples=1", "train.max_new_tokens=2"]
 
