@@ -237,7 +237,7 @@ def compile_pipeline(
     sets: Sets = None,
 ) -> None:
     """Validate the config and compile the pipeline for a cluster.  Example: resumo compile --output resumo.yaml"""
-    from resumo import cluster
+    from resumo.pipelines import cluster
 
     cluster.compile_to(_config(profile, sets), output)
     typer.echo(f"compiled pipeline -> {output}")
@@ -268,7 +268,7 @@ def submit(
     sets: Sets = None,
 ) -> None:
     """Run on Kubeflow: compile, upload a version, start it.  Example: resumo submit --host https://kubeflow.example.com/pipeline --set train.lora.r=16"""
-    from resumo import cluster
+    from resumo.pipelines import cluster
 
     cfg = _cluster_config(profile, sets, host, namespace, experiment, token_env)
     if run_date is not None:
@@ -294,7 +294,7 @@ def runs(
     sets: Sets = None,
 ) -> None:
     """List the experiment's runs, or follow one.  Example: resumo runs --host https://kubeflow.example.com/pipeline --follow RUN_ID"""
-    from resumo import cluster
+    from resumo.pipelines import cluster
 
     cfg = _cluster_config(profile, sets, host, namespace, experiment, token_env)
     client = cluster.connect(cfg.cluster)
@@ -320,7 +320,7 @@ def schedule(
     sets: Sets = None,
 ) -> None:
     """Create (--cron), list (--list) or delete (--delete ID) recurring retrains.  Example: resumo schedule --host https://kubeflow.example.com/pipeline --cron '0 0 3 * * 1'"""
-    from resumo import cluster
+    from resumo.pipelines import cluster
     from resumo.errors import ConfigError
 
     if sum([cron is not None, list_all, delete is not None]) != 1:
@@ -359,7 +359,7 @@ def run_local(
     runs_dir: Annotated[Path, typer.Option(help="Where runs are kept.")] = Path("runs"),
 ) -> None:
     """Run the whole pipeline here with kfp.local.  Example: resumo run --set train.epochs=2"""
-    from resumo import local
+    from resumo.pipelines import local
 
     path = local.run(_config(profile, sets), runs_dir)
     summary = json.loads(path.read_text())

@@ -351,7 +351,7 @@ class KatibSettings(Section):
     name_prefix: str = Field("resumo", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=32, description="Experiment name = prefix + '-' + 6 random characters (Katib caps names at 40 characters).")
     output: str = Field("s3://resumo/tune", pattern=r"^s3://[^/]+", description="S3 prefix trial pods write to: <output>/<trial name>/adapter, /metrics.json.")
     s3_secret: str = Field("resumo-s3", description="Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...) trial pods get as environment.")
-    image: str | None = Field(None, description="Trial image; None: the train image of resumo.components (RESUMO_IMAGE_PREFIX/TAG).")
+    image: str | None = Field(None, description="Trial image; None: the train image the pipeline was compiled with, or `resumo tune` runs with (resumo.components, RESUMO_IMAGE_PREFIX/TAG).")
     service_account: str | None = Field(None, description="Service account of trial pods; None: the namespace's default.")
     timeout_s: int = Field(48 * 3600, ge=1, description="Longest the launcher waits for the Experiment to finish before failing.")
     poll_s: float = Field(30.0, ge=0, description="Seconds between status reads while waiting.")

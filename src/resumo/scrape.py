@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from resumo import fanout, mediawiki, models, selection, storage, tables, wiki
+from resumo import artifacts, fanout, mediawiki, models, selection, storage, tables, wiki
 from resumo.config import ScrapeConfig, SplitConfig
 from resumo.errors import DataError
 from resumo.text import words
@@ -51,6 +51,10 @@ AHEAD_PER_WORKER = 16
 class ScrapeResult:
     counts: dict[str, int]  # pages seen, collected, kept, and skipped per reason
     splits: dict[str, int] = field(default_factory=dict)  # articles per split
+
+    @property
+    def metrics(self) -> dict[str, int]:
+        return {**self.counts, **{f"split_{k}": v for k, v in self.splits.items()}}
 
 
 def run(cfg: ScrapeConfig, out_dir: str | Path) -> ScrapeResult:
@@ -76,7 +80,7 @@ def run(cfg: ScrapeConfig, out_dir: str | Path) -> ScrapeResult:
         tables.write_split(pd.DataFrame(rows).drop(columns=POOL_ONLY), out_dir, name)
     result = ScrapeResult(counts=dict(counts), splits={name: len(rows) for name, rows in splits.items()})
     stats = {"counts": result.counts, "splits": result.splits, "requests": client.requests_sent if client else 0, "config": cfg.model_dump()}
-    storage.write_text(storage.join(out_dir, "stats.json"), json.dumps(stats, indent=2))
+    storage.write_text(storage.join(out_dir, artifacts.SCRAPE_STATS), json.dumps(stats, indent=2))
     checkpoint.remove()
     log.info("scrape: kept %d articles %s, skipped %s", counts["kept"], result.splits, {k: v for k, v in counts.items() if k not in ("seen", "kept", "collected")})
     return result
@@ -220,7 +224,7 @@ class Checkpoint:
     has a different fingerprint and starts afresh."""
 
     def __init__(self, out_dir: str | Path, cfg: ScrapeConfig):
-        self.root = storage.join(out_dir, "_checkpoint")
+        self.root = storage.join(out_dir, artifacts.SCRAPE_CHECKPOINT)
         self.prefix = storage.join(self.root, _fingerprint(cfg))
         self.done: set[int] = set()
         self.counts: Counter = Counter(seen=0, collected=0)

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from resumo import local, promote
+from resumo import promote
+from resumo.pipelines import local
 from resumo.config import load_config
 
 
