@@ -159,7 +159,7 @@ def win_rate(cfg: JudgeConfig, verdicts: list[dict]) -> dict:
     counts = {k: sum(v["outcome"] == k for v in valid) for k in ("win", "tie", "loss")}
     return {
         "win_rate": float(points.mean()) if len(points) else None,
-        "interval": list(metrics.bootstrap_interval(points, cfg.bootstrap_samples, cfg.confidence, cfg.seed)) if len(points) else None,
+        "interval": list(metrics.bootstrap_interval(points, cfg.bootstrap_resamples, cfg.confidence, cfg.seed)) if len(points) else None,
         "wins": counts["win"],
         "ties": counts["tie"],
         "losses": counts["loss"],

@@ -277,7 +277,7 @@ class Checkpoint:
 
 def _fingerprint(cfg: ScrapeConfig) -> str:
     """What decides which rows are collected; settings of politeness, speed and selection are not part of it."""
-    politeness = {"contact", "concurrency", "max_retries", "backoff_seconds", "max_wait_seconds", "timeout_seconds"}
+    politeness = {"contact", "concurrency", "max_retries", "backoff_s", "max_wait_s", "timeout_s"}
     values = cfg.model_dump(exclude={"checkpoint_every": True, "workers": True, "selection": True, "split": {"val_fraction", "test_fraction"}, "api": politeness})
     return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 

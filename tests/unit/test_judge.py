@@ -37,7 +37,7 @@ def predictions():
 
 
 def config(server, **values) -> JudgeConfig:
-    return JudgeConfig(base_url=server.url, model="judge-test", max_retries=0, timeout_s=10, bootstrap_samples=500, **values)
+    return JudgeConfig(base_url=server.url, model="judge-test", max_retries=0, timeout_s=10, bootstrap_resamples=500, **values)
 
 
 def test_a_fair_judge_sees_the_better_model_with_both_orders_asked(predictions, tmp_path, monkeypatch):
