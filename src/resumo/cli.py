@@ -192,7 +192,7 @@ def judge(
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """LLM judge, candidate vs each model.  Example: resumo judge --predictions runs/score/predictions.parquet --pairs runs/pairs --out runs/judge --set judge.base_url=http://localhost:8000/v1"""
+    """LLM judge, candidate vs each model.  Example: resumo judge --predictions runs/score --pairs runs/pairs --out runs/judge --set judge.base_url=http://localhost:8000/v1"""
     from resumo import judge as stage
 
     cfg = _config(profile, sets).judge
@@ -232,7 +232,7 @@ def promote(
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """Publish the model to the registry if it passes the gates against production.  Example: resumo promote --model runs/model/adapter --scores runs/score/scores.json"""
+    """Publish the model to the registry if it passes the gates against production.  Example: resumo promote --model runs/model --scores runs/score"""
     import dataclasses
     from contextlib import nullcontext
 
