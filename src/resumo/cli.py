@@ -161,7 +161,7 @@ def score(
 
     Example: resumo score --pairs pairs.jsonl --out scores.json --metrics rouge --rouge-tokenizer rouge-score
     """
-    from resumo import report
+    from resumo import report, storage
     from resumo import score as stage
     from resumo.errors import ConfigError
 
@@ -169,7 +169,8 @@ def score(
     if metric_groups:
         extra.append("score.metrics=" + json.dumps([g.strip() for m in metric_groups for g in m.split(",") if g.strip()]))
     cfg = _config(profile, (sets or []) + extra)
-    is_file = _uri(pairs, "--pairs").endswith((".jsonl", ".json", ".parquet")) and not Path(pairs).is_dir()
+    loc = storage.parse(_uri(pairs, "--pairs"))
+    is_file = not Path(loc.key).is_dir() if loc.scheme == "file" else loc.key.endswith((".jsonl", ".json", ".parquet"))
     if not model:
         if not is_file:
             raise ConfigError(f"--pairs {pairs} is a folder: name the models to summarise its test split with --model NAME=REF, or pass a .jsonl/.parquet file of pairs")

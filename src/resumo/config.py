@@ -356,7 +356,11 @@ def train_value(name: str, value: Any) -> Any:
 class KatibSettings(Section):
     namespace: str | None = Field(None, description="Namespace of the Experiment; None: the launcher pod's own namespace (its service account's), else `default`.")
     name_prefix: str = Field("resumo", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=32, description="Experiment name = prefix + '-' + 6 random characters (Katib caps names at 40 characters).")
-    output: str = Field("s3://resumo/tune", description="S3 prefix trial pods write to: <output>/<trial name>/adapter, /metrics.json. Unset in a profile: <storage_root>/tune.")
+    output: str = Field(
+        "s3://resumo/tune",
+        pattern=r"^s3://[^/]+",
+        description="S3 prefix trial pods write to: <output>/<trial name>/adapter, /metrics.json. Unset in a profile: <storage_root>/tune where storage_root is s3://."
+    )
     s3_secret: str = Field("resumo-s3", description="Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...) trial pods get as environment.")
     image: str | None = Field(None, description="Trial image; None: the train image the pipeline was compiled with, or `resumo tune` runs with (resumo.components, RESUMO_IMAGE_PREFIX/TAG).")
     service_account: str | None = Field(None, description="Service account of trial pods; None: the namespace's default.")
@@ -396,12 +400,6 @@ class TuneConfig(Section):
         description="Katib: train the best parameters again in the train step instead of handing on the best trial's adapter. An optuna study always retrains: its trials live and die in its own task.",
     )
     katib: KatibSettings = Field(default_factory=KatibSettings)
-
-    @model_validator(mode="after")
-    def _katib_writes_to_s3(self) -> TuneConfig:
-        if self.backend == "katib" and not self.katib.output.startswith("s3://"):
-            raise ValueError(f"katib.output {self.katib.output!r}: Katib trial pods write to S3; give an s3://bucket/prefix (or an s3:// storage_root)")
-        return self
 
     @model_validator(mode="after")
     def _grid_needs_values(self) -> TuneConfig:
@@ -587,7 +585,7 @@ DERIVED = {
     "judge.n_words": "prompt.n_words",
     "scrape.tokenizer": "train.student",
     "distill.cache": "storage_root + /cache/teacher",
-    "tune.katib.output": "storage_root + /tune",
+    "tune.katib.output": "storage_root + /tune (an s3:// root)",
     "promote.registry": "storage_root + /registry",
 }
 # Renamed fields: old dotted key -> new, so an old profile gets told what to write instead.
@@ -602,7 +600,7 @@ RENAMED = {
 class PipelineConfig(Section):
     storage_root: str = Field(
         "s3://resumo",
-        description="Root (s3://bucket/prefix or a path) of what outlives a run: the teacher cache (<root>/cache/teacher), Katib trial outputs (<root>/tune) and the model registry (<root>/registry), unless a section sets its own.",
+        description="Root (s3://bucket/prefix or a path) of what outlives a run: the teacher cache (<root>/cache/teacher), Katib trial outputs (<root>/tune, an s3:// root only: trial pods write to S3) and the model registry (<root>/registry), unless a section sets its own.",
     )
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="The prompt the teacher is asked, the student is tuned and scored with, and the judge's rubric length follows.")
     scrape: ScrapeConfig = Field(default_factory=ScrapeConfig)
@@ -633,7 +631,7 @@ class PipelineConfig(Section):
         sections["scrape"].setdefault("tokenizer", sections["train"].get("student", TrainConfig.model_fields["student"].default))
         sections["distill"].setdefault("cache", _under(root, "cache/teacher"))
         katib = sections["tune"].setdefault("katib", {})
-        if isinstance(katib, dict):
+        if isinstance(katib, dict) and root.startswith("s3://"):  # trial pods write to S3 only: a local root keeps the S3 default
             sections["tune"]["katib"] = {**katib, "output": katib.get("output", _under(root, "tune"))}
         sections["promote"].setdefault("registry", _under(root, "registry"))
         return values
@@ -657,7 +655,12 @@ class PipelineConfig(Section):
 
     def display(self) -> dict[str, Any]:
         """The values as a user sets them: a field that follows `prompt` shows there only."""
-        return self.model_dump(exclude={"distill": {"prompt"}, "train": {"prompt"}, "judge": {"n_words"}})
+        hidden: dict[str, set[str]] = {}
+        for key, source in DERIVED.items():
+            if source.startswith("prompt"):
+                section, field = key.split(".", 1)
+                hidden.setdefault(section, set()).add(field)
+        return self.model_dump(exclude=hidden)
 
     def stage_parameters(self) -> dict[str, dict[str, Any]]:
         """Each stage's values as KFP pipeline parameters (JSON structs, which cannot hold null).
