@@ -54,11 +54,12 @@ def scrape(
 ) -> None:
     """Articles from a dump, the MediaWiki API or a Parquet snapshot, cleaned and split; rerun with the same --out to resume.
     Example: resumo scrape --source dump --dump ptwiki-latest-pages-articles.xml.bz2 --out runs/articles"""
+    out = _uri(out, "--out")  # before the heavy imports: a refused value fails at once
     from resumo import scrape as stage
 
     flags = {"scrape.source": source, "scrape.dump": dump, "scrape.parquet": parquet}
     cfg = _config(profile, (sets or []) + [f"{key}={value}" for key, value in flags.items() if value])
-    result = stage.run(cfg.scrape, _uri(out, "--out"))
+    result = stage.run(cfg.scrape, out)
     typer.echo(json.dumps({"counts": result.counts, "splits": result.splits}))
 
 
@@ -87,12 +88,13 @@ def train(
     sets: Sets = None,
 ) -> None:
     """LoRA-tune the student; rerun with the same --out to resume.  Example: resumo train --pairs runs/pairs --out runs/model --set train.merge=true"""
+    pairs, out = _uri(pairs, "--pairs"), _uri(out, "--out")  # before the heavy imports
     from resumo import artifacts, storage
     from resumo import train as stage
 
     cfg = _config(profile, sets).train
     with _local_folder(out, "--out") as folder:
-        stage.run(cfg, _uri(pairs, "--pairs"), folder)
+        stage.run(cfg, pairs, folder)
         merged = (folder / artifacts.MERGED).exists()
     typer.echo(f"adapter: {storage.join(out, artifacts.ADAPTER)}")
     if merged:
@@ -403,10 +405,11 @@ def run_local(
     """Run the whole pipeline here with kfp.local.  Example: resumo run --set train.epochs=2"""
     from resumo import storage
     from resumo.errors import ConfigError
-    from resumo.pipelines import local
 
     if storage.parse(_uri(runs_dir, "--runs-dir")).scheme != "file":
         raise ConfigError(f"--runs-dir {runs_dir}: kfp.local keeps artifacts in a local folder; give a path (storage_root can be s3://)")
+    from resumo.pipelines import local
+
     path = local.run(_config(profile, sets), storage.parse(runs_dir).key)
     summary = json.loads(path.read_text())
     for name, values in summary["scores"].items():

@@ -59,8 +59,8 @@ class ScrapeResult:
 
 def run(cfg: ScrapeConfig, out_dir: str | Path) -> ScrapeResult:
     client = _client(cfg)  # first: a missing User-Agent contact fails before any model loads
+    checkpoint = Checkpoint(out_dir, cfg)  # reads --out: an unreachable S3 endpoint fails before the tokenizer loads
     tokenizer = _load_tokenizer(cfg.tokenizer)
-    checkpoint = Checkpoint(out_dir, cfg)
     with _batches(cfg, client, checkpoint) as batches, closing(_cleaned(batches, cfg, tokenizer, checkpoint.done)) as pages:
         _collect(pages, cfg, checkpoint, client)
     articles, counts = checkpoint.rows(), checkpoint.counts
