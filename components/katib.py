@@ -3,7 +3,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
 
-from resumo.components import CPU_IMAGE
+from resumo.components import CPU_IMAGE, TRAIN_IMAGE
 
 
 # Named `tune` like the optuna component, so the task is `tune` whichever backend runs it.
@@ -32,7 +32,7 @@ def tune(
 
     cfg = validate(TuneConfig, config)
     gpu = {"accelerator": gpu_accelerator, "count": gpu_count, "cpu": gpu_cpu, "memory": gpu_memory, "tolerations": gpu_tolerations, "node_selector": gpu_node_selector}
-    result = katib.run(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path, gpu=validate(GpuConfig, gpu))
+    result = katib.run(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path, gpu=validate(GpuConfig, gpu), default_image=TRAIN_IMAGE)
     metrics.log_metric("best_" + cfg.objective, result.best_score)
     metrics.log_metric("trials", result.status.get("trials", 0))
     return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, result.best_adapter)

@@ -6,18 +6,10 @@ from resumo.components import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def promote(config: dict, model: Input[Model], scores: Input[Artifact], decision: Output[Artifact], metrics: Output[Metrics], report: Input[HTML] = None):
-    """Publish the tuned model to the registry if it passes the gates against production (see `resumo promote`)."""
-    import dataclasses
-    import json
-    from pathlib import Path
-
+    """Publish the tuned model to the registry if it passes the gates against production, the report step's page with it (see `resumo promote`)."""
     from resumo import promote
     from resumo.config import PromoteConfig, validate
 
-    result = promote.run(  # the report step's page is published with the version
-        validate(PromoteConfig, config), model.path + "/adapter", json.loads(Path(scores.path, "scores.json").read_text()), report_html=Path(report.path) if report else None
-    )
-    Path(decision.path).write_text(json.dumps(dataclasses.asdict(result), indent=2))
-    metrics.log_metric("promoted", int(result.promoted))
-    for gate in result.gates:
-        metrics.log_metric(f"gate_{gate.name}_passed", int(gate.passed))
+    result = promote.run_stage(validate(PromoteConfig, config), model.path, scores.path, report_html=report.path if report else None, decision_file=decision.path)
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)

@@ -14,28 +14,9 @@ def report(
     judge: Input[Artifact] = None,
     store_uri: str = "",
 ):
-    """The scoring report for the Kubeflow UI: every scalar as Metrics, an HTML page and a Markdown summary (see resumo.report)."""
-    import json
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    import pandas as pd
-
+    """The scoring report for the Kubeflow UI: every scalar as Metrics, an HTML page and a Markdown summary (see `resumo report`)."""
     from resumo import report
 
-    curves = Path(model.path, "curves.png")
-    judged = json.loads(Path(judge.path, "judge.json").read_text()) if judge is not None else None
-    scored = json.loads(Path(scores.path, "scores.json").read_text())
-    paths = report.write_reports(
-        scored,
-        pd.read_parquet(Path(scores.path, "predictions.parquet")),
-        tempfile.mkdtemp(prefix="report-"),
-        curves_png=curves.read_bytes() if curves.exists() else None,
-        judge=judged,
-        store_uri=store_uri or None,
-    )
-    shutil.copy(paths["html"], html.path)
-    shutil.copy(paths["markdown"], markdown.path)
-    for name, value in report.scalar_metrics(scored, judged).items():
+    flat = report.run(scores.path, model.path, html.path, markdown.path, judge.path if judge is not None else None, store_uri or None)
+    for name, value in flat.items():
         metrics.log_metric(name, value)

@@ -6,21 +6,15 @@ from resumo.components import TRAIN_IMAGE
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def score(config: dict, train_config: dict, promote_config: dict, pairs: Input[Dataset], model: Input[Model], scores: Output[Artifact], metrics: Output[Metrics]):
-    """Summarise the test split with the untuned student of `train_config`, the tuned model, the production model of
-    `promote_config`'s registry (score.compare_production) and config's reference models; score them (see `resumo score`).
+    """Summarise the test split with the untuned student of `train_config` (baseline), the tuned model, the production
+    model of `promote_config`'s registry (score.compare_production) and config's reference models; score them (see `resumo score`).
 
-    Every scalar of scores.json is logged: `<model>_<metric>`, its `_ci_low`/`_ci_high`, and `tuned_minus_<model>_<metric>`.
+    Every number of scores.json is logged, named as resumo.report names them.
     """
-    import json
-    from pathlib import Path
-
-    from resumo import score
+    from resumo import artifacts, report, score
     from resumo.config import PromoteConfig, ScoreConfig, TrainConfig, validate
 
-    cfg, promotion = validate(ScoreConfig, config), validate(PromoteConfig, promote_config)
-    models = {"baseline": validate(TrainConfig, train_config).student, "tuned": model.path + "/adapter"}
-    if cfg.compare_production:
-        models = score.with_production(models, promotion.registry, promotion.production_name)
-    score.run(cfg, pairs.path, models, scores.path)
-    for key, value in score.scalars(json.loads(Path(scores.path, "scores.json").read_text())).items():
-        metrics.log_metric(key, value)
+    models = {"baseline": validate(TrainConfig, train_config).student, "tuned": str(artifacts.adapter_in(model.path))}
+    scored = score.run_stage(validate(ScoreConfig, config), validate(PromoteConfig, promote_config), pairs.path, models, scores.path)
+    for name, value in report.scalar_metrics(scored).items():
+        metrics.log_metric(name, value)

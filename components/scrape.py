@@ -14,5 +14,5 @@ def scrape(config: dict, articles: Output[Dataset], metrics: Output[Metrics], ru
     from resumo.config import ScrapeConfig, validate
 
     result = scrape.run(validate(ScrapeConfig, config), articles.path)
-    for name, value in {**result.counts, **{f"split_{k}": v for k, v in result.splits.items()}}.items():
+    for name, value in result.metrics.items():
         metrics.log_metric(name, value)

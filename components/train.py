@@ -12,12 +12,9 @@ def train(config: dict, params: dict, pairs: Input[Dataset], model: Output[Model
     `model` holds adapter/ (and merged/ with train.merge), curves.png and metrics.json;
     `metrics` gets the last epoch's eval_loss and rougeLsum and train_tokens_per_second.
     """
-    from resumo import train, tune
+    from resumo import train
     from resumo.config import TrainConfig, validate
 
-    if best_adapter:
-        result = train.adopt_trial(best_adapter, model.path)
-    else:
-        result = train.run(tune.apply_params(validate(TrainConfig, config), params), pairs.path, model.path)
+    result = train.run_step(validate(TrainConfig, config), params, pairs.path, model.path, best_adapter)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

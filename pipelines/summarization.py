@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from kfp import dsl, kubernetes
 
+from resumo.components import TRAIN_IMAGE
 from resumo.components.distill import distill_shard, merge_pairs, plan_shards
 from resumo.components.katib import tune as katib_tune
 from resumo.components.judge import judge
@@ -35,6 +36,8 @@ BACKOFF = {"backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_durati
 def build(cfg: PipelineConfig):
     """The pipeline function, its parameters defaulting to `cfg` (already validated)."""
     defaults = cfg.stage_parameters()
+    # Katib trials run the train image this pipeline is compiled with (REGISTRY/TAG), not the one the launcher pod would name.
+    defaults["tune"]["katib"].setdefault("image", TRAIN_IMAGE)
     gpu = cfg.cluster.gpu
     gpu_teacher = cfg.distill.teacher.backend in ("vllm", "transformers")
 

@@ -3,6 +3,9 @@
 Each stage command takes the same config as the pipeline: defaults, then
 `--profile` (smoke, full or a YAML path), then `--set section.field=value`.
 User errors print one line and exit 2; there is no traceback to read.
+Every path option takes what resumo.storage takes: a path, file:// or s3://;
+a stage that needs a local folder gets a temporary one, filled from and
+uploaded to the s3:// prefix.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +26,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 Profile = Annotated[str, typer.Option("--profile", "-p", help="smoke, full, or a YAML file of config values.")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a value: --set train.lora.r=16 (repeatable).")]
-OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+OutDir = Annotated[str, typer.Option("--out", "-o", help="Output folder: a path, file:// or s3://.")]
 
 
 def _config(profile: str, sets: list[str] | None):
@@ -35,7 +40,7 @@ def show_config(profile: Profile = "smoke", sets: Sets = None) -> None:
     """Print the resolved config as YAML.  Example: resumo config -p full --set train.lora.r=16"""
     import yaml
 
-    typer.echo(yaml.safe_dump(_config(profile, sets).model_dump(), sort_keys=False, allow_unicode=True))
+    typer.echo(yaml.safe_dump(_config(profile, sets).display(), sort_keys=False, allow_unicode=True))
 
 
 @app.command()
@@ -49,6 +54,7 @@ def scrape(
 ) -> None:
     """Articles from a dump, the MediaWiki API or a Parquet snapshot, cleaned and split; rerun with the same --out to resume.
     Example: resumo scrape --source dump --dump ptwiki-latest-pages-articles.xml.bz2 --out runs/articles"""
+    out = _uri(out, "--out")  # before the heavy imports: a refused value fails at once
     from resumo import scrape as stage
 
     flags = {"scrape.source": source, "scrape.dump": dump, "scrape.parquet": parquet}
@@ -59,7 +65,7 @@ def scrape(
 
 @app.command()
 def distill(
-    articles: Annotated[Path, typer.Option(help="Folder written by `resumo scrape`.")],
+    articles: Annotated[str, typer.Option(help="Folder written by `resumo scrape` (path or s3://).")],
     out: OutDir,
     profile: Profile = "smoke",
     sets: Sets = None,
@@ -69,30 +75,36 @@ def distill(
     from resumo import distill as stage
 
     cfg = _config(profile, sets).distill
+    articles, out = _uri(articles, "--articles"), _uri(out, "--out")
     result = stage.run(cfg, articles, out) if shard is None else stage.run_shard(cfg, articles, out, shard)
     typer.echo(json.dumps(result.counts))
 
 
 @app.command()
 def train(
-    pairs: Annotated[Path, typer.Option(help="Folder written by `resumo distill`.")],
+    pairs: Annotated[str, typer.Option(help="Folder written by `resumo distill` (path or s3://).")],
     out: OutDir,
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
     """LoRA-tune the student; rerun with the same --out to resume.  Example: resumo train --pairs runs/pairs --out runs/model --set train.merge=true"""
+    pairs, out = _uri(pairs, "--pairs"), _uri(out, "--out")  # before the heavy imports
+    from resumo import artifacts, storage
     from resumo import train as stage
 
-    result = stage.run(_config(profile, sets).train, pairs, out)
-    typer.echo(f"adapter: {result.adapter_dir}")
-    if (out / "merged").exists():
-        typer.echo(f"merged model: {out / 'merged'}")
+    cfg = _config(profile, sets).train
+    with _local_folder(out, "--out") as folder:
+        stage.run(cfg, pairs, folder)
+        merged = (folder / artifacts.MERGED).exists()
+    typer.echo(f"adapter: {storage.join(out, artifacts.ADAPTER)}")
+    if merged:
+        typer.echo(f"merged model: {storage.join(out, artifacts.MERGED)}")
 
 
 @app.command()
 def tune(
     pairs: Annotated[str, typer.Option(help="Folder or s3:// URI written by `resumo distill`; Katib trial pods need the s3:// URI.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (trials or experiment.yaml, and best.json); with --dry-run, the Experiment YAML file.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (trials or experiment.yaml, and best.json); with --dry-run, the Experiment YAML file. A path, file:// or s3://.")],
     backend: Annotated[str | None, typer.Option(help="optuna (trials in this process) or katib (a Katib Experiment); default: tune.backend.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="katib: write the Experiment YAML to --out and create nothing.")] = False,
     profile: Profile = "smoke",
@@ -101,34 +113,39 @@ def tune(
     """Search LoRA hyperparameters.  Example: resumo tune --backend katib --dry-run --pairs s3://resumo/pairs --out experiment.yaml"""
     from resumo.errors import ConfigError
 
+    from resumo import storage
+
     cfg = _config(profile, (sets or []) + ([f"tune.backend={backend}"] if backend else []))
+    pairs = _uri(pairs, "--pairs")
     if cfg.tune.backend == "optuna":
         if dry_run:
             raise ConfigError("--dry-run renders the Katib Experiment; add --backend katib")
         from resumo import tune as stage
 
-        result = stage.run(cfg.tune, cfg.train, pairs, out)
+        with _local_folder(out, "--out") as folder:
+            result = stage.run(cfg.tune, cfg.train, pairs, folder)
         typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": str(result.best_adapter)}))
         return
     from resumo import katib
+    from resumo.components import TRAIN_IMAGE  # the image names, not KFP: components/__init__.py imports only os
 
     if dry_run:
-        body = katib.render(cfg.tune, cfg.train, pairs, cfg.cluster.gpu)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(katib.to_yaml(body))
+        body = katib.render(cfg.tune, cfg.train, pairs, cfg.cluster.gpu, default_image=TRAIN_IMAGE)
+        storage.write_text(_uri(out, "--out"), katib.to_yaml(body))
         typer.echo(f"Katib Experiment {body['metadata']['name']} -> {out} (apply with: kubectl create -f {out})")
         return
-    result = katib.run(cfg.tune, cfg.train, pairs, out, gpu=cfg.cluster.gpu)
+    with _local_folder(out, "--out") as folder:
+        result = katib.run(cfg.tune, cfg.train, pairs, folder, gpu=cfg.cluster.gpu, default_image=TRAIN_IMAGE)
     typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": result.best_adapter}))
 
 
 @app.command()
 def score(
     pairs: Annotated[
-        Path,
+        str,
         typer.Option(help="With --model: a folder written by `resumo distill`, whose test split each model summarises. Without: a .jsonl or .parquet file of `prediction`, `reference` (and optionally `text`) rows, scored as they are."),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="With --model: the output folder (scores.json, predictions.parquet, report.md). Without: the JSON file to write.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="With --model: the output folder (scores.json, predictions.parquet). Without: the JSON file to write.")],
     model: Annotated[
         list[str] | None,
         typer.Option(help="NAME=REF: a hub id, path, s3:// prefix, adapter folder or `registry` (the production model); repeatable. score.reference_models are added."),
@@ -146,7 +163,7 @@ def score(
 
     Example: resumo score --pairs pairs.jsonl --out scores.json --metrics rouge --rouge-tokenizer rouge-score
     """
-    from resumo import generation
+    from resumo import report, storage
     from resumo import score as stage
     from resumo.errors import ConfigError
 
@@ -154,92 +171,119 @@ def score(
     if metric_groups:
         extra.append("score.metrics=" + json.dumps([g.strip() for m in metric_groups for g in m.split(",") if g.strip()]))
     cfg = _config(profile, (sets or []) + extra)
+    loc = storage.parse(_uri(pairs, "--pairs"))
+    is_file = not Path(loc.key).is_dir() if loc.scheme == "file" else loc.key.endswith((".jsonl", ".json", ".parquet"))
     if not model:
-        if pairs.is_dir():
+        if not is_file:
             raise ConfigError(f"--pairs {pairs} is a folder: name the models to summarise its test split with --model NAME=REF, or pass a .jsonl/.parquet file of pairs")
-        typer.echo(json.dumps(stage.run_pairs(cfg.score, pairs, out), indent=2))
+        with _local_file(pairs, "--pairs", read=True) as pairs_file, _local_file(out, "--out") as out_file:
+            scores = stage.run_pairs(cfg.score, pairs_file, out_file)
+        typer.echo(json.dumps(scores, indent=2))
         return
-    if not pairs.is_dir():
+    if is_file:
         raise ConfigError(f"--model needs --pairs to be a folder written by `resumo distill`; {pairs} is not one (to score a file of pairs, drop --model)")
-    refs = {name: generation.resolve_ref(ref, cfg.promote.registry) for name, ref in map(_name_ref, model)}
-    stage.run(cfg.score, pairs, refs, out)
-    typer.echo((out / "report.md").read_text())
+    with _local_folder(out, "--out") as folder:
+        scores = stage.run_stage(cfg.score, cfg.promote, pairs, dict(map(_name_ref, model)), folder)
+    typer.echo(report.render_markdown(scores))
 
 
 @app.command()
 def judge(
-    predictions: Annotated[Path, typer.Option(help="predictions.parquet written by `resumo score`.")],
+    predictions: Annotated[str, typer.Option(help="The folder `resumo score` wrote, or its predictions.parquet (path or s3://).")],
     out: OutDir,
-    pairs: Annotated[Path | None, typer.Option(help="Folder written by `resumo distill`: the article texts, joined by id.")] = None,
+    pairs: Annotated[str | None, typer.Option(help="Folder written by `resumo distill`: the article texts, joined by id.")] = None,
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """LLM judge, candidate vs each model.  Example: resumo judge --predictions runs/score/predictions.parquet --pairs runs/pairs --out runs/judge --set judge.base_url=http://localhost:8000/v1"""
-    import pandas as pd
-
+    """LLM judge, candidate vs each model.  Example: resumo judge --predictions runs/score --pairs runs/pairs --out runs/judge --set judge.base_url=http://localhost:8000/v1"""
     from resumo import judge as stage
 
-    rows = pd.read_parquet(predictions)
-    if pairs is not None:
-        rows = stage.with_articles(rows, pairs)
-    result = stage.run(_config(profile, sets).judge, rows, out)
+    cfg = _config(profile, sets).judge
+    with _local_folder(out, "--out") as folder:
+        result = stage.run_stage(cfg, _uri(predictions, "--predictions"), folder, pairs and _uri(pairs, "--pairs"))
     typer.echo(json.dumps({name: {k: r[k] for k in ("win_rate", "interval", "n_articles", "invalid_verdicts")} for name, r in result["opponents"].items()}))
 
 
 @app.command()
 def summarize(
     model: Annotated[str, typer.Option(help="Hub id, path, s3:// prefix, adapter folder (loaded over its base), or `registry`: the production model of promote.registry.")],
-    input_file: Annotated[Path, typer.Option("--in", help="JSONL or Parquet with a `text` column.")],
-    output_file: Annotated[Path, typer.Option("--out", help="Where to write the rows with a `summary` column (.jsonl or .parquet).")],
+    input_file: Annotated[str, typer.Option("--in", help="JSONL or Parquet with a `text` column (path or s3://).")],
+    output_file: Annotated[str, typer.Option("--out", help="Where to write the rows with a `summary` column (.jsonl or .parquet; path or s3://).")],
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """Summarise texts with any model, asked as it was tuned (a model not ours gets train.prompt).  Example: resumo summarize --model registry --in a.jsonl --out s.jsonl"""
+    """Summarise texts with any model, asked as it was tuned (a model not ours gets `prompt`).  Example: resumo summarize --model registry --in a.jsonl --out s.jsonl"""
     from resumo import generation, tables
 
     cfg = _config(profile, sets)
-    df = tables.read_table(input_file, required=("text",))
+    with _local_file(input_file, "--in", read=True) as path:
+        df = tables.read_table(path, required=("text",))
     loaded = generation.load(generation.resolve_ref(model, cfg.promote.registry))
-    df["summary"] = generation.summarize(loaded, list(df["text"]), loaded.prompt or cfg.train.prompt, cfg.score.batch_size, cfg.score.max_new_tokens)
-    output_file.parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(output_file, index=False) if output_file.suffix == ".parquet" else df.to_json(output_file, orient="records", lines=True, force_ascii=False)
+    df["summary"] = generation.summarize(loaded, list(df["text"]), loaded.prompt or cfg.prompt, cfg.score.batch_size, cfg.score.max_new_tokens)
+    with _local_file(output_file, "--out") as path:
+        df.to_parquet(path, index=False) if path.suffix == ".parquet" else df.to_json(path, orient="records", lines=True, force_ascii=False)
     typer.echo(f"{len(df)} summaries -> {output_file}")
 
 
 @app.command()
 def promote(
-    model: Annotated[Path, typer.Option(help="The tuned model (adapter folder) to publish.")],
-    scores: Annotated[Path, typer.Option(help="scores.json written by `resumo score`.")],
+    model: Annotated[str, typer.Option(help="The tuned model to publish: the folder `resumo train` wrote, or its adapter folder (path or s3://).")],
+    scores: Annotated[str, typer.Option(help="The folder `resumo score` wrote, or its scores.json (path or s3://).")],
     candidate: Annotated[str, typer.Option(help="Name of the candidate in scores.json.")] = "tuned",
-    report: Annotated[Path | None, typer.Option(help="report.html to publish with the version.")] = None,
+    report: Annotated[str | None, typer.Option(help="report.html to publish with the version (path or s3://).")] = None,
     version: Annotated[str | None, typer.Option(help="Version id; ids must sort in time order (default: now, UTC).")] = None,
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """Publish the model to the registry if it passes the gates against production.  Example: resumo promote --model runs/model/adapter --scores runs/score/scores.json"""
+    """Publish the model to the registry if it passes the gates against production.  Example: resumo promote --model runs/model --scores runs/score"""
     import dataclasses
+    from contextlib import nullcontext
 
     from resumo import promote as stage
-    from resumo.errors import DataError
 
-    try:
-        score_data = json.loads(scores.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"--scores {scores}: {err}") from None
-    result = stage.run(_config(profile, sets).promote, model, score_data, candidate, report_html=report, version=version)
+    cfg = _config(profile, sets).promote
+    with _local_file(model, "--model", read=True) as model_dir, (_local_file(report, "--report", read=True) if report else nullcontext()) as page:
+        result = stage.run_stage(cfg, model_dir, _uri(scores, "--scores"), report_html=page, candidate=candidate, version=version)
     typer.echo(json.dumps(dataclasses.asdict(result)))
+
+
+@app.command("report")
+def report_stage(
+    scores: Annotated[str, typer.Option(help="The folder `resumo score` wrote (path or s3://).")],
+    model: Annotated[str, typer.Option(help="The folder `resumo train` wrote: its curves.png goes in the page.")],
+    out: OutDir,
+    judge: Annotated[str | None, typer.Option(help="The folder `resumo judge` wrote: its win rates go in the pages.")] = None,
+    store: Annotated[str | None, typer.Option(help="Also store the pages and report_metrics.json under this prefix (path or s3://).")] = None,
+) -> None:
+    """The scoring report: an HTML page and a Markdown summary; prints every scalar as JSON.
+    Example: resumo report --scores runs/score --model runs/model --judge runs/judge --out runs/report"""
+    from contextlib import nullcontext
+
+    from resumo import artifacts
+    from resumo import report as stage
+
+    with (
+        _local_file(scores, "--scores", read=True) as scores_dir,
+        _local_file(model, "--model", read=True) as model_dir,
+        (_local_file(judge, "--judge", read=True) if judge else nullcontext()) as judge_dir,
+        _local_folder(out, "--out") as folder,
+    ):
+        flat = stage.run(scores_dir, model_dir, folder / artifacts.REPORT_HTML, folder / artifacts.REPORT_MARKDOWN, judge_dir, store and _uri(store, "--store"))
+    typer.echo(json.dumps(flat))
 
 
 @app.command("compile")
 def compile_pipeline(
-    output: Annotated[Path, typer.Option("--output", help="Pipeline YAML to write.")],
+    output: Annotated[str, typer.Option("--output", help="Pipeline YAML to write (path or s3://).")],
     profile: Profile = "full",
     sets: Sets = None,
 ) -> None:
     """Validate the config and compile the pipeline for a cluster.  Example: resumo compile --output resumo.yaml"""
-    from resumo import cluster
+    from resumo.pipelines import cluster
 
-    cluster.compile_to(_config(profile, sets), output)
+    cfg = _config(profile, sets)
+    with _local_file(output, "--output") as path:
+        cluster.compile_to(cfg, path)
     typer.echo(f"compiled pipeline -> {output}")
 
 
@@ -268,7 +312,7 @@ def submit(
     sets: Sets = None,
 ) -> None:
     """Run on Kubeflow: compile, upload a version, start it.  Example: resumo submit --host https://kubeflow.example.com/pipeline --set train.lora.r=16"""
-    from resumo import cluster
+    from resumo.pipelines import cluster
 
     cfg = _cluster_config(profile, sets, host, namespace, experiment, token_env)
     if run_date is not None:
@@ -294,7 +338,7 @@ def runs(
     sets: Sets = None,
 ) -> None:
     """List the experiment's runs, or follow one.  Example: resumo runs --host https://kubeflow.example.com/pipeline --follow RUN_ID"""
-    from resumo import cluster
+    from resumo.pipelines import cluster
 
     cfg = _cluster_config(profile, sets, host, namespace, experiment, token_env)
     client = cluster.connect(cfg.cluster)
@@ -320,7 +364,7 @@ def schedule(
     sets: Sets = None,
 ) -> None:
     """Create (--cron), list (--list) or delete (--delete ID) recurring retrains.  Example: resumo schedule --host https://kubeflow.example.com/pipeline --cron '0 0 3 * * 1'"""
-    from resumo import cluster
+    from resumo.pipelines import cluster
     from resumo.errors import ConfigError
 
     if sum([cron is not None, list_all, delete is not None]) != 1:
@@ -356,17 +400,64 @@ def _check_date(text: str) -> None:
 def run_local(
     profile: Profile = "smoke",
     sets: Sets = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where runs are kept.")] = Path("runs"),
+    runs_dir: Annotated[str, typer.Option(help="Where runs are kept: a local folder (kfp.local's pipeline root).")] = "runs",
 ) -> None:
     """Run the whole pipeline here with kfp.local.  Example: resumo run --set train.epochs=2"""
-    from resumo import local
+    from resumo import storage
+    from resumo.errors import ConfigError
 
-    path = local.run(_config(profile, sets), runs_dir)
+    if storage.parse(_uri(runs_dir, "--runs-dir")).scheme != "file":
+        raise ConfigError(f"--runs-dir {runs_dir}: kfp.local keeps artifacts in a local folder; give a path (storage_root can be s3://)")
+    from resumo.pipelines import local
+
+    path = local.run(_config(profile, sets), storage.parse(runs_dir).key)
     summary = json.loads(path.read_text())
     for name, values in summary["scores"].items():
         typer.echo(f"{name:>9}: ROUGE-Lsum {values['rougeLsum']:.4f}  BERTScore F1 {values['bertscore_f1']:.4f}")
     typer.echo(f"promotion: {summary['promotion']['reason']}")
     typer.echo(f"run summary: {path}")
+
+
+def _uri(value: str, option: str) -> str:
+    """`value` if storage takes it (a path, file:// or s3://); else one line naming the option."""
+    from resumo import storage
+    from resumo.errors import ConfigError, StorageError
+
+    try:
+        storage.parse(value)
+    except StorageError as err:
+        raise ConfigError(f"{option} {err}") from None
+    return value
+
+
+@contextmanager
+def _local_folder(uri: str, option: str) -> Iterator[Path]:
+    """An output folder here for a stage that writes local files; an s3:// one is uploaded when the stage succeeds."""
+    from resumo import storage
+
+    with storage.local_output(_uri(uri, option)) as folder:
+        yield folder
+
+
+@contextmanager
+def _local_file(uri: str, option: str, read: bool = False) -> Iterator[Path]:
+    """A local path for `uri`: an input downloaded (read=True), or an output file written to `uri` afterwards."""
+    import tempfile
+
+    from resumo import storage
+
+    loc = storage.parse(_uri(uri, option))
+    if read:
+        with storage.local_input(uri) as path:
+            yield path
+    elif loc.scheme == "file":
+        Path(loc.key).parent.mkdir(parents=True, exist_ok=True)
+        yield Path(loc.key)
+    else:
+        with tempfile.TemporaryDirectory(prefix="resumo-out-") as tmp:
+            path = Path(tmp) / Path(loc.key).name
+            yield path
+            storage.upload(path, uri)
 
 
 def _name_ref(text: str) -> tuple[str, str]:

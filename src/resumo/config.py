@@ -65,9 +65,9 @@ class ApiConfig(Section):
     )
     maxlag: int = Field(5, ge=0, description="Seconds of database lag above which the API refuses us and we wait (https://www.mediawiki.org/wiki/Manual:Maxlag_parameter).")
     max_retries: int = Field(6, ge=0, description="Retries of one request on 429, 5xx, maxlag errors, connection errors and unreadable JSON.")
-    backoff_seconds: float = Field(1.0, ge=0, description="First retry delay; it doubles each retry, with jitter. A larger Retry-After header wins.")
-    max_wait_seconds: float = Field(120.0, ge=0, description="Cap on any single retry wait, Retry-After included.")
-    timeout_seconds: float = Field(60.0, gt=0, description="Per-request timeout.")
+    backoff_s: float = Field(1.0, ge=0, description="Seconds of the first retry delay; it doubles each retry, with jitter. A larger Retry-After header wins.")
+    max_wait_s: float = Field(120.0, ge=0, description="Cap on any single retry wait in seconds, Retry-After included.")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout in seconds.")
 
 
 class PageviewsConfig(Section):
@@ -123,7 +123,10 @@ class ScrapeConfig(Section):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     min_words: int = Field(150, ge=0, description="Articles with fewer words of clean text are skipped and counted as `too_short`.")
     max_articles: int | None = Field(None, ge=1, description="Stop after this many kept articles; None keeps all.")
-    tokenizer: str = Field("Qwen/Qwen2.5-0.5B-Instruct", description="Tokenizer that counts `n_tokens` and cuts texts to the token budget: the student's, so budgets are in student tokens.")
+    tokenizer: str = Field(
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        description="Tokenizer that counts `n_tokens` and cuts texts to the token budget, so budgets are in student tokens; unset in a profile, it follows train.student.",
+    )
     min_tokens: int = Field(500, ge=1, description="Lower end of each article's token budget, drawn uniformly per article (original study: 500).")
     max_tokens: int = Field(4000, ge=1, description="Upper end of the token budget (original study: 4,000). Texts are cut to whole paragraphs under it.")
     checkpoint_every: int = Field(500, ge=1, description="Pages processed between checkpoints in the output folder; a killed scrape rerun with the same --out resumes from the last one.")
@@ -190,7 +193,11 @@ class DistillConfig(Section):
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     min_words: int = Field(20, ge=1, description="Summaries with fewer words are kept but marked `too_short` in `filter_reason`.")
     max_words_ratio: float = Field(2.0, ge=1, description="Summaries longer than n_words x this are marked `too_long` (the study judged over 200 words bad).")
-    cache: str | None = Field(None, description="URI prefix (s3://bucket/prefix or a path) of the teacher-output cache, keyed by article revision and text, teacher, prompt and generation settings; a rerun asks the teacher only for what is not there. None: no cache.")
+    cache: str | None = Field(
+        None,
+        description="URI prefix (s3://bucket/prefix or a path) of the teacher-output cache, keyed by article revision and text, teacher, prompt and generation settings; a rerun asks the teacher only for what is not there. "
+        "Unset in a profile: <storage_root>/cache/teacher. None or \"\": no cache.",
+    )
     checkpoint_every: int = Field(256, ge=1, description="Articles per teacher call between cache writes: a crashed run loses at most this many summaries.")
     shards: int = Field(1, ge=1, le=256, description="Pipeline only: distil in this many parallel tasks (each on its own GPU), split by a hash of the article id, then merged.")
 
@@ -349,9 +356,13 @@ def train_value(name: str, value: Any) -> Any:
 class KatibSettings(Section):
     namespace: str | None = Field(None, description="Namespace of the Experiment; None: the launcher pod's own namespace (its service account's), else `default`.")
     name_prefix: str = Field("resumo", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=32, description="Experiment name = prefix + '-' + 6 random characters (Katib caps names at 40 characters).")
-    output: str = Field("s3://resumo/tune", pattern=r"^s3://[^/]+", description="S3 prefix trial pods write to: <output>/<trial name>/adapter, /metrics.json.")
+    output: str = Field(
+        "s3://resumo/tune",
+        pattern=r"^s3://[^/]+",
+        description="S3 prefix trial pods write to: <output>/<trial name>/adapter, /metrics.json. Unset in a profile: <storage_root>/tune where storage_root is s3://."
+    )
     s3_secret: str = Field("resumo-s3", description="Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...) trial pods get as environment.")
-    image: str | None = Field(None, description="Trial image; None: the train image of resumo.components (RESUMO_IMAGE_PREFIX/TAG).")
+    image: str | None = Field(None, description="Trial image; None: the train image the pipeline was compiled with, or `resumo tune` runs with (resumo.components, RESUMO_IMAGE_PREFIX/TAG).")
     service_account: str | None = Field(None, description="Service account of trial pods; None: the namespace's default.")
     timeout_s: int = Field(48 * 3600, ge=1, description="Longest the launcher waits for the Experiment to finish before failing.")
     poll_s: float = Field(30.0, ge=0, description="Seconds between status reads while waiting.")
@@ -463,11 +474,11 @@ class JudgeConfig(Section):
     timeout_s: float = Field(120, gt=0, description="Seconds per request before the client gives up (then retries).")
     max_retries: int = Field(3, ge=0, le=10, description="Retries per request on connection errors, 429 and 5xx, with the openai client's backoff.")
     max_tokens: int = Field(300, ge=16, description="Generation limit of the verdict (a JSON object with a short explanation).")
-    n_words: int = Field(100, ge=10, description="Summary length the rubric calls right (original study: about 100 words).")
+    n_words: int = Field(100, ge=10, description="Summary length the rubric calls right (original study: about 100 words); in a profile it follows prompt.n_words.")
     too_long_words: int = Field(200, ge=1, description="The rubric calls a summary over this many words bad (original study: 200).")
     too_short_words: int = Field(30, ge=0, description="The rubric calls a summary under this many words bad (original study: 30).")
     confidence: float = Field(0.95, gt=0, lt=1, description="Level of the win-rate intervals (percentile bootstrap over articles).")
-    bootstrap_samples: int = Field(2000, ge=100, description="Bootstrap resamples of the articles for each interval.")
+    bootstrap_resamples: int = Field(2000, ge=100, description="Bootstrap resamples of the articles for each interval.")
     seed: int = Field(42, description="Seed of the bootstrap.")
 
     @model_validator(mode="after")
@@ -481,7 +492,9 @@ class JudgeConfig(Section):
 
 
 class PromoteConfig(Section):
-    registry: str = Field("s3://resumo/registry", description="URI prefix of the model registry: versions under models/, the production pointer in production.json.")
+    registry: str = Field(
+        "s3://resumo/registry", description="URI prefix of the model registry: versions under models/, the production pointer in production.json. Unset in a profile: <storage_root>/registry."
+    )
     metric: Literal["rougeLsum", "bertscore_f1"] = Field("rougeLsum", description="Score the candidate must beat production on (the issue's gate: ROUGE-Lsum).")
     min_improvement: float = Field(0.0, ge=0, description="The candidate is promoted only if metric > production's + this (absolute, e.g. 0.005 = half a ROUGE point).")
     max_bertscore_drop: float | None = Field(
@@ -563,7 +576,33 @@ class ClusterConfig(Section):
 # --- pipeline ---------------------------------------------------------------
 
 
+# Values a stage's section carries (a component gets its section alone) but a profile sets once,
+# elsewhere: each is filled in from its source unless the section sets it, and must then agree.
+# section field -> what it follows
+DERIVED = {
+    "distill.prompt": "prompt",
+    "train.prompt": "prompt",
+    "judge.n_words": "prompt.n_words",
+    "scrape.tokenizer": "train.student",
+    "distill.cache": "storage_root + /cache/teacher",
+    "tune.katib.output": "storage_root + /tune (an s3:// root)",
+    "promote.registry": "storage_root + /registry",
+}
+# Renamed fields: old dotted key -> new, so an old profile gets told what to write instead.
+RENAMED = {
+    "judge.bootstrap_samples": "judge.bootstrap_resamples",
+    "scrape.api.timeout_seconds": "scrape.api.timeout_s",
+    "scrape.api.backoff_seconds": "scrape.api.backoff_s",
+    "scrape.api.max_wait_seconds": "scrape.api.max_wait_s",
+}
+
+
 class PipelineConfig(Section):
+    storage_root: str = Field(
+        "s3://resumo",
+        description="Root (s3://bucket/prefix or a path) of what outlives a run: the teacher cache (<root>/cache/teacher), Katib trial outputs (<root>/tune, an s3:// root only: trial pods write to S3) and the model registry (<root>/registry), unless a section sets its own.",
+    )
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="The prompt the teacher is asked, the student is tuned and scored with, and the judge's rubric length follows.")
     scrape: ScrapeConfig = Field(default_factory=ScrapeConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -573,17 +612,78 @@ class PipelineConfig(Section):
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derive(cls, values: Any) -> Any:
+        """Fill each DERIVED field its section leaves unset from what it follows."""
+        if not isinstance(values, dict):
+            return values
+        values = {k: _as_dict(v) for k, v in values.items()}
+        sections = {name: values.setdefault(name, {}) for name in ("scrape", "distill", "train", "tune", "judge", "promote")}
+        if not all(isinstance(s, dict) for s in sections.values()):
+            return values  # a section that is not a mapping: pydantic says so
+        prompt = values.get("prompt") or {}
+        root = str(values.get("storage_root") or cls.model_fields["storage_root"].default)
+        sections["distill"].setdefault("prompt", prompt)
+        sections["train"].setdefault("prompt", prompt)
+        if isinstance(prompt, dict):
+            sections["judge"].setdefault("n_words", prompt.get("n_words", PromptConfig.model_fields["n_words"].default))
+        sections["scrape"].setdefault("tokenizer", sections["train"].get("student", TrainConfig.model_fields["student"].default))
+        sections["distill"].setdefault("cache", _under(root, "cache/teacher"))
+        katib = sections["tune"].setdefault("katib", {})
+        if isinstance(katib, dict) and root.startswith("s3://"):  # trial pods write to S3 only: a local root keeps the S3 default
+            sections["tune"]["katib"] = {**katib, "output": katib.get("output", _under(root, "tune"))}
+        sections["promote"].setdefault("registry", _under(root, "registry"))
+        return values
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> PipelineConfig:
+        for name, section in (("distill", self.distill), ("train", self.train)):
+            if section.prompt != self.prompt:
+                raise ValueError(f"{name}.prompt ({section.prompt.model_dump()}) differs from prompt ({self.prompt.model_dump()}); the prompt is set once, as prompt.* (e.g. --set prompt.n_words=40)")
+        if self.judge.n_words != self.prompt.n_words:
+            raise ValueError(f"judge.n_words ({self.judge.n_words}) differs from prompt.n_words ({self.prompt.n_words}); the rubric follows the prompt: set prompt.n_words")
+        scored = {"baseline", "tuned", *self.score.reference_models}
+        clash = sorted({"baseline", "tuned", self.promote.production_name} & set(self.score.reference_models))
+        if clash:
+            raise ValueError(f"score.reference_models reuses the name(s) {clash} of a model the pipeline scores; rename them")
+        if self.score.compare_production:
+            scored.add(self.promote.production_name)
+        if self.judge.candidate not in scored:
+            raise ValueError(f"judge.candidate {self.judge.candidate!r} is not a model score scores ({sorted(scored)}); pick one of them")
+        return self
+
+    def display(self) -> dict[str, Any]:
+        """The values as a user sets them: a field that follows `prompt` shows there only."""
+        hidden: dict[str, set[str]] = {}
+        for key, source in DERIVED.items():
+            if source.startswith("prompt"):
+                section, field = key.split(".", 1)
+                hidden.setdefault(section, set()).add(field)
+        return self.model_dump(exclude=hidden)
 
     def stage_parameters(self) -> dict[str, dict[str, Any]]:
         """Each stage's values as KFP pipeline parameters (JSON structs, which cannot hold null).
 
-        A None is left out, which brings back the field's default; that is only
-        faithful where the default is None too, so check the round trip.
+        A None is left out, which brings back the field's default when the
+        component validates its section alone; that is only faithful where the
+        default is None too, so check the round trip of each section.
         """
         params = self.model_dump(mode="json", exclude_none=True, exclude={"cluster"})
-        if PipelineConfig.model_validate({**params, "cluster": self.cluster}) != self:
-            raise ConfigError("a field set to None has a non-None default, which a KFP parameter cannot express; set it to a value")
+        for name, values in params.items():
+            section = getattr(self, name)
+            if isinstance(section, Section) and type(section).model_validate(values) != section:
+                raise ConfigError(f"a field of {name} set to None has a non-None default, which a KFP parameter cannot express; set it to a value")
         return params
+
+
+def _as_dict(value: Any) -> Any:
+    # A section given as a model (in code) counts only what was set on it, so the rest may be derived.
+    return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else dict(value) if isinstance(value, dict) else value
+
+
+def _under(root: str, key: str) -> str:
+    return f"{root.rstrip('/')}/{key}"
 
 
 def load_config(profile: str | Path | None = "smoke", overrides: list[str] | None = None) -> PipelineConfig:
@@ -608,7 +708,9 @@ def format_validation_error(err: ValidationError) -> str:
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "config"
         msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "extra_forbidden" and field in RENAMED:
+            msg = f"renamed: set {RENAMED[field]} instead"
+        elif e["type"] == "extra_forbidden":
             msg = "unknown field; see `resumo config --profile smoke` for the valid keys"
         elif e["type"] == "literal_error":
             msg = f"must be {msg.removeprefix('Input should be ')}"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resumo import lang, storage, tables
+from resumo import artifacts, lang, storage, tables
 from resumo.config import DistillConfig
 from resumo.distill_cache import TeacherCache, cache_key, key_material, revision_of
 from resumo.errors import DataError
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 # Every reason a summary can be rejected for, in the order they are checked.
 REASONS = ("teacher_error", "empty", "no_text_answer", "refusal", "too_short", "too_long", "not_portuguese")
 _SPLIT = "__split"  # which split a row came from, while the splits are distilled together
-COUNTS_FILE = "distill_counts.json"  # beside the Parquet files: counts, including cache traffic, for the merge
+COUNTS_FILE = artifacts.DISTILL_COUNTS
 TRAFFIC = ("cache_hits", "teacher_answers")
 
 # Chat special tokens teachers leak into their text (the original study's targets kept <|eot_id|>).

@@ -13,14 +13,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from resumo import models, prompts, storage
+from resumo import artifacts, models, prompts, storage
+from resumo.artifacts import MODEL_META
 from resumo.config import PromptConfig
 from resumo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
-# Written beside every tuned model: what it was tuned from and with which prompt.
-MODEL_META = "resumo_model.json"
 
 
 @dataclass
@@ -35,10 +33,8 @@ REGISTRY_REF = "registry"
 
 def production_model(registry: str) -> str:
     """The URI of the registry's production model, from the pointer promote maintains."""
-    from resumo import promote
-
-    pointer_uri = storage.join(registry, promote.POINTER)
-    pointer = promote.current_production(registry)
+    pointer_uri = storage.join(registry, artifacts.POINTER)
+    pointer, _ = artifacts.read_pointer(registry)
     if pointer is None:
         raise ConfigError(f"model {REGISTRY_REF!r}: there is no {pointer_uri}; no model has been promoted to registry {registry} (set promote.registry)")
     if "model" not in pointer:

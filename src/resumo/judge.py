@@ -32,7 +32,7 @@ import jsonschema
 import numpy as np
 import pandas as pd
 
-from resumo import fanout, metrics, tables
+from resumo import artifacts, fanout, metrics, storage, tables
 from resumo.config import JudgeConfig
 from resumo.errors import ConfigError, DataError, ResumoError
 
@@ -68,7 +68,7 @@ Summary A:
 Summary B:
 {b}"""
 
-VERDICTS_FILE, RESULT_FILE = "verdicts.jsonl", "judge.json"
+VERDICTS_FILE, RESULT_FILE = artifacts.VERDICTS, artifacts.JUDGE_RESULT
 ORDERS = ("candidate_first", "candidate_second")
 POINTS = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 _FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|schema|guided", re.I)
@@ -108,6 +108,15 @@ def run(cfg: JudgeConfig, predictions: pd.DataFrame, out_dir: str | Path) -> dic
     for opponent, r in result["opponents"].items():
         log.info("judge: %s vs %s: win rate %s on %d articles (%d invalid verdicts)", cfg.candidate, opponent, r["win_rate"], r["n_articles"], r["invalid_verdicts"])
     return result
+
+
+def run_stage(cfg: JudgeConfig, predictions: str | Path, out_dir: str | Path, pairs_dir: str | Path | None = None) -> dict:
+    """The stage, as the CLI and the component call it: score's predictions (its folder or the .parquet file),
+    joined with the article texts of `pairs_dir` when given, judged by `run`."""
+    import io
+
+    rows = pd.read_parquet(io.BytesIO(storage.read_bytes(artifacts.predictions_file(predictions))))
+    return run(cfg, with_articles(rows, pairs_dir) if pairs_dir is not None else rows, out_dir)
 
 
 def with_articles(predictions: pd.DataFrame, pairs_dir: str | Path) -> pd.DataFrame:
@@ -150,7 +159,7 @@ def win_rate(cfg: JudgeConfig, verdicts: list[dict]) -> dict:
     counts = {k: sum(v["outcome"] == k for v in valid) for k in ("win", "tie", "loss")}
     return {
         "win_rate": float(points.mean()) if len(points) else None,
-        "interval": list(metrics.bootstrap_interval(points, cfg.bootstrap_samples, cfg.confidence, cfg.seed)) if len(points) else None,
+        "interval": list(metrics.bootstrap_interval(points, cfg.bootstrap_resamples, cfg.confidence, cfg.seed)) if len(points) else None,
         "wins": counts["win"],
         "ties": counts["tie"],
         "losses": counts["loss"],

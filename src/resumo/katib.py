@@ -8,7 +8,7 @@ on construction) with the trial's Job built from the kubernetes client's
 models; `tune.space`, `tune.search` and `tune.algorithm` mean what they mean
 to the local optuna study (`resumo.tune`). Each trial runs `resumo train` in
 the train image with its parameters as `--set` overrides and copies its
-adapter to `<tune.katib.output>/<trial name>/adapter`, so the launcher hands on
+outputs to `<tune.katib.output>/<trial name>/`, so the launcher hands on
 the best trial's adapter URI and nothing is trained twice.
 
 RBAC the launcher's service account needs, in the Experiment's namespace only
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resumo import storage
+from resumo import artifacts, storage
 from resumo.config import GpuConfig, SearchSpace, TrainConfig, TuneConfig, train_field
 from resumo.errors import ConfigError, ResumoError
 from resumo.tune import train_params, trial_count
@@ -73,10 +73,13 @@ class KatibResult:
 # --- the Experiment ----------------------------------------------------------
 
 
-def experiment(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, name: str, namespace: str, gpu: GpuConfig | None = None) -> dict:
+def experiment(
+    cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, name: str, namespace: str, gpu: GpuConfig | None = None, default_image: str | None = None
+) -> dict:
     """The Experiment as the JSON the API server takes, built with the Katib SDK models.
 
-    Each trial pod requests `gpu` (in the pipeline: the run's s9_gpu_* parameters; else cluster.gpu's defaults).
+    Each trial pod requests `gpu` (in the pipeline: the run's s9_gpu_* parameters; else cluster.gpu's defaults)
+    and runs tune.katib.image, else `default_image` (the caller's train image: resumo.components.TRAIN_IMAGE).
     """
     from kubeflow_katib_api import models as k
 
@@ -110,16 +113,16 @@ def experiment(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, name: st
             primary_container_name=CONTAINER,
             trial_parameters=[k.V1beta1TrialParameterSpec(name="trialName", description="Trial name: the adapter's S3 key", reference="${trialSpec.Name}")]
             + [k.V1beta1TrialParameterSpec(name=p, description=f"train.{SearchSpace.TRAIN_KEYS[p]}", reference=p) for p in cfg.search],
-            trial_spec=trial_job(cfg, train_cfg, pairs_uri, gpu or GpuConfig()),
+            trial_spec=trial_job(cfg, train_cfg, pairs_uri, gpu or GpuConfig(), default_image),
         ),
     )
     meta = k.IoK8sApimachineryPkgApisMetaV1ObjectMeta(name=name, namespace=namespace, labels={"app.kubernetes.io/part-of": "resumo"})
     return k.V1beta1Experiment(api_version=f"{GROUP}/{VERSION}", kind=KIND, metadata=meta, spec=spec).to_dict()
 
 
-def render(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, gpu: GpuConfig | None = None) -> dict:
+def render(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, gpu: GpuConfig | None = None, default_image: str | None = None) -> dict:
     """A new Experiment: a fresh name, in tune.katib.namespace or else this pod's own (`default` off-cluster)."""
-    return experiment(cfg, train_cfg, pairs_uri, experiment_name(cfg.katib.name_prefix), cfg.katib.namespace or _own_namespace(), gpu)
+    return experiment(cfg, train_cfg, pairs_uri, experiment_name(cfg.katib.name_prefix), cfg.katib.namespace or _own_namespace(), gpu, default_image)
 
 
 def experiment_name(prefix: str) -> str:
@@ -140,21 +143,22 @@ def trial_output(output: str, trial_name: str) -> str:
     return storage.join(output, trial_name)
 
 
-def trial_job(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, gpu: GpuConfig) -> dict:
+def trial_job(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, gpu: GpuConfig, default_image: str | None = None) -> dict:
     """The batch/v1 Job each trial runs, as JSON (kubernetes client models, sanitised by its ApiClient)."""
     from kubernetes import client as k8s
 
-    from resumo.components import TRAIN_IMAGE
-
+    image = cfg.katib.image or default_image
+    if not image:
+        raise ConfigError("tune.katib.image is not set and no train image was given; set tune.katib.image to the image trials run")
     env = [
-        # The whole train section, so a trial trains exactly as the pipeline's train step would.
-        k8s.V1EnvVar(name="RESUMO_CONFIG", value=json.dumps({"train": train_cfg.model_dump(mode="json")})),
+        # The whole train section (and the prompt it shares), so a trial trains exactly as the pipeline's train step would.
+        k8s.V1EnvVar(name="RESUMO_CONFIG", value=json.dumps({"prompt": train_cfg.prompt.model_dump(mode="json"), "train": train_cfg.model_dump(mode="json")})),
         k8s.V1EnvVar(name="RESUMO_PAIRS", value=pairs_uri),
         k8s.V1EnvVar(name="RESUMO_TRIAL_OUT", value=trial_output(cfg.katib.output, "${trialParameters.trialName}")),
     ]
     container = k8s.V1Container(
         name=CONTAINER,
-        image=cfg.katib.image or TRAIN_IMAGE,
+        image=image,
         command=["sh", "-c", trial_script(cfg)],
         env=env,
         env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=cfg.katib.s3_secret))],
@@ -194,9 +198,8 @@ def trial_script(cfg: TuneConfig) -> str:
         'printf "%s" "$RESUMO_CONFIG" > config.yaml',
         f'{copy.format("download")} "$RESUMO_PAIRS" pairs',
         f"resumo train --profile config.yaml --pairs pairs --out trial {sets}",
-        f'{copy.format("upload")} trial/adapter "$RESUMO_TRIAL_OUT/adapter"',
-        f'{copy.format("upload")} trial/metrics.json "$RESUMO_TRIAL_OUT/metrics.json"',
-        f'{copy.format("upload")} trial/curves.png "$RESUMO_TRIAL_OUT/curves.png"',
+        # The trial's folder is a `model` folder, as the train step's is (resumo.artifacts).
+        *(f'{copy.format("upload")} trial/{name} "$RESUMO_TRIAL_OUT/{name}"' for name in artifacts.TRIAL_FILES),
     ]
     return "(\n" + "\n".join(lines) + "\n)"
 
@@ -259,17 +262,23 @@ def _early_stopping(cfg: TuneConfig):
 
 
 def run(
-    cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, out_dir: str | Path | None = None, api_client=None, gpu: GpuConfig | None = None
+    cfg: TuneConfig,
+    train_cfg: TrainConfig,
+    pairs_uri: str,
+    out_dir: str | Path | None = None,
+    api_client=None,
+    gpu: GpuConfig | None = None,
+    default_image: str | None = None,
 ) -> KatibResult:
     """Create the Experiment, wait for it, and read its best trial; the Experiment YAML and result go to `out_dir`."""
     api_client = api_client or kube_client()
-    body = render(cfg, train_cfg, pairs_uri, gpu)
+    body = render(cfg, train_cfg, pairs_uri, gpu, default_image)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "experiment.yaml").write_text(to_yaml(body))
+        (Path(out_dir) / artifacts.EXPERIMENT).write_text(to_yaml(body))
     result = launch(body, api_client, cfg)
     if out_dir is not None:
-        (Path(out_dir) / "best.json").write_text(json.dumps(_summary(result, cfg), indent=2))
+        (Path(out_dir) / artifacts.BEST).write_text(json.dumps(_summary(result, cfg), indent=2))
     return result
 
 
@@ -352,7 +361,7 @@ def best_trial(status: dict, name: str, namespace: str, cfg: TuneConfig) -> Kati
         best_trial=trial,
         best_params=train_params(assignments),
         best_score=metrics[cfg.objective],
-        best_adapter=storage.join(trial_output(cfg.katib.output, trial), "adapter"),
+        best_adapter=artifacts.adapter_of(trial_output(cfg.katib.output, trial)),
         metrics=metrics,
         status=status,
     )

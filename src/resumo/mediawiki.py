@@ -96,7 +96,7 @@ class Client:
             try:
                 with self._lock:
                     self.requests_sent += 1
-                response = self._session.get(url, params=params, timeout=self.cfg.timeout_seconds)
+                response = self._session.get(url, params=params, timeout=self.cfg.timeout_s)
             except requests.RequestException as err:
                 last = f"connection failed: {err}"
             else:
@@ -120,7 +120,7 @@ class Client:
                             raise DataError(f"{url} refused {params}: {error.get('code')}: {error.get('info')}")
                         last = f"maxlag: {error.get('info')}"
             if attempt < self.cfg.max_retries:
-                delay = retry_delay(attempt, retry_after, self.cfg.backoff_seconds, self.cfg.max_wait_seconds, self._rng)
+                delay = retry_delay(attempt, retry_after, self.cfg.backoff_s, self.cfg.max_wait_s, self._rng)
                 log.warning("%s: %s; retry %d/%d in %.1fs", url, last, attempt + 1, self.cfg.max_retries, delay)
                 self.sleep(delay)
         raise DataError(f"{url} failed {self.cfg.max_retries + 1} times, last: {last}; what was collected is checkpointed, rerun to resume")

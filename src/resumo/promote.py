@@ -39,19 +39,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from resumo import storage
+from resumo import artifacts, report, storage
+from resumo.artifacts import CARD, MANIFEST, POINTER
 from resumo.config import PromoteConfig
 from resumo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-POINTER = "production.json"
-MANIFEST = "manifest.json"
-CARD = "MODEL_CARD.md"
 # Each retry follows a promotion that landed meanwhile; a handful covers any realistic schedule.
 MAX_POINTER_ATTEMPTS = 5
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
-_SCORE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "words_mean", "not_portuguese_share")
 
 
 @dataclass
@@ -70,6 +67,27 @@ class PromoteResult:
     version: str | None
     gates: list[Gate] = field(default_factory=list)
 
+    @property
+    def metrics(self) -> dict[str, int]:
+        return {"promoted": int(self.promoted), **{f"gate_{g.name}_passed": int(g.passed) for g in self.gates}}
+
+
+def run_stage(
+    cfg: PromoteConfig, model: str | Path, scores: str | Path, report_html: str | Path | None = None, decision_file: str | Path | None = None, **options
+) -> PromoteResult:
+    """The stage, as the CLI and the component call it: `model` is train's folder (or its adapter folder),
+    `scores` score's folder (or its scores.json); the decision is also written to `decision_file` as JSON.
+    `options` go to `run` (candidate, version)."""
+    scores_file = artifacts.scores_file(scores)
+    try:
+        score_data = json.loads(storage.read_text(scores_file))
+    except (storage.StorageError, json.JSONDecodeError) as err:
+        raise DataError(f"scores {scores_file}: {err}") from None
+    result = run(cfg, artifacts.adapter_in(model), score_data, report_html=report_html, **options)
+    if decision_file is not None:
+        storage.write_text(decision_file, json.dumps(asdict(result), indent=2))
+    return result
+
 
 def run(
     cfg: PromoteConfig,
@@ -85,7 +103,7 @@ def run(
         raise ConfigError(f"version {version!r} must be letters, digits, '.', '_' or '-' (it becomes a key under models/)")
     candidate_scores = _candidate_scores(cfg, scores, candidate)
     pointer_uri = storage.join(cfg.registry, POINTER)
-    production, tag = _read_pointer(pointer_uri)
+    production, tag = artifacts.read_pointer(cfg.registry)
     gates = check_gates(cfg, candidate_scores, _production_scores(cfg, scores, production))
     if not all(g.passed for g in gates):
         return _kept(cfg, candidate_scores, production, gates)
@@ -95,7 +113,7 @@ def run(
         try:
             storage.write_if_unchanged(pointer_uri, json.dumps(pointer, indent=2).encode(), tag)
         except storage.StaleWrite:
-            production, tag = _read_pointer(pointer_uri)
+            production, tag = artifacts.read_pointer(cfg.registry)
             log.info("promote: production moved to %s while %s was published; judging again", production and production["version"], version)
             if production and production["version"] >= version:
                 reason = f"a newer version {production['version']} was promoted while {version} was published; it stays"
@@ -146,7 +164,7 @@ def check_gates(cfg: PromoteConfig, candidate: dict[str, float], production: dic
 
 def current_production(registry: str, verify: bool = False) -> dict | None:
     """The production pointer, or None; with `verify`, every file of its manifest is read back and checked."""
-    pointer, _ = _read_pointer(storage.join(registry, POINTER))
+    pointer, _ = artifacts.read_pointer(registry)
     if pointer is not None and verify:
         verify_version(pointer)
     return pointer
@@ -216,27 +234,17 @@ def _score(pointer: dict | None, metric: str) -> float | None:
     return (pointer.get("scores") or {}).get(metric, pointer.get("score") if pointer.get("metric") == metric else None)
 
 
-def _read_pointer(uri: str) -> tuple[dict | None, str | None]:
-    found = storage.read_tagged(uri)
-    if found is None:
-        return None, None
-    data, tag = found
-    try:
-        return json.loads(data), tag
-    except json.JSONDecodeError as err:
-        raise DataError(f"{uri} is not JSON ({err}); restore it from models/<version>/ or remove it to start a new registry") from None
-
-
 def _publish_version(cfg, version, model_dir, scores, candidate, candidate_scores, production, gates, report_html) -> dict:
     """Write every file of the version, read each back, then the manifest; return the pointer to move."""
     if not model_dir.is_dir():
         raise DataError(f"model folder {model_dir} does not exist; pass the adapter folder `resumo train` wrote")
-    prefix = storage.join(cfg.registry, f"models/{version}")
-    files: dict[str, bytes] = {f"model/{p.relative_to(model_dir).as_posix()}": p.read_bytes() for p in sorted(model_dir.rglob("*")) if p.is_file()}
-    files["scores.json"] = json.dumps(scores, indent=2).encode()
+    prefix = storage.join(cfg.registry, artifacts.version_prefix(version))
+    model_key = artifacts.VERSION_MODEL
+    files: dict[str, bytes] = {f"{model_key}/{p.relative_to(model_dir).as_posix()}": p.read_bytes() for p in sorted(model_dir.rglob("*")) if p.is_file()}
+    files[artifacts.SCORES] = json.dumps(scores, indent=2).encode()
     if report_html is not None:
-        files["report.html"] = Path(report_html).read_bytes()
-    files[CARD] = model_card(version, model_dir, scores, candidate, production, gates).encode()
+        files[artifacts.REPORT_HTML] = Path(report_html).read_bytes()
+    files[CARD] = report.model_card(version, _model_meta(model_dir), scores, candidate, production, gates).encode()
     manifest = {"version": version, "prefix": prefix, "files": {}}
     for key, data in files.items():
         expected = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -251,14 +259,14 @@ def _publish_version(cfg, version, model_dir, scores, candidate, candidate_score
         "version": version,
         "previous": production and production["version"],
         "promoted_at": datetime.now(UTC).isoformat(),
-        "model": storage.join(prefix, "model"),
+        "model": storage.join(prefix, model_key),
         "card": storage.join(prefix, CARD),
         "manifest": storage.join(prefix, MANIFEST),
         "manifest_sha256": hashlib.sha256(raw).hexdigest(),
         "candidate": candidate,
         "metric": cfg.metric,
         "score": candidate_scores[cfg.metric],
-        "scores": {k: v for k, v in candidate_scores.items() if k in _SCORE_KEYS},
+        "scores": {k: v for k, v in candidate_scores.items() if k in report.CARD_SCORES},
         "gates": [asdict(g) for g in gates],
     }
 
@@ -269,55 +277,7 @@ def _check_file(uri: str, expected: dict) -> None:
         raise DataError(f"{uri} reads back as {len(data)} bytes that do not match its manifest entry {expected}; the pointer was not moved")
 
 
-def model_card(version: str, model_dir: Path, scores: dict, candidate: str, production: dict | None, gates: list[Gate]) -> str:
-    """Markdown: what the model is, what it was trained on and with, how it scored, why it was promoted."""
-    meta_file = model_dir / "resumo_model.json"  # generation.MODEL_META, read without importing torch
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    train = meta.get("config", {})
-    base = meta.get("base_model", "unknown")
-    lines = [f"# resumo summariser {version}", ""]
-    if str(base).startswith("tiny:"):
-        lines += ["> **Tiny random model** built for tests and `make run`: its scores show that the pipeline works, nothing about summary quality.", ""]
-    lines += [
-        f"Portuguese summariser: `{base}` tuned with LoRA on teacher summaries of Portuguese Wikipedia articles (resumo).",
-        f"Compared with production {'`' + production['version'] + '`' if production else '(none yet)'} when it was published; `production.json` records what it replaced.",
-        "",
-        "## Parameters",
-        "",
-        "| parameter | value |",
-        "|---|---|",
-    ]
-    lora = meta.get("lora", {})
-    params = {
-        "base model": base,
-        "LoRA r / alpha / dropout": f"{lora.get('r')} / {lora.get('r', 0) * lora.get('alpha_ratio', 0):g} / {lora.get('dropout')}" if lora else None,
-        "LoRA target modules": ", ".join(lora.get("target_modules", [])) or None,
-        "prompt version / words": f"{meta['prompt']['version']} / {meta['prompt']['n_words']}" if "prompt" in meta else None,
-        **{k.replace("_", " "): train.get(k) for k in ("learning_rate", "lr_scheduler", "epochs", "batch_size", "gradient_accumulation", "max_length", "seed")},
-    }
-    lines += [f"| {k} | {v} |" for k, v in params.items() if v is not None]
-    score_cfg = scores.get("config", {})
-    lines += [
-        "",
-        "## Data",
-        "",
-        f"Scored on {scores.get('n_articles', '?')} held-out test articles against the teacher's summaries"
-        + (f" (ROUGE tokenizer `{score_cfg['rouge_tokenizer']}`, BERTScore encoder `{score_cfg['bertscore_model']}`)." if "rouge_tokenizer" in score_cfg else "."),
-        "",
-        "## Scores",
-        "",
-    ]
-    models = scores.get("models", {})
-    columns = [k for k in _SCORE_KEYS if any(k in v for v in models.values())]
-    intervals = scores.get("intervals", {})
-    lines += ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for name, values in models.items():
-        cells = []
-        for c in columns:
-            v, ci = values.get(c), intervals.get(name, {}).get(c)
-            cells.append("" if v is None else f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
-        lines.append(f"| {'**' + name + '**' if name == candidate else name} | " + " | ".join(cells) + " |")
-    lines += ["", "## Promotion gates", "", "| gate | passed | detail |", "|---|---|---|"]
-    lines += [f"| {g.name} | {'yes' if g.passed else 'no'} | {g.detail} |" for g in gates]
-    lines += ["", "Files, sizes and sha256 of this version: `manifest.json`.", ""]
-    return "\n".join(lines)
+def _model_meta(model_dir: Path) -> dict:
+    """The model's resumo_model.json (base model, prompt, LoRA, train config), read without importing torch."""
+    meta_file = model_dir / artifacts.MODEL_META
+    return json.loads(meta_file.read_text()) if meta_file.exists() else {}

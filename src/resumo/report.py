@@ -1,7 +1,16 @@
-"""The scoring report: a self-contained HTML page, a Markdown summary and flat scalars.
+"""Every rendering of scores: the report stage's HTML page and Markdown summary, the model card, and the flat scalars KFP shows.
+
+    resumo report --scores runs/score --model runs/model --out runs/report [--judge runs/judge]
 
     from resumo import report
-    paths = report.write_reports(scores, predictions, "runs/score", curves_png=png, judge=judge)
+    paths = report.write_reports(scores, predictions, "runs/report", curves_png=png, judge=judge)
+
+Score and judge write numbers only (scores.json, judge.json); this module is the
+one that turns them into tables, pages and metrics, so a number is named and
+formatted the same way in the UI's Metrics, the Markdown, the page and the card.
+Scalars are named `<model>_<metric>`, `<model>_<metric>_ci_low|_ci_high`,
+`<candidate>_minus_<model>_<metric>` (with its `_ci_low|_ci_high`), `n_articles`
+and `judge_<opponent>_<key>` (with `judge_<opponent>_win_rate_ci_low|_ci_high`).
 
 The Kubeflow UI shows an HTML artifact in a sandboxed iframe that loads nothing
 from outside, so every plot is a base64 PNG inside the page and the page runs
@@ -17,19 +26,53 @@ import html
 import io
 import json
 import logging
+import math
 from pathlib import Path
 
 import pandas as pd
 
-from resumo import storage, text
+from resumo import artifacts, storage, text
 
 log = logging.getLogger(__name__)
 
-HTML_FILE, MARKDOWN_FILE, METRICS_FILE = "report.html", "report.md", "report_metrics.json"
+HTML_FILE, MARKDOWN_FILE, METRICS_FILE = artifacts.REPORT_HTML, artifacts.REPORT_MARKDOWN, artifacts.REPORT_METRICS
 # Plotted with error bars: the overlap-based and embedding-based scores, all on [0, 1].
 QUALITY = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1")
 # Shown first in tables, in this order; any other numeric key follows.
 PREFERRED = (*QUALITY, "words_mean", "words_p25", "words_p75", "not_portuguese_share", "empty_share")
+# The model card's scores table, and the scores the production pointer keeps.
+CARD_SCORES = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "words_mean", "not_portuguese_share")
+
+
+def run(
+    scores_dir: str | Path,
+    model_dir: str | Path,
+    html_file: str | Path,
+    markdown_file: str | Path,
+    judge_dir: str | Path | None = None,
+    store_uri: str | None = None,
+) -> dict[str, float]:
+    """The report stage: score's folder (and judge's, and train's curves) to the two pages; returns the scalars.
+
+    With `store_uri`, the pages and report_metrics.json are also stored there, under their usual names.
+    """
+    scores = json.loads(Path(scores_dir, artifacts.SCORES).read_text())
+    judged = json.loads(Path(judge_dir, artifacts.JUDGE_RESULT).read_text()) if judge_dir is not None else None
+    curves = Path(model_dir, artifacts.CURVES)
+    predictions = pd.read_parquet(Path(scores_dir, artifacts.PREDICTIONS))
+    flat = scalar_metrics(scores, judged)
+    pages = {
+        HTML_FILE: render_html(scores, predictions, curves.read_bytes() if curves.exists() else None, judged, 3).encode(),
+        MARKDOWN_FILE: render_markdown(scores, judged).encode(),
+    }
+    for path, name in ((html_file, HTML_FILE), (markdown_file, MARKDOWN_FILE)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(pages[name])
+    if store_uri:
+        for name, data in {**pages, METRICS_FILE: json.dumps(flat, indent=2).encode()}.items():
+            storage.write_bytes(storage.join(store_uri, name), data)
+        log.info("report: stored %d files under %s", len(pages) + 1, store_uri)
+    return flat
 
 
 def write_reports(
@@ -61,21 +104,39 @@ def write_reports(
 
 
 def scalar_metrics(scores: dict, judge: dict | None = None) -> dict[str, float]:
-    """Every scalar as `<model>_<metric>` (and `_low`/`_high` for intervals, `judge_<opponent>_*`), for KFP Metrics."""
-    flat = {}
+    """Every number of scores.json (and judge.json) as one flat scalar each, for KFP Metrics (names: module docstring); nulls left out."""
+    flat: dict[str, float | None] = {}
+    intervals = scores.get("intervals") or {}
     for model, values in scores.get("models", {}).items():
-        flat |= {f"{model}_{k}": float(v) for k, v in values.items() if _is_number(v)}
-    for model, intervals in (scores.get("intervals") or {}).items():
-        for metric, bounds in intervals.items():
-            if isinstance(bounds, list | tuple) and len(bounds) == 2:
-                flat[f"{model}_{metric}_low"], flat[f"{model}_{metric}_high"] = float(bounds[0]), float(bounds[1])
-    if _is_number(scores.get("n_articles")):
-        flat["n_articles"] = float(scores["n_articles"])
-    for opponent, result in ((judge or {}).get("opponents") or {}).items():
-        flat |= {f"judge_{opponent}_{k}": float(v) for k, v in result.items() if _is_number(v)}
-        if len(result.get("interval") or []) == 2:
-            flat[f"judge_{opponent}_win_rate_low"], flat[f"judge_{opponent}_win_rate_high"] = map(float, result["interval"])
-    return flat
+        for metric, value in values.items():
+            flat[f"{model}_{metric}"] = value
+            flat |= _bounds(f"{model}_{metric}", intervals.get(model, {}).get(metric))
+    for other, values in (scores.get("differences") or {}).items():
+        for metric, diff in values.items():
+            key = f"{scores['candidate']}_minus_{other}_{metric}"
+            flat[key] = diff["difference"]
+            flat |= _bounds(key, diff.get("interval"))
+    flat["n_articles"] = scores.get("n_articles")
+    return _numbers(flat) | judge_scalars(judge or {})
+
+
+def judge_scalars(judge: dict) -> dict[str, float]:
+    """judge.json's numbers: `judge_<opponent>_<key>` and `judge_<opponent>_win_rate_ci_low|_ci_high`."""
+    flat: dict[str, float | None] = {}
+    for opponent, result in (judge.get("opponents") or {}).items():
+        flat |= {f"judge_{opponent}_{k}": v for k, v in result.items() if k != "interval"}
+        flat |= _bounds(f"judge_{opponent}_win_rate", result.get("interval"))
+    return _numbers(flat)
+
+
+def _numbers(flat: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in flat.items() if _is_number(v) and math.isfinite(v)}
+
+
+def _bounds(key: str, interval) -> dict[str, float | None]:
+    if not isinstance(interval, list | tuple) or len(interval) != 2:
+        return {}
+    return {f"{key}_ci_low": interval[0], f"{key}_ci_high": interval[1]}
 
 
 # --- Markdown ---------------------------------------------------------------
@@ -86,17 +147,70 @@ def render_markdown(scores: dict, judge: dict | None = None) -> str:
     lines = [f"# resumo scores ({scores.get('n_articles', '?')} test articles)", ""]
     if _tiny(scores):
         lines += ["_Tiny random models: these numbers show the pipeline works, nothing about summary quality._", ""]
-    intervals = scores.get("intervals") or {}
     for title, columns in _column_groups(models):
-        lines += [f"## {title}", "", "| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-        for name, values in models.items():
-            lines.append(f"| {name} | " + " | ".join(_cell(values.get(c), intervals.get(name, {}).get(c), c) for c in columns) + " |")
-        lines.append("")
-    if intervals:
+        lines += [f"## {title}", "", *markdown_table(scores, columns), ""]
+    if scores.get("intervals"):
         lines += [f"Brackets: {_interval_label(scores)}."]
     if judge and judge.get("opponents"):
         lines += ["", f"## LLM judge: {judge.get('candidate', 'candidate')} against each model", "", *_judge_rows(judge)]
     return "\n".join(lines) + "\n"
+
+
+def markdown_table(scores: dict, columns: list[str], highlight: str | None = None) -> list[str]:
+    """The lines of a Markdown table of `columns` per model, intervals in brackets; `highlight` in bold."""
+    intervals = scores.get("intervals") or {}
+    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, values in scores.get("models", {}).items():
+        shown = f"**{name}**" if name == highlight else name
+        lines.append(f"| {shown} | " + " | ".join(_cell(values.get(c), intervals.get(name, {}).get(c), c) for c in columns) + " |")
+    return lines
+
+
+# --- model card -------------------------------------------------------------
+
+
+def model_card(version: str, meta: dict, scores: dict, candidate: str, production: dict | None, gates: list) -> str:
+    """Markdown: what the model is (`meta`: its resumo_model.json), what it was trained on and with, how it scored, why it was promoted."""
+    train = meta.get("config", {})
+    base = meta.get("base_model", "unknown")
+    lines = [f"# resumo summariser {version}", ""]
+    if str(base).startswith("tiny:"):
+        lines += ["> **Tiny random model** built for tests and `make run`: its scores show that the pipeline works, nothing about summary quality.", ""]
+    lines += [
+        f"Portuguese summariser: `{base}` tuned with LoRA on teacher summaries of Portuguese Wikipedia articles (resumo).",
+        f"Compared with production {'`' + production['version'] + '`' if production else '(none yet)'} when it was published; `{artifacts.POINTER}` records what it replaced.",
+        "",
+        "## Parameters",
+        "",
+        "| parameter | value |",
+        "|---|---|",
+    ]
+    lora = meta.get("lora", {})
+    params = {
+        "base model": base,
+        "LoRA r / alpha / dropout": f"{lora.get('r')} / {lora.get('r', 0) * lora.get('alpha_ratio', 0):g} / {lora.get('dropout')}" if lora else None,
+        "LoRA target modules": ", ".join(lora.get("target_modules", [])) or None,
+        "prompt version / words": f"{meta['prompt']['version']} / {meta['prompt']['n_words']}" if "prompt" in meta else None,
+        **{k.replace("_", " "): train.get(k) for k in ("learning_rate", "lr_scheduler", "epochs", "batch_size", "gradient_accumulation", "max_length", "seed")},
+    }
+    lines += [f"| {k} | {v} |" for k, v in params.items() if v is not None]
+    score_cfg = scores.get("config", {})
+    lines += [
+        "",
+        "## Data",
+        "",
+        f"Scored on {scores.get('n_articles', '?')} held-out test articles against the teacher's summaries"
+        + (f" (ROUGE tokenizer `{score_cfg['rouge_tokenizer']}`, BERTScore encoder `{score_cfg['bertscore_model']}`)." if "rouge_tokenizer" in score_cfg else "."),
+        "",
+        "## Scores",
+        "",
+    ]
+    columns = [k for k in CARD_SCORES if any(k in v for v in scores.get("models", {}).values())]
+    lines += markdown_table(scores, columns, highlight=candidate)
+    lines += ["", "## Promotion gates", "", "| gate | passed | detail |", "|---|---|---|"]
+    lines += [f"| {g.name} | {'yes' if g.passed else 'no'} | {g.detail} |" for g in gates]
+    lines += ["", f"Files, sizes and sha256 of this version: `{artifacts.MANIFEST}`.", ""]
+    return "\n".join(lines)
 
 
 # --- HTML -------------------------------------------------------------------
@@ -316,7 +430,9 @@ def _cell(value, interval, column: str) -> str:
 
 def _interval_label(scores: dict) -> str:
     level = (scores.get("config") or {}).get("confidence") or scores.get("confidence")
-    return f"{level:.0%} confidence interval over articles" if _is_number(level) else "confidence interval over articles"
+    label = f"{level:.0%} confidence interval over articles" if _is_number(level) else "confidence interval over articles"
+    resamples = (scores.get("bootstrap") or {}).get("resamples")
+    return label + (f" (percentile bootstrap, {resamples} resamples)" if _is_number(resamples) else "")
 
 
 def _err(value: float, interval) -> tuple[float, float]:

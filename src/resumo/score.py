@@ -6,7 +6,7 @@
 The first form (a pairs folder and models) is the pipeline stage; the second
 scores given `prediction`/`reference` pairs and generates nothing.
 
-The stage writes, under `--out`:
+The stage writes numbers only, under `--out` (resumo.report renders them):
 
 `scores.json`
     {
@@ -36,9 +36,6 @@ The stage writes, under `--out`:
     names: rouge1.., bertscore_f1, words, empty, not_portuguese,
     repeated_trigram_share, compression_ratio, novel_<n>gram_share; NaN where undefined).
 
-`report.md`
-    a Markdown table of the means with their intervals.
-
 `generated/<name>.json`
     each model's summaries with what they depend on; a rerun into the same
     `--out` reuses them instead of generating again (scoring is redone).
@@ -55,9 +52,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resumo import generation, metrics, storage, tables
+from resumo import artifacts, generation, metrics, storage, tables
 from resumo import models as model_refs
-from resumo.config import PromptConfig, ScoreConfig
+from resumo.config import PromoteConfig, PromptConfig, ScoreConfig
 from resumo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -98,11 +95,21 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = {"id": test["id"], "reference": references, **{f"prediction_{n}": p for n, p in predictions.items()}}
     columns |= {f"{metric}_{name}": values for name, values in per_article.items() for metric, values in values.items()}
-    pd.DataFrame(columns).to_parquet(out_dir / "predictions.parquet", index=False)
+    pd.DataFrame(columns).to_parquet(out_dir / artifacts.PREDICTIONS, index=False)
     scores = {**result, "n_articles": len(test), "models_scored": all_models, "config": cfg.model_dump()}
-    (out_dir / "scores.json").write_text(json.dumps(_json_safe(scores), indent=2, allow_nan=False))
-    (out_dir / "report.md").write_text(markdown_table(scores))
+    (out_dir / artifacts.SCORES).write_text(json.dumps(_json_safe(scores), indent=2, allow_nan=False))
     return result["models"]
+
+
+def run_stage(cfg: ScoreConfig, promotion: PromoteConfig, pairs_dir: str | Path, models: dict[str, str], out_dir: str | Path) -> dict:
+    """The stage, as the CLI and the component call it: `models` (name -> reference; `registry` is the
+    production model of promotion.registry), production too when score.compare_production, then `run`.
+    Returns scores.json's content."""
+    refs = {name: generation.resolve_ref(ref, promotion.registry) for name, ref in models.items()}
+    if cfg.compare_production:
+        refs = with_production(refs, promotion.registry, promotion.production_name)
+    run(cfg, pairs_dir, refs, out_dir)
+    return json.loads(Path(out_dir, artifacts.SCORES).read_text())
 
 
 def with_production(models: dict[str, str], registry: str, name: str) -> dict[str, str]:
@@ -116,6 +123,8 @@ def with_production(models: dict[str, str], registry: str, name: str) -> dict[st
         production = generation.production_model(registry)
     except ConfigError:  # nothing promoted yet
         log.info("score: nothing promoted to %s yet; no production model to compare", registry)
+        return models
+    if production in models.values():  # asked for by name already (`--model x=registry`)
         return models
     if name in models:
         raise ConfigError(f"promote.production_name {name!r} is also the name of a scored model; rename it")
@@ -171,40 +180,6 @@ def summarize_scores(per_article: dict[str, dict[str, np.ndarray]], cfg: ScoreCo
     return {"models": means, "intervals": intervals, "candidate": candidate if candidate in per_article else None, "differences": differences, "bootstrap": boot}
 
 
-def scalars(scores: dict) -> dict[str, float]:
-    """Every number of a scores.json as flat `name_metric[_ci_low|_ci_high]` scalars, e.g. for KFP Metrics; nulls left out."""
-    flat: dict[str, float] = {}
-    for name, values in scores["models"].items():
-        for metric, value in values.items():
-            flat[f"{name}_{metric}"] = value
-            low, high = scores["intervals"].get(name, {}).get(metric, (None, None))
-            flat[f"{name}_{metric}_ci_low"], flat[f"{name}_{metric}_ci_high"] = low, high
-    for other, values in scores.get("differences", {}).items():
-        for metric, diff in values.items():
-            key = f"{scores['candidate']}_minus_{other}_{metric}"
-            flat[key], (flat[f"{key}_ci_low"], flat[f"{key}_ci_high"]) = diff["difference"], diff["interval"]
-    return {k: float(v) for k, v in flat.items() if v is not None and math.isfinite(v)}
-
-
-def markdown_table(scores: dict) -> str:
-    """Means with their bootstrap intervals, one row per model."""
-    columns = [c for c in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "not_portuguese_share") if c in next(iter(scores["models"].values()))]
-    boot = scores["bootstrap"]
-    lines = [
-        f"# resumo scores ({scores['n_articles']} test articles)",
-        "",
-        f"Means with {boot['confidence']:.0%} bootstrap intervals ({boot['resamples']} resamples of the articles).",
-        "",
-        "| model | " + " | ".join(columns) + " | words mean [p25, p75] |",
-        "|---|" + "---|" * (len(columns) + 1),
-    ]
-    for name, values in scores["models"].items():
-        cells = [_with_interval(values[c], scores["intervals"][name].get(c)) for c in columns]
-        words = f"{values['words_mean']:.0f} [{values['words_p25']:.0f}, {values['words_p75']:.0f}]" if "words_mean" in values else "-"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {words} |")
-    return "\n".join(lines) + "\n"
-
-
 def _comparison_set(models: dict[str, str], reference_models: dict[str, str]) -> dict[str, str]:
     clash = sorted(set(models) & set(reference_models))
     if clash:
@@ -224,7 +199,7 @@ def _generate_once(name: str, ref: str, test: pd.DataFrame, shared_prompt: Promp
         "ids": [str(i) for i in test["id"]],
         "max_new_tokens": cfg.max_new_tokens,
     }
-    saved = out_dir / "generated" / f"{name}.json"
+    saved = out_dir / artifacts.GENERATED / f"{name}.json"
     if saved.exists():
         previous = json.loads(saved.read_text())
         if previous.get("key") == key:
@@ -267,12 +242,6 @@ def _strings(df: pd.DataFrame, column: str, path: str | Path) -> list[str]:
     if not bad.empty:
         raise DataError(f"{path}: column `{column}` has {len(bad)} non-text value(s), first at row {bad.index[0]} ({bad.iloc[0]!r}); use \"\" for an empty text")
     return list(values)
-
-
-def _with_interval(value: float | None, interval: list[float] | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval and interval[0] is not None else f"{value:.3f}"
 
 
 def _json_safe(value):

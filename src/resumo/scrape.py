@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from resumo import fanout, mediawiki, models, selection, storage, tables, wiki
+from resumo import artifacts, fanout, mediawiki, models, selection, storage, tables, wiki
 from resumo.config import ScrapeConfig, SplitConfig
 from resumo.errors import DataError
 from resumo.text import words
@@ -52,11 +52,15 @@ class ScrapeResult:
     counts: dict[str, int]  # pages seen, collected, kept, and skipped per reason
     splits: dict[str, int] = field(default_factory=dict)  # articles per split
 
+    @property
+    def metrics(self) -> dict[str, int]:
+        return {**self.counts, **{f"split_{k}": v for k, v in self.splits.items()}}
+
 
 def run(cfg: ScrapeConfig, out_dir: str | Path) -> ScrapeResult:
     client = _client(cfg)  # first: a missing User-Agent contact fails before any model loads
+    checkpoint = Checkpoint(out_dir, cfg)  # reads --out: an unreachable S3 endpoint fails before the tokenizer loads
     tokenizer = _load_tokenizer(cfg.tokenizer)
-    checkpoint = Checkpoint(out_dir, cfg)
     with _batches(cfg, client, checkpoint) as batches, closing(_cleaned(batches, cfg, tokenizer, checkpoint.done)) as pages:
         _collect(pages, cfg, checkpoint, client)
     articles, counts = checkpoint.rows(), checkpoint.counts
@@ -76,7 +80,7 @@ def run(cfg: ScrapeConfig, out_dir: str | Path) -> ScrapeResult:
         tables.write_split(pd.DataFrame(rows).drop(columns=POOL_ONLY), out_dir, name)
     result = ScrapeResult(counts=dict(counts), splits={name: len(rows) for name, rows in splits.items()})
     stats = {"counts": result.counts, "splits": result.splits, "requests": client.requests_sent if client else 0, "config": cfg.model_dump()}
-    storage.write_text(storage.join(out_dir, "stats.json"), json.dumps(stats, indent=2))
+    storage.write_text(storage.join(out_dir, artifacts.SCRAPE_STATS), json.dumps(stats, indent=2))
     checkpoint.remove()
     log.info("scrape: kept %d articles %s, skipped %s", counts["kept"], result.splits, {k: v for k, v in counts.items() if k not in ("seen", "kept", "collected")})
     return result
@@ -220,7 +224,7 @@ class Checkpoint:
     has a different fingerprint and starts afresh."""
 
     def __init__(self, out_dir: str | Path, cfg: ScrapeConfig):
-        self.root = storage.join(out_dir, "_checkpoint")
+        self.root = storage.join(out_dir, artifacts.SCRAPE_CHECKPOINT)
         self.prefix = storage.join(self.root, _fingerprint(cfg))
         self.done: set[int] = set()
         self.counts: Counter = Counter(seen=0, collected=0)
@@ -273,7 +277,7 @@ class Checkpoint:
 
 def _fingerprint(cfg: ScrapeConfig) -> str:
     """What decides which rows are collected; settings of politeness, speed and selection are not part of it."""
-    politeness = {"contact", "concurrency", "max_retries", "backoff_seconds", "max_wait_seconds", "timeout_seconds"}
+    politeness = {"contact", "concurrency", "max_retries", "backoff_s", "max_wait_s", "timeout_s"}
     values = cfg.model_dump(exclude={"checkpoint_every": True, "workers": True, "selection": True, "split": {"val_fraction", "test_fraction"}, "api": politeness})
     return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -148,6 +150,34 @@ def download(uri: str | Path, local: str | Path) -> Path:
     for key in keys:
         write_bytes(local / key, read_bytes(join(uri, key)))
     return local
+
+
+@contextmanager
+def local_input(uri: str | Path) -> Iterator[Path]:
+    """`uri`'s file or folder as a local path: a path is itself, an s3:// object or prefix a temporary download."""
+    loc = parse(uri)
+    if loc.scheme == "file":
+        yield Path(loc.key)
+        return
+    with tempfile.TemporaryDirectory(prefix="resumo-in-") as tmp:
+        yield download(uri, Path(tmp) / (Path(loc.key).name or "input"))
+
+
+@contextmanager
+def local_output(uri: str | Path) -> Iterator[Path]:
+    """A local folder for a tool that writes files: a path is itself; for an s3:// prefix, a temporary
+    folder that starts with what the prefix holds (so a rerun resumes) and is uploaded when the block succeeds."""
+    loc = parse(uri)
+    if loc.scheme == "file":
+        yield Path(loc.key)
+        return
+    with tempfile.TemporaryDirectory(prefix="resumo-out-") as tmp:
+        folder = Path(tmp) / "out"
+        if list_keys(uri):  # also the first request: an unreachable endpoint fails here, before any work
+            download(uri, folder)
+        folder.mkdir(exist_ok=True)
+        yield folder
+        upload(folder, uri)
 
 
 @lru_cache(maxsize=4)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resumo import storage
+from resumo import artifacts, storage
 from resumo.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -17,13 +17,13 @@ def write_split(df: pd.DataFrame, folder: str | Path, split: str) -> str:
     """Write atomically, so a failed stage leaves an earlier output whole."""
     buffer = io.BytesIO()
     df.to_parquet(buffer, index=False)
-    uri = storage.join(folder, f"{split}.parquet")
+    uri = storage.join(folder, artifacts.split_file(split))
     storage.write_bytes(uri, buffer.getvalue())
     return uri
 
 
 def read_split(folder: str | Path, split: str, columns: list[str] | None = None) -> pd.DataFrame:
-    uri = storage.join(folder, f"{split}.parquet")
+    uri = storage.join(folder, artifacts.split_file(split))
     if not storage.exists(uri):
         raise DataError(f"{uri} is missing; run the previous stage first (it writes {', '.join(SPLITS)})")
     df = pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))

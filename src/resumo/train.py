@@ -35,7 +35,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from resumo import batching, generation, metrics, models, prompts, storage, tables
+from resumo import artifacts, batching, generation, metrics, models, prompts, storage, tables
 from resumo.config import TrainConfig
 from resumo.errors import DataError
 
@@ -54,34 +54,42 @@ def run(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path) -> TrainRe
     val_rows = _usable_pairs(pairs_dir, "val")
     throughput = batching.Throughput()
     trainer = _build_trainer(cfg, train_rows, val_rows, out_dir, callbacks=[throughput, _ValidationRouge(cfg, val_rows)])
-    checkpoint = last_checkpoint(out_dir / "checkpoints")
+    checkpoint = last_checkpoint(out_dir / artifacts.CHECKPOINTS)
     if checkpoint:
         log.info("train: resuming from %s", checkpoint)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
-    adapter_dir = _save_adapter(trainer, cfg, out_dir / "adapter")
+    adapter_dir = _save_adapter(trainer, cfg, out_dir / artifacts.ADAPTER)
     if cfg.merge:
-        _save_merged(trainer, out_dir / "merged")
+        _save_merged(trainer, out_dir / artifacts.MERGED)
     scores = _final_scores(trainer.state.log_history, throughput)
-    _plot_curves(trainer.state.log_history, out_dir / "curves.png")
+    _plot_curves(trainer.state.log_history, out_dir / artifacts.CURVES)
     run_info = {"global_step": trainer.state.global_step, "start_step": throughput.start_step, "train_tokens": throughput.tokens, "train_seconds": throughput.seconds}
-    (out_dir / "metrics.json").write_text(json.dumps({"metrics": scores, "run": run_info, "config": cfg.model_dump()}, indent=2))
+    (out_dir / artifacts.TRAIN_METRICS).write_text(json.dumps({"metrics": scores, "run": run_info, "config": cfg.model_dump()}, indent=2))
     print_metric_lines(scores)
     return TrainResult(adapter_dir=adapter_dir, metrics=scores)
+
+
+def run_step(cfg: TrainConfig, params: dict, pairs_dir: str | Path, out_dir: str | Path, best_adapter: str = "") -> TrainResult:
+    """The pipeline's train step: `run` with `params` (dotted train.* overrides) applied, or, given a
+    tuning trial's `best_adapter`, that trial's outputs handed on without training again."""
+    from resumo.tune import apply_params
+
+    return adopt_trial(best_adapter, out_dir) if best_adapter else run(apply_params(cfg, params), pairs_dir, out_dir)
 
 
 def adopt_trial(adapter_uri: str, out_dir: str | Path) -> TrainResult:
     """A tuning trial's outputs as this step's, downloaded rather than trained again.
 
-    Katib trials write `<trial>/adapter`, `<trial>/metrics.json` and `<trial>/curves.png`
-    (resumo.katib); the best trial's adapter was trained with the very parameters a
+    A Katib trial's folder is a `model` folder (resumo.artifacts: its adapter, metrics and
+    curves); the best trial's adapter was trained with the very parameters a
     retrain would use, so the train step hands it on (unless `tune.retrain_best`).
     """
     out_dir = Path(out_dir)
-    trial, adapter = adapter_uri.rstrip("/").rsplit("/", 1)
-    storage.download(trial, out_dir)  # the trial's folder is exactly its outputs
-    adapter_dir = out_dir / adapter
-    scores = json.loads((out_dir / "metrics.json").read_text())["metrics"] if (out_dir / "metrics.json").exists() else {}
+    storage.download(artifacts.model_of(adapter_uri), out_dir)  # the trial's folder is exactly its outputs
+    adapter_dir = out_dir / artifacts.ADAPTER
+    metrics_file = out_dir / artifacts.TRAIN_METRICS
+    scores = json.loads(metrics_file.read_text())["metrics"] if metrics_file.exists() else {}
     log.info("train: adopted the best trial's adapter %s (%d metrics)", adapter_uri, len(scores))
     return TrainResult(adapter_dir=adapter_dir, metrics=scores)
 

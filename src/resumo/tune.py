@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from resumo import artifacts
 from resumo.config import ParamRange, SearchSpace, TrainConfig, TuneConfig, set_dotted, train_value, validate
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir:
 
     def objective(trial) -> float:
         params = suggest(trial, cfg)
-        result = train.run(apply_params(train_cfg, params), pairs_dir, out_dir / f"trial-{trial.number:03d}")
+        result = train.run(apply_params(train_cfg, params), pairs_dir, out_dir / artifacts.optuna_trial(trial.number))
         score = result.metrics[cfg.objective]
         trials.append({"trial": trial.number, "params": params, **result.metrics})
         log.info("tune: trial %d/%d %s -> %s=%.4f", trial.number + 1, n_trials, params, cfg.objective, score)
@@ -54,8 +55,8 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir:
     study.optimize(objective, n_trials=n_trials)
     best = study.best_trial
     best_params = train_params(best.params)
-    result = TuneResult(best_params, float(best.value), out_dir / f"trial-{best.number:03d}" / "adapter", trials)
-    (out_dir / "best.json").write_text(
+    result = TuneResult(best_params, float(best.value), out_dir / artifacts.optuna_trial(best.number) / artifacts.ADAPTER, trials)
+    (out_dir / artifacts.BEST).write_text(
         json.dumps({"params": result.best_params, cfg.objective: result.best_score, "adapter": str(result.best_adapter), "trials": trials}, indent=2)
     )
     return result

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from resumo import cluster
+from resumo.pipelines import cluster
 from resumo.cli import app
 from resumo.config import load_config
 from resumo.errors import ConfigError, ResumoError

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from resumo import local, promote, tables
+from resumo import promote, tables
+from resumo.pipelines import local
 from resumo.config import load_config
 
 pytestmark = pytest.mark.numerics  # make test-kernels reruns it on other CPU kernels

@@ -70,3 +70,65 @@ def test_a_none_that_kfp_cannot_carry_is_refused():
     assert cfg.distill.teacher.api_key_env is None
     with pytest.raises(ConfigError, match="non-None default"):
         cfg.stage_parameters()
+
+
+def test_the_prompt_is_defined_once_and_every_stage_follows_it():
+    cfg = load_config("smoke", ["prompt.n_words=50"])
+    assert cfg.distill.prompt == cfg.train.prompt == cfg.prompt and cfg.judge.n_words == 50
+    shown = cfg.display()
+    assert "prompt" in shown and "prompt" not in shown["distill"] and "prompt" not in shown["train"] and "n_words" not in shown["judge"]
+    with pytest.raises(ConfigError, match=r"train.prompt .* differs from prompt"):
+        load_config("smoke", ["train.prompt.n_words=60"])
+
+
+def test_resumo_config_shows_one_prompt_section():
+    import yaml
+    from typer.testing import CliRunner
+
+    from resumo.cli import app
+
+    shown = yaml.safe_load(CliRunner().invoke(app, ["config", "-p", "full"]).stdout)
+    sections = [path for path, value in _walk(shown) if path.endswith("prompt") and isinstance(value, dict)]
+    assert sections == ["prompt"] and shown["prompt"]["n_words"] == 100
+
+
+def _walk(node, path=""):
+    for key, value in node.items():
+        yield f"{path}{key}", value
+        if isinstance(value, dict):
+            yield from _walk(value, f"{path}{key}.")
+
+
+def test_the_storage_root_moves_the_cache_the_trial_output_and_the_registry_together():
+    from resumo import katib
+
+    cfg = load_config("full", ["storage_root=s3://elsewhere/team"])
+    assert (cfg.distill.cache, cfg.tune.katib.output, cfg.promote.registry) == ("s3://elsewhere/team/cache/teacher", "s3://elsewhere/team/tune", "s3://elsewhere/team/registry")
+    job = katib.trial_job(cfg.tune, cfg.train, "s3://elsewhere/pairs", cfg.cluster.gpu, default_image="img")
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RESUMO_TRIAL_OUT"].startswith("s3://elsewhere/team/tune/")
+    # a section that sets its own keeps it; the defaults of the full profile are the old literals
+    assert load_config("full", ["promote.registry=s3://other/reg"]).promote.registry == "s3://other/reg"
+    full = load_config("full")
+    assert (full.distill.cache, full.tune.katib.output, full.promote.registry) == ("s3://resumo/cache/teacher", "s3://resumo/tune", "s3://resumo/registry")
+
+
+def test_scrape_counts_tokens_with_the_student_unless_told_otherwise():
+    assert load_config("smoke").scrape.tokenizer == "tiny:qwen2"
+    assert load_config("full", ["train.student=org/other"]).scrape.tokenizer == "org/other"
+    assert load_config("full", ["train.student=org/other", "scrape.tokenizer=org/tok"]).scrape.tokenizer == "org/tok"
+
+
+def test_cross_section_checks_name_the_fields():
+    with pytest.raises(ConfigError, match="judge.candidate 'nobody' is not a model score scores"):
+        load_config("smoke", ["judge.candidate=nobody"])
+    with pytest.raises(ConfigError, match=r"reference_models reuses the name\(s\) \['production'\]"):
+        load_config("smoke", ["score.reference_models={production: tiny:qwen2}"])
+    with pytest.raises(ConfigError, match="judge.n_words .* follows the prompt"):
+        load_config("smoke", ["judge.n_words=60"])
+    assert load_config("smoke", ["judge.candidate=baseline"]).judge.candidate == "baseline"
+
+
+def test_a_renamed_field_says_its_new_name():
+    with pytest.raises(ConfigError, match="judge.bootstrap_samples = 10: renamed: set judge.bootstrap_resamples instead"):
+        load_config("smoke", ["judge.bootstrap_samples=10"])

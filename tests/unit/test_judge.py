@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from resumo import judge
+from resumo import judge, report
 from resumo.config import JudgeConfig
 from resumo.errors import ConfigError, DataError, ResumoError
 from tests.servers import judge_server
@@ -37,7 +37,7 @@ def predictions():
 
 
 def config(server, **values) -> JudgeConfig:
-    return JudgeConfig(base_url=server.url, model="judge-test", max_retries=0, timeout_s=10, bootstrap_samples=500, **values)
+    return JudgeConfig(base_url=server.url, model="judge-test", max_retries=0, timeout_s=10, bootstrap_resamples=500, **values)
 
 
 def test_a_fair_judge_sees_the_better_model_with_both_orders_asked(predictions, tmp_path, monkeypatch):
@@ -150,5 +150,9 @@ def test_component_joins_articles_and_logs_win_rates(predictions, tmp_path):
             config=config(server).model_dump(), pairs=dsl.Dataset(uri=str(tmp_path / "pairs")), scores=dsl.Artifact(uri=str(tmp_path / "scores")),
             verdicts=dsl.Artifact(uri=str(tmp_path / "verdicts")), metrics=metrics,
         )  # fmt: skip
-    assert json.loads((tmp_path / "verdicts" / judge.RESULT_FILE).read_text())["opponents"]["baseline"]["win_rate"] == 1.0
-    assert metrics.metadata == {"baseline_win_rate": 1.0, "baseline_n_articles": N, "baseline_invalid_verdicts": 0, "llama_win_rate": 0.75, "llama_n_articles": N, "llama_invalid_verdicts": 0}
+    result = json.loads((tmp_path / "verdicts" / judge.RESULT_FILE).read_text())
+    assert result["opponents"]["baseline"]["win_rate"] == 1.0
+    # named as the report task names them (resumo.report), so the two tasks agree
+    assert metrics.metadata == report.judge_scalars(result)
+    logged = {k: metrics.metadata[f"judge_{k}"] for k in ("baseline_win_rate", "baseline_n_articles", "baseline_invalid_verdicts", "llama_win_rate", "llama_n_articles", "llama_invalid_verdicts")}
+    assert logged == {"baseline_win_rate": 1.0, "baseline_n_articles": N, "baseline_invalid_verdicts": 0, "llama_win_rate": 0.75, "llama_n_articles": N, "llama_invalid_verdicts": 0}

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from resumo import generation, katib, storage, tables
+from resumo.components import TRAIN_IMAGE
 from resumo.config import load_config
 from resumo.errors import ConfigError
 from tests.servers import kube_api
@@ -25,7 +26,7 @@ def schema_errors():
 
 def render(profile: str = "full", *sets: str) -> dict:
     cfg = load_config(profile, list(sets))
-    return katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-1a2b3c", "team-a")
+    return katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-1a2b3c", "team-a", default_image=TRAIN_IMAGE)
 
 
 @pytest.mark.parametrize("algorithm", ["tpe", "random", "bayesianoptimization", "grid"])
@@ -117,10 +118,8 @@ def test_every_trial_parameter_is_defined_and_used():
 
 
 def test_the_trial_runs_the_train_image_with_the_pipeline_train_config():
-    from resumo.components import TRAIN_IMAGE
-
     cfg = load_config("full", ["train.max_length=2048"])
-    job = katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-1a2b3c", "team-a")["spec"]["trialTemplate"]["trialSpec"]
+    job = katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-1a2b3c", "team-a", default_image=TRAIN_IMAGE)["spec"]["trialTemplate"]["trialSpec"]
     assert (job["apiVersion"], job["kind"], job["spec"]["backoffLimit"]) == ("batch/v1", "Job", 0)
     pod = job["spec"]["template"]
     (container,) = pod["spec"]["containers"]
@@ -156,7 +155,7 @@ def test_a_trial_command_trains_reports_metrics_and_writes_its_adapter(s3, pairs
     cfg = load_config("smoke", ["train.epochs=1", "train.eval_samples=2", "train.max_new_tokens=4", f"tune.katib.output={s3}/tune"])
     for split, rows in [("train", 4), ("val", 2)]:  # one optimizer step: the test is about the plumbing
         tables.write_split(tables.read_split(pairs_dir, split).head(rows), f"{s3}/pairs", split)
-    exp = katib.experiment(cfg.tune, cfg.train, f"{s3}/pairs", "resumo-1a2b3c", "team-a")
+    exp = katib.experiment(cfg.tune, cfg.train, f"{s3}/pairs", "resumo-1a2b3c", "team-a", default_image=TRAIN_IMAGE)
     trial = "resumo-1a2b3c-x7k2p9qd"
     text = json.dumps(exp["spec"]["trialTemplate"]["trialSpec"])
     text = text.replace("${trialParameters.trialName}", trial).replace("${trialParameters.lora_r}", "16")

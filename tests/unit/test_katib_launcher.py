@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from resumo import katib
+from resumo.components import TRAIN_IMAGE
 from resumo.config import load_config
 from tests.servers import kube_api
 
@@ -28,7 +29,7 @@ def _api(play, validator):
 
 def test_a_succeeded_experiment_hands_on_the_best_trial(cfg, validator, tmp_path):
     with _api("succeeded", validator) as api:
-        result = katib.run(cfg.tune, cfg.train, PAIRS, tmp_path, api_client=api.client())
+        result = katib.run(cfg.tune, cfg.train, PAIRS, tmp_path, api_client=api.client(), default_image=TRAIN_IMAGE)
         created = api.requests[0]
     # What was created is the Experiment the dry run renders, accepted by Katib's schema.
     method, path, body = created
@@ -53,7 +54,7 @@ def test_a_succeeded_experiment_hands_on_the_best_trial(cfg, validator, tmp_path
 def test_delete_when_asked(cfg, validator):
     cfg.tune.katib.delete = True
     with _api("succeeded", validator) as api:
-        result = katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client())
+        result = katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), default_image=TRAIN_IMAGE)
         assert api.requests[-1][:2] == ("DELETE", f"/apis/kubeflow.org/v1beta1/namespaces/team-a/experiments/{result.experiment}")
         assert api.experiments == {}
 
@@ -62,7 +63,7 @@ def test_a_failed_experiment_is_a_clear_error_and_is_deleted_when_asked(cfg, val
     cfg.tune.katib.delete = True
     with _api("failed", validator) as api:
         with pytest.raises(katib.KatibError, match=r"team-a/resumo-\w+ failed: ExperimentFailed: .*max failed count.*failed trials: \['resumo-"):
-            katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client())
+            katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), default_image=TRAIN_IMAGE)
         assert api.experiments == {}  # asked to delete: its trials stop using GPUs
 
 
@@ -71,7 +72,7 @@ def test_a_stuck_experiment_times_out_and_stays_unless_asked(cfg, validator):
     cfg.tune.katib.poll_s = 0.05
     with _api("stuck", validator) as api:
         with pytest.raises(katib.KatibError, match=r"did not finish within 1 s \(last condition: Running, 3 trials \(0 succeeded, 3 running"):
-            katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client())
+            katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), default_image=TRAIN_IMAGE)
         reads = sum(1 for m, *_ in api.requests if m == "GET")
         assert 2 <= reads <= 60  # polled, bounded by the timeout
         assert len(api.experiments) == 1
@@ -79,7 +80,7 @@ def test_a_stuck_experiment_times_out_and_stays_unless_asked(cfg, validator):
 
 def test_a_transient_api_error_while_waiting_is_retried(cfg, validator):
     with _api("flaky", validator) as api:
-        result = katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client())
+        result = katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), default_image=TRAIN_IMAGE)
         assert result.best_score == 0.4123
         assert sum(1 for m, *_ in api.requests if m == "GET") == 4  # one 503 among them
 
@@ -87,12 +88,12 @@ def test_a_transient_api_error_while_waiting_is_retried(cfg, validator):
 def test_an_experiment_deleted_while_waiting_is_a_clear_error(cfg, validator):
     with _api("deleted", validator) as api:
         with pytest.raises(katib.KatibError, match="disappeared while the launcher waited"):
-            katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client())
+            katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), default_image=TRAIN_IMAGE)
 
 
 def test_an_experiment_katib_refuses_is_reported_with_its_reason(cfg, validator):
     cfg.tune.max_trials = 5
-    body = katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-bad000", "team-a")
+    body = katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-bad000", "team-a", default_image=TRAIN_IMAGE)
     body["spec"]["parameters"][0]["parameterType"] = "float"
     with _api("succeeded", validator) as api:
         with pytest.raises(katib.KatibError, match=r"cannot create Experiment team-a/resumo-bad000: HTTP 400 .*denied the request: spec.parameters.0.parameterType"):
@@ -100,7 +101,7 @@ def test_an_experiment_katib_refuses_is_reported_with_its_reason(cfg, validator)
 
 
 def test_a_name_taken_and_an_unreachable_api_are_clear_errors(cfg, validator):
-    body = katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-same00", "team-a")
+    body = katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-same00", "team-a", default_image=TRAIN_IMAGE)
     with _api("succeeded", validator) as api:
         katib.launch(body, api.client(), cfg.tune)
         with pytest.raises(katib.KatibError, match="HTTP 409 an Experiment of that name exists already"):

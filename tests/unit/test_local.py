@@ -1,10 +1,10 @@
-"""resumo.local around kfp.local: what a run leaves behind in this process."""
+"""resumo.pipelines.local around kfp.local: what a run leaves behind in this process."""
 
 import builtins
 
 import pytest
 
-from resumo import local
+from resumo.pipelines import local
 from resumo.config import load_config
 from resumo.errors import ResumoError
 from resumo.pipelines import summarization

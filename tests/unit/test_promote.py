@@ -59,7 +59,7 @@ def test_first_model_is_published_with_a_verified_manifest_and_a_model_card(regi
     assert manifest["files"]["model/adapter_model.safetensors"]["size"] == 1024
     card = storage.read_text(pointer["card"])
     assert "Tiny random model" in card and "| LoRA r / alpha / dropout | 8 / 16 / 0.05 |" in card
-    assert "| **tuned** | 0.300 [0.280, 0.320] | 0.750 | 0.000 |" in card and "13 held-out test articles" in card
+    assert "| **tuned** | 0.300 [0.280, 0.320] | 0.750 | 0.0% |" in card  # shares as percentages, as in the report (resumo.report) and "13 held-out test articles" in card
 
 
 def test_worse_candidate_leaves_production_untouched(registry, model_dir):

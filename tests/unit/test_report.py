@@ -88,8 +88,8 @@ def test_missing_optional_keys_are_left_out_not_invented(tmp_path):
 def test_scalar_metrics_flatten_models_intervals_and_judge():
     flat = report.scalar_metrics(sample_scores(), JUDGE)
     assert flat["tuned_rougeLsum"] == 0.41 and flat["baseline_words_mean"] == 152.0
-    assert flat["tuned_rougeLsum_low"] == 0.39 and flat["tuned_bertscore_f1_high"] == 0.81
-    assert flat["judge_baseline_win_rate"] == 0.61 and flat["judge_baseline_win_rate_low"] == 0.55 and flat["judge_baseline_invalid_verdicts"] == 3
+    assert flat["tuned_rougeLsum_ci_low"] == 0.39 and flat["tuned_bertscore_f1_ci_high"] == 0.81
+    assert flat["judge_baseline_win_rate"] == 0.61 and flat["judge_baseline_win_rate_ci_low"] == 0.55 and flat["judge_baseline_invalid_verdicts"] == 3
     assert flat["n_articles"] == 4
     assert all(isinstance(v, float) for v in flat.values())
 

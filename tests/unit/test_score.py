@@ -9,7 +9,7 @@ import pytest
 from rouge_score import rouge_scorer
 from typer.testing import CliRunner
 
-from resumo import generation, models, score, tables, wiki
+from resumo import generation, models, report, score, tables, wiki
 from resumo.config import PromptConfig, ScoreConfig
 from resumo.errors import ConfigError, DataError
 
@@ -135,13 +135,14 @@ def test_stage_scores_the_comparison_set(test_pairs_dir, tuned_model, tmp_path):
     assert diff["difference"] == pytest.approx((predictions["rouge1_tuned"] - predictions["rouge1_baseline"]).mean())
     assert diff["n"] == 3
     # every scalar, flat, as the component logs it
-    flat = score.scalars(scores)
+    flat = report.scalar_metrics(scores)
     assert flat["tuned_rougeLsum"] == scores["models"]["tuned"]["rougeLsum"]
     assert flat["tuned_rougeLsum_ci_low"] == scores["intervals"]["tuned"]["rougeLsum"][0]
     assert "tuned_minus_baseline_bertscore_f1_ci_high" in flat
     assert all(isinstance(v, float) for v in flat.values())
-    report = (tmp_path / "report.md").read_text()
-    assert "| tuned |" in report and "bootstrap" in report
+    assert not (tmp_path / "report.md").exists()  # score writes numbers; resumo.report renders them
+    summary = report.render_markdown(scores)
+    assert "| tuned |" in summary and "bootstrap" in summary
 
 
 def test_reference_model_names_must_not_clash(test_pairs_dir, tmp_path):

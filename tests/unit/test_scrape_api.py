@@ -15,7 +15,7 @@ CONTACT = "resumo-tests@example.org"
 
 
 def api_config(server, *sets):
-    base = ["scrape.source=api", f"scrape.api.base_url={server.api_url}", f"scrape.api.contact={CONTACT}", "scrape.api.max_wait_seconds=0"]
+    base = ["scrape.source=api", f"scrape.api.base_url={server.api_url}", f"scrape.api.contact={CONTACT}", "scrape.api.max_wait_s=0"]
     return load_config("smoke", base + list(sets)).scrape
 
 
@@ -78,7 +78,7 @@ def test_the_client_waits_what_the_server_says():
     waits = []
     with serve() as server:
         server.faults.extend([("429", "7"), ("maxlag", "3")])
-        client = mediawiki.Client(ApiConfig(base_url=server.api_url, backoff_seconds=0.5), mediawiki.user_agent(CONTACT), sleep=waits.append)
+        client = mediawiki.Client(ApiConfig(base_url=server.api_url, backoff_s=0.5), mediawiki.user_agent(CONTACT), sleep=waits.append)
         result, _ = next(client.query({"list": "allpages", "aplimit": 2}))
     assert len(result["allpages"]) == 2
     assert waits[0] == 7 and waits[1] >= 3

@@ -74,7 +74,7 @@ def validate_cron(cron: str) -> str:
 def compile_to(cfg: PipelineConfig, path: str | Path) -> Path:
     from kfp import compiler
 
-    from resumo.pipelines.summarization import build
+    from resumo.pipelines.summarization import build  # kfp's own layer, as this module
 
     compiler.Compiler().compile(build(cfg), str(path))
     return Path(path)

@@ -15,6 +15,7 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+from resumo import artifacts
 from resumo.config import PipelineConfig
 from resumo.errors import ResumoError
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 def run(cfg: PipelineConfig, runs_dir: str | Path = "runs") -> Path:
     from kfp import local
 
-    from resumo.pipelines.summarization import build
+    from resumo.pipelines.summarization import build  # kfp's own layer, as this module
 
     run_dir = Path(runs_dir).resolve() / datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
     # A relative registry or cache is relative to where `resumo run` was started, as a user expects.
@@ -48,7 +49,7 @@ def run(cfg: PipelineConfig, runs_dir: str | Path = "runs") -> Path:
         builtins.print = plain_print
     summary = summarize_run(run_dir / "artifacts")
     summary["config"] = cfg.model_dump()
-    path = run_dir / "summary.json"
+    path = run_dir / artifacts.RUN_SUMMARY
     path.write_text(json.dumps(summary, indent=2))
     return path
 
@@ -57,16 +58,16 @@ def _absolute(uri: str) -> str:
     return uri if "://" in uri or Path(uri).is_absolute() else str(Path(uri).resolve())
 
 
-def summarize_run(artifacts: Path) -> dict:
-    """Scores and promotion decision from a finished run's artifacts."""
-    scores = _only(artifacts.glob("*/score/scores/scores.json"))
-    decision = _only(artifacts.glob("*/promote/decision"))
-    best = _only(artifacts.glob("*/tune/trials/best.json"))
+def summarize_run(root: Path) -> dict:
+    """Scores and promotion decision from a finished run's artifacts: kfp.local keeps each output at <run>/<task>/<output>."""
+    scores = _only(root.glob(f"*/score/scores/{artifacts.SCORES}"))
+    decision = _only(root.glob("*/promote/decision"))
+    best = _only(root.glob(f"*/tune/trials/{artifacts.BEST}"))
     return {
         "scores": json.loads(scores.read_text())["models"],
         "tune": {k: v for k, v in json.loads(best.read_text()).items() if k != "trials"},
         "promotion": json.loads(decision.read_text()),
-        "artifacts": str(artifacts),
+        "artifacts": str(root),
     }
 
 
