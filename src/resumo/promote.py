@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from resumo import storage
+from resumo import model_registry, storage
 from resumo.config import PromoteConfig
 from resumo.errors import ConfigError, DataError
 
@@ -78,8 +78,20 @@ def run(
     candidate: str = "tuned",
     report_html: str | Path | None = None,
     version: str | None = None,
+    lineage: dict | None = None,
 ) -> PromoteResult:
-    """`scores` is score's output: {"models": {name: {metric: value}}, ...}; `candidate` names the model to promote."""
+    """`scores` is score's output: {"models": {name: {metric: value}}, ...}; `candidate` names the model to promote.
+
+    `lineage` (KFP run id, pipeline version, judge win rates) is kept in the pointer. Then, promoted or
+    not, Model Registry is brought in step with production (model_registry.follow_production), so a
+    retry after it failed registers what the first attempt promoted.
+    """
+    result = _gate_and_publish(cfg, model_dir, scores, candidate, report_html, version, lineage)
+    model_registry.follow_production(cfg)
+    return result
+
+
+def _gate_and_publish(cfg, model_dir, scores, candidate, report_html, version, lineage) -> PromoteResult:
     version = version or datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     if not _VERSION.match(version):
         raise ConfigError(f"version {version!r} must be letters, digits, '.', '_' or '-' (it becomes a key under models/)")
@@ -91,6 +103,7 @@ def run(
         return _kept(cfg, candidate_scores, production, gates)
 
     pointer = _publish_version(cfg, version, Path(model_dir), scores, candidate, candidate_scores, production, gates, report_html)
+    pointer["lineage"] = lineage or {}
     for _ in range(MAX_POINTER_ATTEMPTS):
         try:
             storage.write_if_unchanged(pointer_uri, json.dumps(pointer, indent=2).encode(), tag)
