@@ -104,6 +104,7 @@ def follow_production(cfg: PromoteConfig) -> Registration | None:
 def connect(cfg: ModelRegistryConfig):
     """The client, authenticated as it does it: a bearer token from `token_env`, else `token_file`, else the client's default file."""
     from model_registry import ModelRegistry
+    from model_registry.exceptions import StoreError
 
     token = os.environ.get(cfg.token_env) or None
     if token is None and cfg.token_file is not None:
@@ -115,7 +116,7 @@ def connect(cfg: ModelRegistryConfig):
     secure = cfg.url.startswith("https://") and cfg.verify_tls
     try:
         return ModelRegistry(cfg.url, author=cfg.author, is_secure=secure, user_token=token, custom_ca=cfg.ca_bundle, async_runner=_run)
-    except Exception as err:  # noqa: BLE001
+    except StoreError as err:
         if "user token must be provided" in str(err):
             raise ConfigError(
                 f"promote.model_registry: no bearer token for {cfg.url}; set ${cfg.token_env} (the Secret cluster.secrets.model_registry), "

@@ -52,3 +52,23 @@ def test_the_inference_service_can_take_a_model_registry_version():
     assert uri in (ROOT / "manifests" / "inferenceservice.yaml").read_text()
     kustomization = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
     assert "model-registry-storage.yaml" not in kustomization["resources"]  # cluster-scoped: applied apart
+
+
+def _resumo(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", "from resumo.cli import main; main()", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_registry_commands_have_help_and_fail_in_one_line(tmp_path):
+    from tests.conftest import free_port
+
+    for command in ("list", "show"):
+        shown = _resumo("registry", command, "--help")
+        assert shown.returncode == 0 and "Example: resumo registry" in shown.stdout, shown.stderr
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    failed = _resumo("registry", "list", "--set", f"promote.registry={tmp_path}", "--set", f"promote.model_registry.url={url}")
+    lines = [line for line in failed.stderr.splitlines() if line.strip()]
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert lines[-1].startswith(f"error: Model Registry at {url}: ClientConnectorError"), failed.stderr
