@@ -5,11 +5,23 @@ from resumo.components import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def promote(config: dict, model: Input[Model], scores: Input[Artifact], decision: Output[Artifact], metrics: Output[Metrics], report: Input[HTML] = None):
-    """Publish the tuned model to the registry if it passes the gates against production, the report step's page with it (see `resumo promote`)."""
+def promote(
+    config: dict,
+    model: Input[Model],
+    scores: Input[Artifact],
+    decision: Output[Artifact],
+    metrics: Output[Metrics],
+    report: Input[HTML] = None,
+    judge: Input[Artifact] = None,
+    run_id: str = "",
+):
+    """Publish the tuned model to the registry if it passes the gates against production, the report step's page with it; then Model Registry follows (see `resumo promote`)."""
     from resumo import promote
     from resumo.config import PromoteConfig, validate
 
-    result = promote.run_stage(validate(PromoteConfig, config), model.path, scores.path, report_html=report.path if report else None, decision_file=decision.path)
+    result = promote.run_stage(
+        validate(PromoteConfig, config), model.path, scores.path, report_html=report.path if report else None, decision_file=decision.path,
+        judge=judge.path if judge else None, run_id=run_id,
+    )  # fmt: skip
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

@@ -129,9 +129,16 @@ def build(cfg: PipelineConfig):
         page = report(scores=scores.outputs["scores"], model=tuned.outputs["model"], **judged).set_display_name("report")
         # 7. Publish if it beats production, the report with it. Never cached: production may have moved since.
         published = promote(
-            config=promote_config, model=tuned.outputs["model"], scores=scores.outputs["scores"], report=page.outputs["html"]
+            config=promote_config,
+            model=tuned.outputs["model"],
+            scores=scores.outputs["scores"],
+            report=page.outputs["html"],
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,  # recorded in the pointer and in Model Registry
+            **judged,
         ).set_display_name("promote")
         _never_cached(_talks_to_network(cfg, _with_s3(published, secrets)))
+        if cfg.promote.model_registry.url:
+            _with_model_registry_token(published, cfg, secrets)
 
     return resumo
 
@@ -178,3 +185,8 @@ def _with_model_hub(task, secrets):
 def _with_openai(task, secrets):
     return kubernetes.use_secret_as_env(task, secrets.openai, {"OPENAI_API_KEY": "OPENAI_API_KEY"}, optional=True)
 
+
+def _with_model_registry_token(task, cfg, secrets):
+    # Optional: without the Secret the client reads the pod's service-account token.
+    token_env = cfg.promote.model_registry.token_env
+    return kubernetes.use_secret_as_env(task, secrets.model_registry, {"MODEL_REGISTRY_TOKEN": token_env}, optional=True)

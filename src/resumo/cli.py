@@ -272,6 +272,42 @@ def report_stage(
     typer.echo(json.dumps(flat))
 
 
+registry_app = typer.Typer(no_args_is_help=True, help="Versions and production: resumo's registry (promote.registry), and Kubeflow Model Registry when promote.model_registry.url is set.")
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("list")
+def registry_list(profile: Profile = "smoke", sets: Sets = None) -> None:
+    """Every version, newest first: production, published or incomplete in resumo's registry, and in Model Registry.
+    Example: resumo registry list --set promote.registry=s3://resumo/registry"""
+    from resumo import model_registry
+
+    cfg = _config(profile, sets).promote
+    rows = model_registry.listing(cfg)
+    typer.echo(f"{'version':26}  {'resumo':10}  model registry ({cfg.model_registry.model_name} at {cfg.model_registry.url})" if cfg.model_registry.url else f"{'version':26}  resumo")
+    for row in rows:
+        line = f"{row['version']:26}  {row['resumo']:10}"
+        if cfg.model_registry.url:
+            mr = row["model_registry"]
+            line += "  not registered" if mr is None else f"  id {mr['id']}, {mr['state']}" + (", label production" if mr["production"] else "")
+        typer.echo(line)
+    if not rows:
+        typer.echo(f"no versions in {cfg.registry}")
+
+
+@registry_app.command("show")
+def registry_show(
+    version: Annotated[str, typer.Argument(help="A version id, as `resumo registry list` shows it.")],
+    profile: Profile = "smoke",
+    sets: Sets = None,
+) -> None:
+    """One version as JSON: resumo's model, card, scores and lineage, and Model Registry's id, label, artifact and storage URI.
+    Example: resumo registry show 20260101T000000000000Z"""
+    from resumo import model_registry
+
+    typer.echo(json.dumps(model_registry.describe(_config(profile, sets).promote, version), indent=2))
+
+
 @app.command("compile")
 def compile_pipeline(
     output: Annotated[str, typer.Option("--output", help="Pipeline YAML to write (path or s3://).")],

@@ -491,6 +491,37 @@ class JudgeConfig(Section):
 # --- promote ----------------------------------------------------------------
 
 
+class ModelRegistryConfig(Section):
+    """Kubeflow Model Registry, which follows resumo's registry (promote.registry stays the source of truth)."""
+
+    url: str | None = Field(
+        None,
+        description="Model Registry REST endpoint with scheme and port (https://model-registry-service.kubeflow.svc.cluster.local:8443); "
+        "each promoted version is also registered there, and its `production` label follows production.json. None: off. "
+        "An http:// URL talks plain HTTP (the client's is_secure=False).",
+    )
+    model_name: str = Field("resumo", min_length=1, description="Registered model that resumo's versions are filed under, one Model Registry version per resumo version.")
+    author: str = Field("resumo", min_length=1, description="Author of each version and owner of the registered model, as Model Registry shows them.")
+    token_env: str = Field(
+        "MODEL_REGISTRY_TOKEN",
+        description="Environment variable holding a bearer token (the pipeline sets it from the Secret cluster.secrets.model_registry); unset or empty: `token_file`.",
+    )
+    token_file: str | None = Field(
+        None,
+        description="File holding a bearer token, read when `token_env` is empty. None: the client's own default, the file named by "
+        "KF_PIPELINES_SA_TOKEN_PATH, else the pod's service-account token.",
+    )
+    verify_tls: bool = Field(True, description="Verify an https:// server's certificate. False is the client's is_secure=False: no verification, and a token becomes optional.")
+    ca_bundle: str | None = Field(None, description="PEM file of the CA that signed the server's certificate (an in-cluster CA); None: the system's CAs.")
+
+    @field_validator("url")
+    @classmethod
+    def _url_has_a_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http:// for plain HTTP), e.g. https://model-registry-service.kubeflow:8443")
+        return url
+
+
 class PromoteConfig(Section):
     registry: str = Field(
         "s3://resumo/registry", description="URI prefix of the model registry: versions under models/, the production pointer in production.json. Unset in a profile: <storage_root>/registry."
@@ -513,6 +544,7 @@ class PromoteConfig(Section):
         "production",
         description="Name, in scores.json, of the production model scored on the same test articles. When absent, the candidate is compared with the scores stored in the production pointer (a different test set: logged as a warning).",
     )
+    model_registry: ModelRegistryConfig = Field(default_factory=ModelRegistryConfig)
 
     @field_validator("registry")
     @classmethod
@@ -555,6 +587,10 @@ class SecretsConfig(Section):
     s3: str = Field("resumo-s3", description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL, set as environment on every task (see manifests/).")
     hub: str = Field("resumo-hf", description="Secret with HF_TOKEN for gated hub models (Llama); optional: a task starts without it.")
     openai: str = Field("resumo-openai", description="Secret with OPENAI_API_KEY for an OpenAI-compatible teacher or judge; optional: a task starts without it.")
+    model_registry: str = Field(
+        "resumo-model-registry",
+        description="Secret with MODEL_REGISTRY_TOKEN, set on the promote task when promote.model_registry.url is set; optional: without it the client reads the service-account token.",
+    )
 
 
 class ClusterConfig(Section):

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from resumo import artifacts, report, storage
+from resumo import artifacts, model_registry, report, storage
 from resumo.artifacts import CARD, MANIFEST, POINTER
 from resumo.config import PromoteConfig
 from resumo.errors import ConfigError, DataError
@@ -73,17 +73,29 @@ class PromoteResult:
 
 
 def run_stage(
-    cfg: PromoteConfig, model: str | Path, scores: str | Path, report_html: str | Path | None = None, decision_file: str | Path | None = None, **options
+    cfg: PromoteConfig,
+    model: str | Path,
+    scores: str | Path,
+    report_html: str | Path | None = None,
+    decision_file: str | Path | None = None,
+    judge: str | Path | None = None,
+    run_id: str = "",
+    **options,
 ) -> PromoteResult:
     """The stage, as the CLI and the component call it: `model` is train's folder (or its adapter folder),
-    `scores` score's folder (or its scores.json); the decision is also written to `decision_file` as JSON.
-    `options` go to `run` (candidate, version)."""
+    `scores` score's folder (or its scores.json), `judge` judge's folder if the run was judged; the
+    decision is also written to `decision_file` as JSON. `run_id` (KFP's) and the judge's win rates go
+    into the version's lineage. `options` go to `run` (candidate, version)."""
+    import resumo
+
     scores_file = artifacts.scores_file(scores)
     try:
         score_data = json.loads(storage.read_text(scores_file))
     except (storage.StorageError, json.JSONDecodeError) as err:
         raise DataError(f"scores {scores_file}: {err}") from None
-    result = run(cfg, artifacts.adapter_in(model), score_data, report_html=report_html, **options)
+    verdicts = json.loads(storage.read_text(f"{judge}/{artifacts.JUDGE_RESULT}"))["opponents"] if judge else {}
+    lineage = {"kfp_run_id": run_id, "pipeline_version": resumo.__version__, "judge": verdicts}
+    result = run(cfg, artifacts.adapter_in(model), score_data, report_html=report_html, lineage=lineage, **options)
     if decision_file is not None:
         storage.write_text(decision_file, json.dumps(asdict(result), indent=2))
     return result
@@ -96,8 +108,20 @@ def run(
     candidate: str = "tuned",
     report_html: str | Path | None = None,
     version: str | None = None,
+    lineage: dict | None = None,
 ) -> PromoteResult:
-    """`scores` is score's output: {"models": {name: {metric: value}}, ...}; `candidate` names the model to promote."""
+    """`scores` is score's output: {"models": {name: {metric: value}}, ...}; `candidate` names the model to promote.
+
+    `lineage` (KFP run id, pipeline version, judge win rates) is kept in the pointer. Then, promoted or
+    not, Model Registry is brought in step with production (model_registry.follow_production), so a
+    retry after it failed registers what the first attempt promoted.
+    """
+    result = _gate_and_publish(cfg, model_dir, scores, candidate, report_html, version, lineage)
+    model_registry.follow_production(cfg)
+    return result
+
+
+def _gate_and_publish(cfg, model_dir, scores, candidate, report_html, version, lineage) -> PromoteResult:
     version = version or datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     if not _VERSION.match(version):
         raise ConfigError(f"version {version!r} must be letters, digits, '.', '_' or '-' (it becomes a key under models/)")
@@ -109,6 +133,7 @@ def run(
         return _kept(cfg, candidate_scores, production, gates)
 
     pointer = _publish_version(cfg, version, Path(model_dir), scores, candidate, candidate_scores, production, gates, report_html)
+    pointer["lineage"] = lineage or {}
     for _ in range(MAX_POINTER_ATTEMPTS):
         try:
             storage.write_if_unchanged(pointer_uri, json.dumps(pointer, indent=2).encode(), tag)
