@@ -67,7 +67,7 @@ def load(ref: str, device: str | None = None) -> LoadedModel:
     meta = _meta(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    is_adapter = (Path(path) / "adapter_config.json").exists()
+    is_adapter = (Path(path) / artifacts.ADAPTER_CONFIG).exists()
     if is_adapter and "base_model" not in meta:
         raise DataError(f"{ref} holds a LoRA adapter but no {MODEL_META} naming its base model; it was not saved by `resumo train`")
     if is_adapter:

@@ -34,7 +34,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resumo import storage
+from resumo import artifacts, storage
 from resumo.config import ModelRegistryConfig, PromoteConfig
 from resumo.errors import ConfigError, ResumoError
 
@@ -200,8 +200,8 @@ def _move_label(client, model_name: str, registration: Registration) -> None:
 def version_metadata(registry: str, pointer: dict) -> dict[str, str | int | float | bool]:
     """Custom properties of a version: lineage, training settings and scores, from what promote published."""
     prefix = storage.join(registry, f"models/{pointer['version']}")
-    scores = json.loads(storage.read_text(storage.join(prefix, "scores.json")))
-    meta_uri = storage.join(pointer["model"], "resumo_model.json")  # generation.MODEL_META, read without importing torch
+    scores = json.loads(storage.read_text(storage.join(prefix, artifacts.SCORES)))
+    meta_uri = storage.join(pointer["model"], artifacts.MODEL_META)
     meta = json.loads(storage.read_text(meta_uri)) if storage.exists(meta_uri) else {}
     lineage = pointer.get("lineage") or {}
     lora = meta.get("lora") or {}
@@ -239,7 +239,7 @@ def version_metadata(registry: str, pointer: dict) -> dict[str, str | int | floa
 
 def _model_format(pointer: dict) -> tuple[str, str]:
     """("peft-lora", peft version) for an adapter folder, ("transformers", version) for a full model."""
-    adapter_config = storage.join(pointer["model"], "adapter_config.json")
+    adapter_config = storage.join(pointer["model"], artifacts.ADAPTER_CONFIG)
     if storage.exists(adapter_config):
         return "peft-lora", str(json.loads(storage.read_text(adapter_config)).get("peft_version") or "unknown")
     config = storage.join(pointer["model"], "config.json")
@@ -297,7 +297,7 @@ def listing(cfg: PromoteConfig) -> list[dict]:
     pointer = promote.current_production(cfg.registry)
     keys = storage.list_keys(storage.join(cfg.registry, "models"))
     published = {k.split("/")[0] for k in keys}
-    complete = {k.split("/")[0] for k in keys if k.count("/") == 1 and k.endswith("/manifest.json")}
+    complete = {k.split("/")[0] for k in keys if k.count("/") == 1 and k.endswith(f"/{artifacts.MANIFEST}")}
     registered = model_registry_versions(cfg.model_registry) if cfg.model_registry.url else None
     return [
         {
@@ -316,15 +316,15 @@ def describe(cfg: PromoteConfig, version: str) -> dict:
 
     pointer = promote.current_production(cfg.registry)
     prefix = storage.join(cfg.registry, f"models/{version}")
-    manifest_uri = storage.join(prefix, "manifest.json")
+    manifest_uri = storage.join(prefix, artifacts.MANIFEST)
     resumo_side = None
     if storage.exists(manifest_uri):
-        scores = json.loads(storage.read_text(storage.join(prefix, "scores.json")))
+        scores = json.loads(storage.read_text(storage.join(prefix, artifacts.SCORES)))
         in_production = bool(pointer and pointer["version"] == version)
         resumo_side = {
             "production": in_production,
             "model": storage.join(prefix, "model"),
-            "card": storage.join(prefix, "MODEL_CARD.md"),
+            "card": storage.join(prefix, artifacts.CARD),
             "scores": (pointer["scores"] if in_production else None) or scores.get("models", {}).get("tuned"),
             "lineage": pointer.get("lineage") if in_production else None,
         }
