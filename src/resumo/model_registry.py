@@ -28,6 +28,7 @@ The `model-registry` client is imported only here, inside functions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -252,22 +253,16 @@ def _model_format(pointer: dict) -> tuple[str, str]:
 
 def model_registry_versions(cfg: ModelRegistryConfig) -> dict[str, dict]:
     """Model Registry's versions of the model, by name: id, state, labelled production or not, and custom properties."""
-    try:
+    with _read_errors(cfg):
         client = connect(cfg)
         if client.get_registered_model(cfg.model_name) is None:
             return {}
         return {mv.name: _describe(mv) for mv in client.get_model_versions(cfg.model_name)}
-    except ResumoError:
-        raise
-    except Exception as err:  # noqa: BLE001
-        if not _is_registry_failure(err):
-            raise
-        raise ModelRegistryUnavailable(f"Model Registry at {cfg.url}: {_reason(err)}") from None
 
 
 def model_registry_version(cfg: ModelRegistryConfig, version: str) -> dict | None:
     """One version with its model artifact (URI, format), or None when Model Registry does not have it."""
-    try:
+    with _read_errors(cfg):
         client = connect(cfg)
         found = _find_version(client, cfg.model_name, version)
         if found is None:
@@ -277,6 +272,13 @@ def model_registry_version(cfg: ModelRegistryConfig, version: str) -> dict | Non
         described["artifact"] = None if artifact is None else {"id": artifact.id, "uri": artifact.uri, "format": f"{artifact.model_format_name} {artifact.model_format_version}"}
         described["storage_uri"] = storage_uri(cfg, version)
         return described
+
+
+@contextlib.contextmanager
+def _read_errors(cfg: ModelRegistryConfig):
+    """A registry that cannot be read is one line, naming it; our own errors pass through as they are."""
+    try:
+        yield
     except ResumoError:
         raise
     except Exception as err:  # noqa: BLE001
