@@ -509,6 +509,8 @@ def main() -> None:
     from rich.logging import RichHandler
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False, console=None)])
+    # boto3 announces at INFO where it found credentials, on every command that touches S3.
+    logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
     try:
         app()
     except ResumoError as err:

@@ -19,8 +19,8 @@ def test_scrape_to_an_unreachable_s3_endpoint_fails_in_one_line_and_writes_nothi
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
     done = resumo(tmp_path, "scrape", "--out", "s3://bucket/x", env=env)
     assert done.returncode == 2
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "cannot reach the S3 endpoint" in errors[0] and "s3://bucket/x" in errors[0]
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach the S3 endpoint") and "s3://bucket/x" in lines[0], done.stdout + done.stderr
     assert list(tmp_path.iterdir()) == []  # no `s3:` folder, nothing at all
 
 
