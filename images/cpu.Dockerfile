@@ -17,7 +17,7 @@ WORKDIR /opt/resumo
 # resumo's code reinstalls resumo, not torch.
 COPY images/cpu.requirements.txt ./requirements.txt
 RUN pip install --no-deps --find-links ${TORCH_CPU} -r requirements.txt
-COPY constraints.txt pyproject.toml README.md ./
+COPY pyproject.toml README.md ./
 COPY src ./src
 COPY components ./components
 COPY pipelines ./pipelines

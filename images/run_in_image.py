@@ -1,6 +1,7 @@
 """Run a compiled pipeline's tasks in images built here, each with its executor's own command.
 
-    python images/run_in_image.py PIPELINE.yaml --root DIR [--use IMAGE=LOCAL ...] [--task NAME ...]
+    python images/run_in_image.py PIPELINE.yaml --root DIR [--use IMAGE=LOCAL ...] [--env NAME=VALUE ...]
+    python images/run_in_image.py --check DIR        # what the run under DIR wrote
 
 kfp.local does what KFP's launcher does before a container starts: it walks the compiled
 DAG, writes each task's executor input (artifact URIs under the pipeline root) and fills the
@@ -10,8 +11,7 @@ does, with the pipeline root bind-mounted at the same path, so a URI means the s
 inside and out, and the task writes its outputs and executor_output.json there.
 
 `--use` runs an image's tasks in another (the smoke pipeline's resumo-train tasks in the
-cpu image, which has the same packages with torch's CPU build). `--task` runs one task of
-the compiled pipeline alone, with its parameters' defaults (no input artifacts).
+cpu image, which has the same packages with torch's CPU build).
 Needs root, buildah and the images; BUILDAH (default: buildah) is the command with its
 storage options.
 """
@@ -42,7 +42,8 @@ class BuildahTaskHandler(docker_task_handler.DockerTaskHandler):
         mounts = [f"--volume={host}:{spec['bind']}:{spec['mode']}" for host, spec in self.get_volumes_to_mount().items()]
         env = [f"--env={name}={value}" for name, value in self.env_vars.items()]
         command = [*BUILDAH, "run", "--isolation", "chroot", *mounts, *env, self.container(), "--", *self.full_command]
-        print(f"$ {shlex.join(BUILDAH)} run ... {self.image} -- {shlex.join(self.full_command)[:200]}...", flush=True)
+        brief = " ".join(a if len(a) < 80 and "\n" not in a else "<...>" for a in self.full_command)  # the program and JSON elided
+        print(f"buildah run {self.use.get(self.image, self.image)} (the task's image: {self.image}) -- {brief}", flush=True)
         return status.Status.SUCCESS if subprocess.run(command).returncode == 0 else status.Status.FAILURE
 
     def container(self) -> str:
@@ -57,65 +58,15 @@ def _buildah(*args) -> str:
     return subprocess.run([*BUILDAH, *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
-def run(pipeline_yaml: Path, root: Path, use: dict[str, str], tasks: list[str], env: dict[str, str]):
+def run(pipeline_yaml: Path, root: Path, use: dict[str, str], env: dict[str, str]):
     docker_task_handler.DockerTaskHandler = BuildahTaskHandler  # read by kfp.local at each task
     BuildahTaskHandler.use = use
     local.init(runner=local.DockerRunner(environment=env), pipeline_root=str(root), raise_on_error=True)
     try:
-        if tasks:
-            spec = _spec(pipeline_yaml)
-            for name in tasks:
-                task = components.load_component_from_text(json.dumps(_task_component(spec, name)))
-                task(**{k: v for k, v in _defaults(spec).items() if k in _inputs(spec, name)})
-        else:
-            components.load_component_from_file(str(pipeline_yaml))()
+        components.load_component_from_file(str(pipeline_yaml))()  # the compiled spec, with its defaults
     finally:
         for container in BuildahTaskHandler.containers.values():
             _buildah("rm", container)
-
-
-def _spec(pipeline_yaml: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load(pipeline_yaml.read_text())
-
-
-def _defaults(spec: dict) -> dict:
-    params = spec["root"]["inputDefinitions"]["parameters"]
-    return {name: p["defaultValue"] for name, p in params.items() if "defaultValue" in p}
-
-
-def _inputs(spec: dict, task: str) -> dict:
-    """The task's inputs that the pipeline's parameters feed, as {component input: pipeline parameter}."""
-    inputs = spec["root"]["dag"]["tasks"][task].get("inputs", {}).get("parameters", {})
-    return {name: i["componentInputParameter"] for name, i in inputs.items() if "componentInputParameter" in i}
-
-
-def _task_component(spec: dict, task: str) -> dict:
-    """One task of the compiled pipeline as a component spec of its own: its executor, as compiled.
-
-    Its inputs are renamed to the pipeline parameters that feed them, so the defaults apply."""
-    component_name = spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]
-    component = json.loads(json.dumps(spec["components"][component_name]))
-    executor = component["executorLabel"]
-    feeds = _inputs(spec, task)
-    params = component.get("inputDefinitions", {}).get("parameters", {})
-    component["inputDefinitions"]["parameters"] = {feeds.get(k, k): v for k, v in params.items()}
-    container = spec["deploymentSpec"]["executors"][executor]["container"]
-    for old, new in feeds.items():  # the placeholders name the component's inputs
-        container = json.loads(json.dumps(container).replace(f"inputs.parameters['{old}']", f"inputs.parameters['{new}']"))
-    return {
-        "pipelineInfo": {"name": task},
-        "components": {component_name: component},
-        "deploymentSpec": {"executors": {executor: {"container": container}}},
-        "root": {
-            "inputDefinitions": component["inputDefinitions"] | {"parameters": component["inputDefinitions"]["parameters"]},
-            "dag": {"tasks": {task: {"taskInfo": {"name": task}, "componentRef": {"name": component_name},
-                                     "inputs": {"parameters": {n: {"componentInputParameter": n} for n in component["inputDefinitions"]["parameters"]}}}}},
-        },
-        "schemaVersion": spec["schemaVersion"],
-        "sdkVersion": spec["sdkVersion"],
-    }
 
 
 def check(root: Path) -> dict:
@@ -144,13 +95,12 @@ def main():
     parser.add_argument("--check", type=Path, metavar="ROOT", help="only check what a run under ROOT wrote")
     parser.add_argument("--root", type=Path, help="pipeline root: every task's artifacts land here")
     parser.add_argument("--use", action="append", default=[], metavar="IMAGE=LOCAL", help="run IMAGE's tasks in LOCAL")
-    parser.add_argument("--task", action="append", default=[], help="run only this task of the pipeline (repeatable)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="set in every task")
     args = parser.parse_args()
     if args.check:
         return check(args.check) and None
     args.root.mkdir(parents=True, exist_ok=True)
-    run(args.pipeline, args.root.resolve(), dict(u.split("=", 1) for u in args.use), args.task, dict(e.split("=", 1) for e in args.env))
+    run(args.pipeline, args.root.resolve(), dict(u.split("=", 1) for u in args.use), dict(e.split("=", 1) for e in args.env))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ step "build $CPU from images/cpu.Dockerfile"
 started=$SECONDS
 # This network's TLS proxy signs PyPI's certificate: its CA bundle is mounted for the RUN
 # steps only (not committed), as the torch wheel is.
-$BUILDAH bud --isolation chroot --layers --file images/cpu.Dockerfile \
+$BUILDAH bud --isolation chroot --file images/cpu.Dockerfile \
     --build-arg BASE="$BASE" --build-arg TORCH_CPU=/wheels \
     --volume "$STORE/wheels:/wheels:ro" \
     --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \

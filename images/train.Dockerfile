@@ -13,7 +13,7 @@ WORKDIR /opt/resumo
 # Exactly the pinned set (make image-requirements), torch's CUDA wheels included.
 COPY images/train.requirements.txt ./requirements.txt
 RUN pip install --no-deps -r requirements.txt
-COPY constraints.txt pyproject.toml README.md ./
+COPY pyproject.toml README.md ./
 COPY src ./src
 COPY components ./components
 COPY pipelines ./pipelines
