@@ -45,8 +45,9 @@ rm -rf "$run" && mkdir -p "$run/artifacts"
 $PY -c "from resumo import models; [models.resolve(m) for m in models.TINY_MODELS]"
 mkdir -p "$run/artifacts/models" && cp -a "${RESUMO_CACHE:-$HOME/.cache/resumo}/tiny" "$run/artifacts/models/"
 chown -R 1000:1000 "$run/artifacts"   # the image runs as uid 1000, as a pod with runAsNonRoot does
+# One epoch, not ten: what is checked is that each task runs in the image, not what it learns.
 RESUMO_IMAGE_PREFIX=localhost RESUMO_IMAGE_TAG=test .venv/bin/resumo compile --profile smoke \
-    --set promote.registry="$run/artifacts/registry" --set cluster.retries=0 --output "$run/smoke.yaml"
+    --set promote.registry="$run/artifacts/registry" --set cluster.retries=0 --set train.epochs=1 --output "$run/smoke.yaml"
 # resumo-train's tasks (tune, train, score) run in the cpu image: same packages, CPU torch.
 $PY images/run_in_image.py "$run/smoke.yaml" --root "$run/artifacts" \
     --use localhost/resumo-train:test="$CPU" --env HF_HUB_OFFLINE=1 --env RESUMO_CACHE="$run/artifacts/models"
