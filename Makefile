@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-kernels tiny-models bench compile clean images submit schedule
+.PHONY: install run test test-kernels tiny-models bench compile clean images image-requirements images-test submit schedule
 
 # Image registry and tag for `make images` and `make compile`; components/__init__.py reads
 # them as RESUMO_IMAGE_PREFIX / RESUMO_IMAGE_TAG (unset: ghcr.io/resumo-ml and the version).
@@ -76,12 +76,22 @@ schedule: install  ## a recurring retrain: make schedule HOST=... CRON="0 0 3 * 
 	$(BIN)/resumo schedule $(CLUSTER_FLAGS) --cron "$(CRON)"
 
 # The names come from components/__init__.py (IMAGES), so the pipeline runs what was pushed.
+# DOCKER=buildah works too; BUILD_FLAGS="--build-arg BASE=..." for a base from your own mirror.
 images:  ## build and push images/{cpu,train,vllm}.Dockerfile with one tag: make images REGISTRY=... TAG=...
 	@set -e; python3 -c 'import runpy; [print(f, i) for f, i in runpy.run_path("components/__init__.py")["IMAGES"].items()]' \
 	| while read flavour image; do \
-		$(DOCKER) build --file images/$$flavour.Dockerfile --tag $$image . ; \
+		$(DOCKER) build $(BUILD_FLAGS) --file images/$$flavour.Dockerfile --tag $$image . ; \
 		$(DOCKER) push $$image ; \
 	done
+
+# Where pip finds torch's CPU build for the cpu image's pins: PyTorch's CPU index, or the
+# folder this machine's pip takes it from (PIP_FIND_LINKS on our build machines).
+TORCH_CPU ?= $(or $(PIP_FIND_LINKS),https://download.pytorch.org/whl/cpu/torch/)
+image-requirements: install  ## pin images/<flavour>.requirements.txt with pip's resolver (after a change to pyproject.toml or constraints.txt)
+	$(BIN)/python images/requirements.py --torch-cpu $(TORCH_CPU)
+
+images-test: install  ## build the cpu image here (buildah, as root) and run the smoke pipeline in it; resolve every image's pins
+	nice -n 10 images/test.sh
 
 clean:
 	rm -rf $(VENV) .cache runs resumo-pipeline.yaml

@@ -1,21 +1,25 @@
 # resumo-vllm: the teacher (distill with teacher.backend=vllm), and the server in the
 # example InferenceService (manifests/inferenceservice.yaml).
-# vLLM pins its own torch and transformers, so those pins are dropped from our
-# constraints here; every other dependency stays at the tested version.
-FROM python:3.11.14-slim-bookworm
+# vLLM pins its own torch and transformers and caps numpy (through mistral-common): the
+# requirements file takes those from vLLM, every other package at the tested version
+# (images/requirements.py, YIELDS).
+ARG BASE=python:3.11.14-slim-bookworm
+FROM ${BASE}
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
     HF_HOME=/home/resumo/.cache/huggingface
 RUN useradd --uid 1000 --create-home --shell /usr/sbin/nologin resumo
 
 WORKDIR /opt/resumo
-COPY constraints.txt pyproject.toml README.md ./
+# Exactly the pinned set (make image-requirements): vLLM and resumo resolved together.
+COPY images/vllm.requirements.txt ./requirements.txt
+RUN pip install --no-deps -r requirements.txt
+COPY pyproject.toml README.md ./
 COPY src ./src
 COPY components ./components
 COPY pipelines ./pipelines
-RUN grep -v -E '^(torch|torchvision|torchaudio|transformers|tokenizers|triton|nvidia-[a-z0-9-]+)==' constraints.txt > /tmp/constraints-vllm.txt \
- && pip install vllm==0.33.0 \
- && pip install -c /tmp/constraints-vllm.txt . \
+RUN pip install --no-deps . \
+ && pip check \
  && python -c "import vllm, resumo.distill, resumo.components"
 
 USER 1000:1000
