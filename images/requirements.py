@@ -122,12 +122,15 @@ def render(flavour, resolved):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("flavours", nargs="*", choices=FLAVOURS, default=FLAVOURS)
+    # Checked below, not by `choices`: Python 3.11's argparse checks an empty nargs="*" list against choices and refuses it.
+    parser.add_argument("flavours", nargs="*", help=f"the images to pin, of {', '.join(FLAVOURS)} (default: all)")
     parser.add_argument("--torch-cpu", default=TORCH_CPU_INDEX, help="find-links for torch's CPU build: an index page or a folder")
     parser.add_argument("--check", action="store_true", help="resolve each file with resumo and fail unless pip installs exactly it")
     parser.add_argument("--differing", action="store_true", help="print the pins that differ from constraints.txt (see differing)")
     args = parser.parse_args()
-    for flavour in args.flavours:
+    if unknown := set(args.flavours) - set(FLAVOURS):
+        parser.error(f"unknown image {', '.join(sorted(unknown))}; choose from {', '.join(FLAVOURS)}")
+    for flavour in args.flavours or FLAVOURS:
         if args.differing:
             print(" ".join(f"{n}=={v}" for n, v in sorted(differing(flavour).items())))
             continue
