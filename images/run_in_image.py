@@ -71,7 +71,7 @@ def run(pipeline_yaml: Path, root: Path, use: dict[str, str], env: dict[str, str
 
 def check(root: Path) -> dict:
     """What a smoke run in the images must have written; a summary of it, or SystemExit naming what is missing."""
-    from resumo.local import summarize_run
+    from resumo.pipelines.local import summarize_run
 
     (run,) = {p.parent.parent for p in root.glob("*/*/executor_output.json")}  # <pipeline>-<time>/<task>/
     tasks = {p.parent.name: json.loads(p.read_text()) for p in run.glob("*/executor_output.json")}
