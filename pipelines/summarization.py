@@ -86,7 +86,10 @@ def build(cfg: PipelineConfig):
         with dsl.ParallelFor(shards.output) as shard:
             part = distill_shard(cfg.distill.teacher.backend)(config=distill_config, shard=shard, articles=articles.outputs["articles"])
             part.set_display_name("distill: shard")
-            _talks_to_network(cfg, _with_model_hub(_with_openai(_with_s3(part, secrets), secrets), secrets))
+            part = _with_model_hub(_with_s3(part, secrets), secrets)
+            if cfg.distill.teacher.backend == "openai":
+                _with_openai(part, secrets, cfg.distill.teacher.api_key_env)
+            _talks_to_network(cfg, part)
             if gpu_teacher:
                 _on_gpu(part, on_gpu)
         pairs = merge_pairs(articles=articles.outputs["articles"], shards=dsl.Collected(part.outputs["pairs"])).set_display_name("distill")
@@ -118,12 +121,12 @@ def build(cfg: PipelineConfig):
         scores = score(
             config=score_config, train_config=train_config, promote_config=promote_config, pairs=pairs.outputs["pairs"], model=tuned.outputs["model"]
         ).set_display_name("score")
-        _talks_to_network(cfg, _with_model_hub(_with_openai(_with_s3(scores, secrets), secrets), secrets))
+        _talks_to_network(cfg, _with_model_hub(_with_s3(scores, secrets), secrets))
         # 6. An LLM judge, where one is configured: the tuned student against every other model.
         judged = {}
         if cfg.judge.base_url:
             verdicts = judge(config=judge_config, pairs=pairs.outputs["pairs"], scores=scores.outputs["scores"]).set_display_name("judge")
-            _talks_to_network(cfg, _with_openai(verdicts, secrets))
+            _talks_to_network(cfg, _with_openai(verdicts, secrets, cfg.judge.api_key_env))
             judged = {"judge": verdicts.outputs["verdicts"]}
         # The report for the UI: Metrics, an HTML page and a Markdown summary.
         page = report(scores=scores.outputs["scores"], model=tuned.outputs["model"], **judged).set_display_name("report")
@@ -182,8 +185,14 @@ def _with_model_hub(task, secrets):
     return kubernetes.use_secret_as_env(task, secrets.hub, {"HF_TOKEN": "HF_TOKEN"}, optional=True)
 
 
-def _with_openai(task, secrets):
-    return kubernetes.use_secret_as_env(task, secrets.openai, {"OPENAI_API_KEY": "OPENAI_API_KEY"}, optional=True)
+def _with_openai(task, secrets, api_key_env: str | None):
+    # The Secret's one key, under the variable this task's config names (resumo.chat_client reads
+    # it); an endpoint without authentication (api_key_env null) gets nothing mounted. Optional,
+    # so a missing Secret fails the task with chat_client's message instead of a pod stuck in
+    # CreateContainerConfigError.
+    if api_key_env is None:
+        return task
+    return kubernetes.use_secret_as_env(task, secrets.openai, {"OPENAI_API_KEY": api_key_env}, optional=True)
 
 
 def _with_model_registry_token(task, cfg, secrets):

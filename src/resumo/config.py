@@ -460,8 +460,9 @@ class JudgeConfig(Section):
         None, description="OpenAI-compatible endpoint, e.g. http://vllm-judge:8000/v1 (vLLM, KServe, OpenAI). None uses the openai client's default (OPENAI_BASE_URL or api.openai.com)."
     )
     model: str = Field("meta-llama/Llama-3.1-8B-Instruct", description="Judge model name as the endpoint knows it (original study: the 8B teacher).")
-    api_key_env: str = Field(
-        "RESUMO_JUDGE_API_KEY", description="Name of the environment variable (on a cluster, from a Secret) that holds the API key; when unset, a placeholder key is sent, which vLLM accepts."
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY",
+        description="Name of the environment variable that holds the API key (on a cluster the pipeline mounts it, under this name, from cluster.secrets.openai); None for an endpoint without authentication. The key itself never goes in config.",
     )
     candidate: str = Field("tuned", description="Model whose summaries are compared with every other model's (`prediction_<name>` columns).")
     max_articles: int | None = Field(None, ge=1, description="Articles judged; None judges every article in the predictions. Each costs 2 requests per opponent.")
@@ -586,7 +587,10 @@ class GpuConfig(Section):
 class SecretsConfig(Section):
     s3: str = Field("resumo-s3", description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL, set as environment on every task (see manifests/).")
     hub: str = Field("resumo-hf", description="Secret with HF_TOKEN for gated hub models (Llama); optional: a task starts without it.")
-    openai: str = Field("resumo-openai", description="Secret with OPENAI_API_KEY for an OpenAI-compatible teacher or judge; optional: a task starts without it.")
+    openai: str = Field(
+        "resumo-openai",
+        description="Secret whose key OPENAI_API_KEY is mounted into the distill shards (openai teacher) and the judge, each under the variable its config's api_key_env names; none is mounted where api_key_env is null.",
+    )
     model_registry: str = Field(
         "resumo-model-registry",
         description="Secret with MODEL_REGISTRY_TOKEN, set on the promote task when promote.model_registry.url is set; optional: without it the client reads the service-account token.",

@@ -20,11 +20,9 @@ same `--out` asks only what is missing. Writes `judge.json`.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -32,7 +30,7 @@ import jsonschema
 import numpy as np
 import pandas as pd
 
-from resumo import artifacts, fanout, metrics, storage, tables
+from resumo import artifacts, chat_client, metrics, storage, tables
 from resumo.config import JudgeConfig
 from resumo.errors import ConfigError, DataError, ResumoError
 
@@ -71,13 +69,13 @@ Summary B:
 VERDICTS_FILE, RESULT_FILE = artifacts.VERDICTS, artifacts.JUDGE_RESULT
 ORDERS = ("candidate_first", "candidate_second")
 POINTS = {"win": 1.0, "tie": 0.5, "loss": 0.0}
-_FORMAT_WORDS = re.compile(r"response_format|json_schema|json_object|schema|guided", re.I)
 _FENCE = re.compile(r"^```(?:json)?\s*\n(.*)\n```$", re.S)
 
 
 def run(cfg: JudgeConfig, predictions: pd.DataFrame, out_dir: str | Path) -> dict:
     """Judge `predictions` (id, text, prediction_<model> columns); write and return judge.json's content."""
     out_dir = Path(out_dir)
+    endpoint = chat_client.Endpoint.of(cfg, "judge")  # a missing key fails here, before any request
     rows, opponents = _validated(cfg, predictions)
     out_dir.mkdir(parents=True, exist_ok=True)
     verdicts_file = out_dir / VERDICTS_FILE
@@ -86,7 +84,7 @@ def run(cfg: JudgeConfig, predictions: pd.DataFrame, out_dir: str | Path) -> dic
     todo = [r for r in wanted if r["key"] not in done]
     log.info("judge: %d requests (%d articles x %d opponents x 2 orders), %d already answered", len(wanted), len(rows), len(opponents), len(wanted) - len(todo))
     if todo:
-        asyncio.run(_ask_all(cfg, todo, verdicts_file, done))
+        _ask_all(cfg, endpoint, todo, verdicts_file, done)
     verdicts = [
         done[r["key"]] | {"id": r["id"], "opponent": r["opponent"], "order": r["order"], "outcome": _outcome(done[r["key"]]["verdict"], r["order"])}
         for r in wanted
@@ -212,20 +210,24 @@ def _load_verdicts(path: Path, keys: set[str]) -> dict[str, dict]:
     return done
 
 
-async def _ask_all(cfg: JudgeConfig, todo: list[dict], verdicts_file: Path, done: dict[str, dict]) -> None:
+def _ask_all(cfg: JudgeConfig, endpoint: chat_client.Endpoint, todo: list[dict], verdicts_file: Path, done: dict[str, dict]) -> None:
     import openai
 
-    client = openai.AsyncOpenAI(
-        base_url=cfg.base_url, api_key=os.environ.get(cfg.api_key_env) or "EMPTY", timeout=cfg.timeout_s, max_retries=cfg.max_retries
-    )
-    formats = {"auto": ["json_schema", "json_object", "none"]}.get(cfg.response_format, [cfg.response_format])
+    formats = chat_client.ResponseFormats(cfg.response_format, "judge", schema=VERDICT_SCHEMA, schema_name="verdict")
 
-    async def ask(request: dict) -> None:
+    async def ask(client, request: dict) -> None:
         try:
-            content = await _complete(client, cfg, request["prompt"], formats)
+            response = await formats.create(
+                client,
+                model=cfg.model,
+                messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": request["prompt"]}],
+                temperature=0.0,
+                max_tokens=cfg.max_tokens,
+            )
         except (openai.APIConnectionError, openai.APIStatusError) as err:
             log.warning("judge: request for article %s failed after %d retries: %s", request["id"], cfg.max_retries, err)
             return  # not recorded: a rerun asks again
+        content = response.choices[0].message.content or ""
         verdict, problem = parse_verdict(content)
         record = {"key": request["key"], "id": request["id"], "opponent": request["opponent"], "order": request["order"]}
         record |= {"raw": content, "error": problem, "verdict": verdict and verdict["best"], "explanation": verdict and verdict["explanation"]}
@@ -233,41 +235,7 @@ async def _ask_all(cfg: JudgeConfig, todo: list[dict], verdicts_file: Path, done
         with verdicts_file.open("a") as f:  # one event loop: appends never interleave
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-    async with client:
-        await fanout.bounded_gather(ask, todo, cfg.concurrency, desc="judge", unit="verdict")
-
-
-async def _complete(client, cfg: JudgeConfig, prompt: str, formats: list[str]) -> str:
-    """One chat completion, stepping down `formats` (shared by all requests) when the endpoint refuses one."""
-    import openai
-
-    while True:
-        fmt = formats[0]
-        try:
-            response = await client.chat.completions.create(
-                model=cfg.model,
-                messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
-                temperature=0.0,
-                max_tokens=cfg.max_tokens,
-                **_response_format(fmt),
-            )
-            return response.choices[0].message.content or ""
-        except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
-            # Step down only when the refusal is about the output format; any other 400
-            # (an article over the context length) fails this request alone.
-            if len(formats) == 1 or not _FORMAT_WORDS.search(str(err)):
-                raise
-            if formats[0] == fmt:  # another request may have stepped down already
-                log.warning("judge: endpoint refused response_format %r (%s); using %r", fmt, err.status_code, formats[1])
-                formats.pop(0)
-
-
-def _response_format(fmt: str) -> dict:
-    if fmt == "json_schema":
-        return {"response_format": {"type": "json_schema", "json_schema": {"name": "verdict", "schema": VERDICT_SCHEMA, "strict": True}}}
-    if fmt == "json_object":
-        return {"response_format": {"type": "json_object"}}
-    return {}
+    endpoint.ask_all(ask, todo, desc="judge", unit="verdict")
 
 
 def _outcome(verdict: str | None, order: str) -> str | None:

@@ -8,22 +8,20 @@ rerun asks again.
 
 - `extractive`: lead sentences, Portuguese-aware splitter; deterministic, no model.
 - `transformers`: batched, length-sorted, left-padded greedy generation (`resumo.generation`).
-- `openai`: any OpenAI-compatible endpoint (vLLM server, KServe) via `openai.AsyncOpenAI`,
-  at most `concurrency` requests in flight, the client's timeout and retries.
+- `openai`: any OpenAI-compatible endpoint (vLLM server, KServe) through `resumo.chat_client`,
+  the judge's client too: at most `concurrency` requests in flight, the client's timeout and retries.
 - `vllm`: offline `LLM.chat` in the vLLM image; thin, since vLLM cannot run on CPU machines.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from resumo import fanout, prompts
+from resumo import chat_client, prompts
 from resumo.config import PromptConfig, TeacherConfig
-from resumo.errors import ConfigError, ResumoError
+from resumo.errors import ResumoError
 from resumo.text import split_sentences, words
 
 log = logging.getLogger(__name__)
@@ -101,23 +99,13 @@ class OpenAITeacher:
 
     def __post_init__(self) -> None:
         self.name = teacher_name(self.teacher)
-        self._api_key = _api_key(self.teacher)
+        self._endpoint = chat_client.Endpoint.of(self.teacher, "distill.teacher")
 
     def generate(self, texts: list[str]) -> list[str | None]:
-        return asyncio.run(self._generate(texts))
-
-    async def _generate(self, texts: list[str]) -> list[str | None]:
-        from openai import AsyncOpenAI
-
-        # A fresh client per call: asyncio.run gives each call its own event loop, and
-        # an httpx pool must not outlive the loop it was opened on.
-        client = AsyncOpenAI(
-            base_url=self.teacher.base_url, api_key=self._api_key, timeout=self.teacher.timeout_s, max_retries=self.teacher.max_retries
-        )
         failures = _FailureStreak(self.teacher.max_consecutive_failures)
         answers: list[str | None] = [None] * len(texts)
 
-        async def ask(i: int) -> None:
+        async def ask(client, i: int) -> None:
             if failures.tripped:
                 return  # the endpoint is down: don't queue more requests behind it
             try:
@@ -127,14 +115,13 @@ class OpenAITeacher:
                     max_tokens=self.teacher.max_new_tokens,  # not max_completion_tokens: older vLLM and KServe servers know only this
                     temperature=0.0,  # greedy, as in the original study
                 )
-                answers[i] = _content(response)
+                answers[i] = chat_client.content(response)
                 failures.reset()
             except Exception as err:  # noqa: BLE001 - any failure of one request is that article's, counted below
                 log.warning("teacher request %d of %d failed: %s", i + 1, len(texts), _describe(err))
                 failures.add(err)
 
-        async with client:
-            await fanout.bounded_gather(ask, range(len(texts)), self.teacher.concurrency, desc="distill", unit="text")
+        self._endpoint.ask_all(ask, range(len(texts)), desc="distill", unit="text")
         if failures.tripped:
             raise TeacherUnavailable(
                 f"{self.teacher.base_url} failed {failures.limit} requests in a row (last: {_describe(failures.last)}); "
@@ -175,24 +162,6 @@ class _FailureStreak:
 
     def reset(self) -> None:
         self.count = 0
-
-
-def _api_key(teacher: TeacherConfig) -> str:
-    if teacher.api_key_env is None:
-        return "none"  # the client insists on a key; an endpoint without authentication ignores it
-    key = os.environ.get(teacher.api_key_env)
-    if not key:
-        raise ConfigError(
-            f"distill.teacher.api_key_env = {teacher.api_key_env!r}, but that environment variable is not set; "
-            "set it (on a cluster, from a Secret) or set api_key_env to null for an endpoint without authentication"
-        )
-    return key
-
-
-def _content(response) -> str:
-    if not response.choices:
-        raise ValueError("the answer has no choices")
-    return response.choices[0].message.content or ""
 
 
 def _describe(err: BaseException | None) -> str:

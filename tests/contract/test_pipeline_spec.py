@@ -191,8 +191,29 @@ def test_secrets_are_environment_by_name(compiled):
         assert not s3["optional"]
         if stage in ("distill", "score"):
             assert secrets["resumo-hf"]["optional"] and secrets["resumo-hf"]["keyToEnv"] == [{"envVar": "HF_TOKEN", "secretKey": "HF_TOKEN"}]
-        if stage in ("distill", "score"):
-            assert secrets["resumo-openai"]["keyToEnv"] == [{"envVar": "OPENAI_API_KEY", "secretKey": "OPENAI_API_KEY"}]
+        # The full profile's teacher is vLLM in the task and it has no judge: no API key anywhere.
+        assert "resumo-openai" not in secrets, stage
+
+
+@pytest.mark.parametrize("judge_key", ["OPENAI_API_KEY", "JUDGE_KEY"])
+def test_each_endpoint_task_gets_the_api_key_variable_its_config_names(tmp_path, judge_key):
+    from kfp import compiler
+
+    overrides = ["distill.teacher.backend=openai", "distill.teacher.base_url=http://teacher:8000/v1", "distill.teacher.api_key_env=TEACHER_KEY"]
+    overrides += ["judge.base_url=http://judge:8000/v1", f"judge.api_key_env={judge_key}"]
+    path = tmp_path / "p.yaml"
+    compiler.Compiler().compile(build(load_config("full", overrides)), str(path))
+    _, platform = _spec(path)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+    def openai_env(executor: str) -> list[dict] | None:
+        secrets = {s["secretName"]: s for s in executors[executor].get("secretAsEnv", [])}
+        return secrets.get("resumo-openai", {}).get("keyToEnv")
+
+    # What resumo.chat_client reads is the variable named by that task's own config.
+    assert openai_env("exec-distill") == [{"envVar": "TEACHER_KEY", "secretKey": "OPENAI_API_KEY"}]
+    assert openai_env("exec-judge") == [{"envVar": judge_key, "secretKey": "OPENAI_API_KEY"}]
+    assert all(openai_env(name) is None for name in executors if name not in ("exec-distill", "exec-judge"))
 
 
 def test_pipeline_root_is_configurable(compiled, tmp_path):

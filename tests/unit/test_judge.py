@@ -37,13 +37,14 @@ def predictions():
 
 
 def config(server, **values) -> JudgeConfig:
+    values = {"api_key_env": None} | values  # the loopback judge needs no key
     return JudgeConfig(base_url=server.url, model="judge-test", max_retries=0, timeout_s=10, bootstrap_resamples=500, **values)
 
 
 def test_a_fair_judge_sees_the_better_model_with_both_orders_asked(predictions, tmp_path, monkeypatch):
-    monkeypatch.setenv("RESUMO_JUDGE_API_KEY", "sk-test-123")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
     with judge_server.serve(prefers_good) as server:
-        result = judge.run(config(server), predictions, tmp_path)
+        result = judge.run(config(server, api_key_env="OPENAI_API_KEY"), predictions, tmp_path)
     assert len(server.requests) == N * 2 * 2  # articles x opponents x orders
     assert all(h["authorization"] == "Bearer sk-test-123" for h in server.headers)
     first = server.requests[0]
@@ -122,7 +123,7 @@ def test_a_rerun_asks_only_what_is_missing(predictions, tmp_path):
 
 
 def test_unreachable_endpoint_and_bad_inputs_are_clear_errors(predictions, tmp_path):
-    cfg = JudgeConfig(base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=5)
+    cfg = JudgeConfig(base_url="http://127.0.0.1:9/v1", api_key_env=None, max_retries=0, timeout_s=5)
     with pytest.raises(ResumoError, match="answered none of 24 requests"):
         judge.run(cfg, predictions, tmp_path)
     with pytest.raises(ConfigError, match="judge.candidate = 'nope'"):
@@ -156,3 +157,14 @@ def test_component_joins_articles_and_logs_win_rates(predictions, tmp_path):
     assert metrics.metadata == report.judge_scalars(result)
     logged = {k: metrics.metadata[f"judge_{k}"] for k in ("baseline_win_rate", "baseline_n_articles", "baseline_invalid_verdicts", "llama_win_rate", "llama_n_articles", "llama_invalid_verdicts")}
     assert logged == {"baseline_win_rate": 1.0, "baseline_n_articles": N, "baseline_invalid_verdicts": 0, "llama_win_rate": 0.75, "llama_n_articles": N, "llama_invalid_verdicts": 0}
+
+
+def test_a_named_key_that_is_not_set_stops_the_judge_before_any_request(predictions, tmp_path, monkeypatch):
+    # The judge once sent the placeholder "EMPTY" here, and an endpoint that wants a key
+    # refused every request, hours into a run; the teacher refused to start. Now both refuse.
+    monkeypatch.delenv("JUDGE_KEY_NOT_SET", raising=False)
+    with judge_server.serve(prefers_good) as server:
+        with pytest.raises(ConfigError, match=r"judge.api_key_env = 'JUDGE_KEY_NOT_SET'.*judge.api_key_env=null"):
+            judge.run(config(server, api_key_env="JUDGE_KEY_NOT_SET"), predictions, tmp_path)
+    assert server.requests == []
+    assert not (tmp_path / judge.VERDICTS_FILE).exists()
