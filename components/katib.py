@@ -18,12 +18,14 @@ def tune(
     gpu_memory: str,
     gpu_tolerations: list,
     gpu_node_selector: dict,
+    run_id: str,
     experiment: Output[Artifact],
     metrics: Output[Metrics],
 ) -> NamedTuple("Outputs", best_params=dict, best_adapter=str):
     """Launch a Katib Experiment, wait for it, hand on the best trial's train.* overrides and adapter URI (see `resumo tune --backend katib`).
 
     Each trial pod requests the gpu_* settings: the pipeline passes the run's s9_gpu_* parameters.
+    `run_id` (the KFP run's) names the Experiment, so a retried task waits on its first attempt's.
     """
     from collections import namedtuple
 
@@ -32,7 +34,7 @@ def tune(
 
     cfg = validate(TuneConfig, config)
     gpu = {"accelerator": gpu_accelerator, "count": gpu_count, "cpu": gpu_cpu, "memory": gpu_memory, "tolerations": gpu_tolerations, "node_selector": gpu_node_selector}
-    result = katib.run(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path, gpu=validate(GpuConfig, gpu), default_image=TRAIN_IMAGE)
+    result = katib.run(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path, gpu=validate(GpuConfig, gpu), default_image=TRAIN_IMAGE, run_id=run_id)
     metrics.log_metric("best_" + cfg.objective, result.best_score)
     metrics.log_metric("trials", result.status.get("trials", 0))
     return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, result.best_adapter)

@@ -100,6 +100,7 @@ def build(cfg: PipelineConfig):
                 config=tune_config,
                 train_config=train_config,
                 pairs=pairs.outputs["pairs"],
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,  # names the Experiment: a retried launcher finds its own
                 # The launcher runs on CPU; its trial pods get what every GPU task of this run gets.
                 **{f"gpu_{field}": value for field, value in on_gpu._asdict().items()},
             ).set_display_name("tune")

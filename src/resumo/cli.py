@@ -107,6 +107,10 @@ def tune(
     out: Annotated[str, typer.Option("--out", "-o", help="Output folder (trials or experiment.yaml, and best.json); with --dry-run, the Experiment YAML file. A path, file:// or s3://.")],
     backend: Annotated[str | None, typer.Option(help="optuna (trials in this process) or katib (a Katib Experiment); default: tune.backend.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="katib: write the Experiment YAML to --out and create nothing.")] = False,
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="katib: the pipeline run this search belongs to; names the Experiment, so launching again with it waits on the same one. Default: a fresh name."),
+    ] = None,
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
@@ -130,12 +134,12 @@ def tune(
     from resumo.components import TRAIN_IMAGE  # the image names, not KFP: components/__init__.py imports only os
 
     if dry_run:
-        body = katib.render(cfg.tune, cfg.train, pairs, cfg.cluster.gpu, default_image=TRAIN_IMAGE)
+        body = katib.render(cfg.tune, cfg.train, pairs, cfg.cluster.gpu, default_image=TRAIN_IMAGE, run_id=run_id)
         storage.write_text(_uri(out, "--out"), katib.to_yaml(body))
         typer.echo(f"Katib Experiment {body['metadata']['name']} -> {out} (apply with: kubectl create -f {out})")
         return
     with _local_folder(out, "--out") as folder:
-        result = katib.run(cfg.tune, cfg.train, pairs, folder, gpu=cfg.cluster.gpu, default_image=TRAIN_IMAGE)
+        result = katib.run(cfg.tune, cfg.train, pairs, folder, gpu=cfg.cluster.gpu, default_image=TRAIN_IMAGE, run_id=run_id)
     typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": result.best_adapter}))
 
 

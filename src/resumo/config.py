@@ -355,7 +355,12 @@ def train_value(name: str, value: Any) -> Any:
 
 class KatibSettings(Section):
     namespace: str | None = Field(None, description="Namespace of the Experiment; None: the launcher pod's own namespace (its service account's), else `default`.")
-    name_prefix: str = Field("resumo", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=32, description="Experiment name = prefix + '-' + 6 random characters (Katib caps names at 40 characters).")
+    name_prefix: str = Field(
+        "resumo",
+        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+        max_length=31,
+        description="Experiment name = prefix + '-' + 8 hex characters of a hash of the KFP run id (random without one), so a retried tune task finds its own Experiment; Katib caps names at 40 characters.",
+    )
     output: str = Field(
         "s3://resumo/tune",
         pattern=r"^s3://[^/]+",

@@ -25,6 +25,7 @@ Trial pods need no Kubernetes API access; they read the S3 Secret
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -52,6 +53,8 @@ SUCCEEDED, FAILED = "Succeeded", "Failed"
 # Consecutive failed status reads tolerated while waiting: an API server restart
 # or a dropped connection during hours of waiting must not lose the Experiment.
 MAX_READ_ERRORS = 5
+# Which pipeline run an Experiment belongs to: a retried launcher waits only on its own run's.
+RUN_ID_ANNOTATION = "resumo.dev/pipeline-run-id"
 
 
 class KatibError(ResumoError):
@@ -120,14 +123,23 @@ def experiment(
     return k.V1beta1Experiment(api_version=f"{GROUP}/{VERSION}", kind=KIND, metadata=meta, spec=spec).to_dict()
 
 
-def render(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, gpu: GpuConfig | None = None, default_image: str | None = None) -> dict:
-    """A new Experiment: a fresh name, in tune.katib.namespace or else this pod's own (`default` off-cluster)."""
-    return experiment(cfg, train_cfg, pairs_uri, experiment_name(cfg.katib.name_prefix), cfg.katib.namespace or _own_namespace(), gpu, default_image)
+def render(
+    cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, gpu: GpuConfig | None = None, default_image: str | None = None, run_id: str | None = None
+) -> dict:
+    """The Experiment of run `run_id` (a fresh one without), in tune.katib.namespace or else this pod's own (`default` off-cluster)."""
+    name, namespace = experiment_name(cfg.katib.name_prefix, run_id), cfg.katib.namespace or _own_namespace()
+    body = experiment(cfg, train_cfg, pairs_uri, name, namespace, gpu, default_image)
+    if run_id:
+        body["metadata"]["annotations"] = {RUN_ID_ANNOTATION: run_id}
+    return body
 
 
-def experiment_name(prefix: str) -> str:
-    """Unique per launch; trial names (name + 8 characters) stay short enough for Job labels."""
-    return f"{prefix}-{secrets.token_hex(3)}"
+def experiment_name(prefix: str, run_id: str | None = None) -> str:
+    """The same name for every attempt of one pipeline run's tune task, so a retried launcher finds
+    the Experiment its first attempt made; without a run id (a hand launch), a fresh one.
+    prefix (at most 31) + '-' + 8 hex characters fit Katib's 40, and trial names (name + 9) Job labels."""
+    suffix = hashlib.sha256(f"{run_id}/tune".encode()).hexdigest()[:8] if run_id else secrets.token_hex(4)
+    return f"{prefix}-{suffix}"
 
 
 def metrics_format(names: tuple[str, ...]) -> str:
@@ -269,10 +281,11 @@ def run(
     api_client=None,
     gpu: GpuConfig | None = None,
     default_image: str | None = None,
+    run_id: str | None = None,
 ) -> KatibResult:
-    """Create the Experiment, wait for it, and read its best trial; the Experiment YAML and result go to `out_dir`."""
+    """Create the Experiment (or find run `run_id`'s), wait for it, and read its best trial; the Experiment YAML and result go to `out_dir`."""
     api_client = api_client or kube_client()
-    body = render(cfg, train_cfg, pairs_uri, gpu, default_image)
+    body = render(cfg, train_cfg, pairs_uri, gpu, default_image, run_id)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / artifacts.EXPERIMENT).write_text(to_yaml(body))
@@ -288,14 +301,42 @@ def launch(body: dict, api_client, cfg: TuneConfig) -> KatibResult:
 
     api = k8s.CustomObjectsApi(api_client)
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-    _call(api.create_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, body, what=f"create Experiment {namespace}/{name}")
-    log.info("tune: created Katib Experiment %s/%s (%s, up to %d trials)", namespace, name, cfg.algorithm, body["spec"]["maxTrialCount"])
+    _create_or_find(api, body)
     try:
         status = wait(api, name, namespace, timeout_s=cfg.katib.timeout_s, poll_s=cfg.katib.poll_s)
         return best_trial(status, name, namespace, cfg)
     finally:
         if cfg.katib.delete:
             _delete(api, name, namespace)
+
+
+def _create_or_find(api, body: dict) -> None:
+    """Create the Experiment; on a retry of the same run, whose first attempt created it, wait on that one instead."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    name, namespace, run_id = body["metadata"]["name"], body["metadata"]["namespace"], _run_id(body)
+    what = f"create Experiment {namespace}/{name}"
+    try:
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    except ApiException as err:
+        if err.status != 409 or run_id is None:
+            raise _api_error(err, what) from None
+        existing = _call(api.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name, what=f"read Experiment {namespace}/{name}")
+        if _run_id(existing) != run_id:
+            raise KatibError(
+                f"cannot {what}: an Experiment of that name belongs to run {_run_id(existing)!r}, not {run_id!r}; "
+                "delete it, or set tune.katib.name_prefix to another prefix"
+            ) from None
+        log.info("tune: Katib Experiment %s/%s exists from an earlier attempt of run %s; waiting on it instead of launching again", namespace, name, run_id)
+        return
+    except HTTPError as err:
+        raise KatibError(f"cannot {what}: the Kubernetes API is unreachable ({err})") from None
+    log.info("tune: created Katib Experiment %s/%s (%s, up to %d trials)", namespace, name, body["spec"]["algorithm"]["algorithmName"], body["spec"]["maxTrialCount"])
+
+
+def _run_id(obj: dict) -> str | None:
+    return (obj.get("metadata", {}).get("annotations") or {}).get(RUN_ID_ANNOTATION)
 
 
 def wait(api, name: str, namespace: str, *, timeout_s: float, poll_s: float) -> dict:
@@ -404,7 +445,7 @@ def _api_error(err, what: str) -> KatibError:
         401: "the credentials were refused",
         403: f"the service account lacks RBAC: it needs create/get/delete on {PLURAL}.{GROUP} in this namespace (see manifests/)",
         404: f"not found: is Katib installed (CRD {PLURAL}.{GROUP}/{VERSION}) and does the namespace exist?",
-        409: "an Experiment of that name exists already; launch again for a new name",
+        409: "an Experiment of that name exists already; launch again for a new name, or give the run id it was made for",
     }
     reason = _status_message(err)
     return KatibError(f"cannot {what}: HTTP {err.status} {hints.get(err.status, '')} ({reason})".replace("  ", " "))

@@ -198,6 +198,19 @@ def test_cli_dry_run_writes_the_experiment_yaml(schema_errors, tmp_path):
     assert not (tmp_path / "x.yaml").exists()
 
 
+def test_cli_dry_run_names_the_experiment_after_the_run_id(schema_errors, tmp_path):
+    def name(run_id: str, out: str) -> str:
+        done = resumo("tune", "-p", "full", "--backend", "katib", "--dry-run", "--pairs", "s3://b/p", "--out", str(tmp_path / out), "--run-id", run_id)
+        assert done.returncode == 0, done.stderr
+        exp = yaml.safe_load((tmp_path / out).read_text())
+        assert schema_errors(exp) == [] and exp["metadata"]["annotations"] == {"resumo.dev/pipeline-run-id": run_id}
+        return exp["metadata"]["name"]
+
+    first = name("R1", "e.yaml")
+    assert name("R1", "e.yaml") == first  # what a retried launcher would create, and so finds
+    assert name("R2", "e2.yaml") != first
+
+
 @pytest.mark.parametrize(("backend", "image", "gpu"), [("katib", "resumo-cpu", False), ("optuna", "resumo-train", True)])
 def test_the_pipeline_launches_katib_or_runs_optuna_as_its_tune_task(tmp_path, backend, image, gpu):
     from kfp import compiler

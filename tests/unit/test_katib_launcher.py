@@ -112,6 +112,37 @@ def test_a_name_taken_and_an_unreachable_api_are_clear_errors(cfg, validator):
         katib.launch(body, client, cfg.tune)
 
 
+def test_a_retried_launcher_waits_on_its_first_attempts_experiment(cfg, validator):
+    # KFP retries the tune task (cluster.retries). Each attempt once drew a fresh random name, so
+    # one transient failure left two Experiments' GPU trials running; now the run id names it.
+    with _api("succeeded", validator) as api:
+        first = katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE, run_id="run-1")
+        api.create("team-a", first)  # the first attempt created it, then its pod was lost
+        api.get("team-a", first["metadata"]["name"])  # ... after the Experiment had started (Created)
+        result = katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), default_image=TRAIN_IMAGE, run_id="run-1")
+        assert len(api.experiments) == 1
+        assert [m for m, *_ in api.requests] == ["POST", "GET", "GET"]  # refused create (409), the owner check (Running), Succeeded
+    assert result.experiment == first["metadata"]["name"] and result.best_trial == f"{result.experiment}-00000002"
+
+
+def test_an_experiment_of_another_run_under_the_same_name_is_not_adopted(cfg, validator):
+    with _api("succeeded", validator) as api:
+        body = katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE, run_id="run-1")
+        other = json.loads(json.dumps(body))
+        other["metadata"]["annotations"][katib.RUN_ID_ANNOTATION] = "run-0"
+        api.create("team-a", other)
+        with pytest.raises(katib.KatibError, match=r"belongs to run 'run-0', not 'run-1'; delete it, or set tune.katib.name_prefix"):
+            katib.launch(body, api.client(), cfg.tune)
+
+
+def test_the_run_id_names_the_experiment(cfg):
+    names = {run: katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE, run_id=run)["metadata"]["name"] for run in ("R1", "R2")}
+    assert katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE, run_id="R1")["metadata"]["name"] == names["R1"]
+    assert names["R1"] != names["R2"] and all(len(n) <= 40 for n in names.values())
+    # A hand launch without a run id gets a fresh name each time, as before.
+    assert katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE)["metadata"]["name"] != katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE)["metadata"]["name"]
+
+
 class StandIn:
     """What a KFP artifact offers a component body: a path, a URI, log_metric."""
 
@@ -145,10 +176,12 @@ def test_the_launcher_component_finds_the_cluster_through_kubeconfig(validator, 
             pairs=StandIn(tmp_path / "pairs", uri="minio://mlpipeline/v2/artifacts/resumo/run/distill/pairs"),
             # A run that overrides the s9_gpu_* parameters: its trials must ask for what it asked.
             **{f"gpu_{k}": v for k, v in cfg.cluster.gpu.model_copy(update={"accelerator": "amd.com/gpu", "count": 2, "memory": "96Gi"}).model_dump().items()},
+            run_id="3f2c9a1e-0000-4000-8000-000000000001",
             experiment=experiment,
             metrics=metrics,
         )
         body = api.requests[0][2]
+    assert body["metadata"]["name"] == katib.experiment_name("resumo", "3f2c9a1e-0000-4000-8000-000000000001")
     assert api.requests[0][1].startswith("/apis/kubeflow.org/v1beta1/namespaces/default/experiments")  # no pod namespace here
     assert {e["name"]: e.get("value") for e in body["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["env"]}[
         "RESUMO_PAIRS"
