@@ -19,6 +19,8 @@ def tune(
     gpu_tolerations: list,
     gpu_node_selector: dict,
     run_id: str,
+    s3_secret: str,
+    service_account: str,
     experiment: Output[Artifact],
     metrics: Output[Metrics],
 ) -> NamedTuple("Outputs", best_params=dict, best_adapter=str):
@@ -26,15 +28,18 @@ def tune(
 
     Each trial pod requests the gpu_* settings: the pipeline passes the run's s9_gpu_* parameters.
     `run_id` (the KFP run's) names the Experiment, so a retried task waits on its first attempt's.
+    Trial pods get the run's S3 Secret and service account (cluster.*, fixed when compiled; "" is none).
     """
     from collections import namedtuple
 
     from resumo import katib
-    from resumo.config import GpuConfig, TrainConfig, TuneConfig, validate
+    from resumo.config import ClusterConfig, GpuConfig, TrainConfig, TuneConfig, validate
 
     cfg = validate(TuneConfig, config)
     gpu = {"accelerator": gpu_accelerator, "count": gpu_count, "cpu": gpu_cpu, "memory": gpu_memory, "tolerations": gpu_tolerations, "node_selector": gpu_node_selector}
-    result = katib.run(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path, gpu=validate(GpuConfig, gpu), default_image=TRAIN_IMAGE, run_id=run_id)
+    cluster = validate(ClusterConfig, {"secrets": {"s3": s3_secret}, "service_account": service_account or None})
+    train_cfg, gpu_cfg = validate(TrainConfig, train_config), validate(GpuConfig, gpu)
+    result = katib.run(cfg, train_cfg, pairs.uri, experiment.path, gpu=gpu_cfg, default_image=TRAIN_IMAGE, run_id=run_id, cluster=cluster)
     metrics.log_metric("best_" + cfg.objective, result.best_score)
     metrics.log_metric("trials", result.status.get("trials", 0))
     return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, result.best_adapter)

@@ -101,6 +101,8 @@ def build(cfg: PipelineConfig):
                 train_config=train_config,
                 pairs=pairs.outputs["pairs"],
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,  # names the Experiment: a retried launcher finds its own
+                s3_secret=secrets.s3,  # trial pods read what every task reads, as the run's service account
+                service_account=cfg.cluster.service_account or "",
                 # The launcher runs on CPU; its trial pods get what every GPU task of this run gets.
                 **{f"gpu_{field}": value for field, value in on_gpu._asdict().items()},
             ).set_display_name("tune")

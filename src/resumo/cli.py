@@ -134,12 +134,12 @@ def tune(
     from resumo.components import TRAIN_IMAGE  # the image names, not KFP: components/__init__.py imports only os
 
     if dry_run:
-        body = katib.render(cfg.tune, cfg.train, pairs, cfg.cluster.gpu, default_image=TRAIN_IMAGE, run_id=run_id)
+        body = katib.render(cfg.tune, cfg.train, pairs, cfg.cluster.gpu, default_image=TRAIN_IMAGE, run_id=run_id, cluster=cfg.cluster)
         storage.write_text(_uri(out, "--out"), katib.to_yaml(body))
         typer.echo(f"Katib Experiment {body['metadata']['name']} -> {out} (apply with: kubectl create -f {out})")
         return
     with _local_folder(out, "--out") as folder:
-        result = katib.run(cfg.tune, cfg.train, pairs, folder, gpu=cfg.cluster.gpu, default_image=TRAIN_IMAGE, run_id=run_id)
+        result = katib.run(cfg.tune, cfg.train, pairs, folder, gpu=cfg.cluster.gpu, default_image=TRAIN_IMAGE, run_id=run_id, cluster=cfg.cluster)
     typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": result.best_adapter}))
 
 

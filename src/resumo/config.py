@@ -366,9 +366,7 @@ class KatibSettings(Section):
         pattern=r"^s3://[^/]+",
         description="S3 prefix trial pods write to: <output>/<trial name>/adapter, /metrics.json. Unset in a profile: <storage_root>/tune where storage_root is s3://."
     )
-    s3_secret: str = Field("resumo-s3", description="Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...) trial pods get as environment.")
     image: str | None = Field(None, description="Trial image; None: the train image the pipeline was compiled with, or `resumo tune` runs with (resumo.components, RESUMO_IMAGE_PREFIX/TAG).")
-    service_account: str | None = Field(None, description="Service account of trial pods; None: the namespace's default.")
     timeout_s: int = Field(48 * 3600, ge=1, description="Longest the launcher waits for the Experiment to finish before failing.")
     poll_s: float = Field(30.0, ge=0, description="Seconds between status reads while waiting.")
     delete: bool = Field(False, description="Delete the Experiment (and its trials) once its result is read, or when it failed or timed out; the adapters on S3 stay.")
@@ -612,7 +610,10 @@ class ClusterConfig(Section):
     pipeline_root: str | None = Field(None, pattern=r"^(s3|gs|minio|file)://.+", description="Where KFP keeps artifacts (s3://bucket/prefix); None: the namespace's `kfp-launcher` ConfigMap default (manifests/).")
     token_env: str = Field("KF_PIPELINES_TOKEN", description="Environment variable holding a bearer token for the KFP API; unset or empty: in-cluster service-account token, then kubeconfig.")
     kube_context: str | None = Field(None, description="kubeconfig context used when neither a token nor an in-cluster token is found; None: the current context.")
-    service_account: str | None = Field(None, description="Kubernetes service account the run's pods use; None: the namespace's pipeline runner (manifests/ binds the Katib launcher role to it).")
+    service_account: str | None = Field(
+        None,
+        description="Kubernetes service account the run's pods and Katib's trial pods use; None: the namespace's pipeline runner for the run, its `default` for trials (manifests/ binds the Katib launcher role to the runner).",
+    )
     retries: int = Field(3, ge=0, le=10, description="Retries of the tasks that talk to the network (after 1, 2, 4 ... minutes, at most 10); `resumo run` sets 0, so a local failure fails at once.")
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
@@ -639,6 +640,9 @@ RENAMED = {
     "scrape.api.timeout_seconds": "scrape.api.timeout_s",
     "scrape.api.backoff_seconds": "scrape.api.backoff_s",
     "scrape.api.max_wait_seconds": "scrape.api.max_wait_s",
+    # One setting per Secret and per service account: trial pods use the run's.
+    "tune.katib.s3_secret": "cluster.secrets.s3",
+    "tune.katib.service_account": "cluster.service_account",
 }
 
 
@@ -754,7 +758,7 @@ def format_validation_error(err: ValidationError) -> str:
         field = ".".join(str(p) for p in e["loc"]) or "config"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden" and field in RENAMED:
-            msg = f"renamed: set {RENAMED[field]} instead"
+            msg = f"replaced by {RENAMED[field]}: set that instead"
         elif e["type"] == "extra_forbidden":
             msg = "unknown field; see `resumo config --profile smoke` for the valid keys"
         elif e["type"] == "literal_error":

@@ -19,8 +19,9 @@ RBAC the launcher's service account needs, in the Experiment's namespace only
       verbs: ["create", "get", "delete"]
 
 `get` is polled (no list/watch); `delete` is used only with tune.katib.delete.
-Trial pods need no Kubernetes API access; they read the S3 Secret
-`tune.katib.s3_secret` as environment.
+Trial pods need no Kubernetes API access; they run under the run's service account
+(`cluster.service_account`) and read the S3 Secret every task reads
+(`cluster.secrets.s3`) as environment.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from resumo import artifacts, storage
-from resumo.config import GpuConfig, SearchSpace, TrainConfig, TuneConfig, train_field
+from resumo.config import ClusterConfig, GpuConfig, SearchSpace, TrainConfig, TuneConfig, train_field
 from resumo.errors import ConfigError, ResumoError
 from resumo.tune import train_params, trial_count
 
@@ -77,12 +78,20 @@ class KatibResult:
 
 
 def experiment(
-    cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, name: str, namespace: str, gpu: GpuConfig | None = None, default_image: str | None = None
+    cfg: TuneConfig,
+    train_cfg: TrainConfig,
+    pairs_uri: str,
+    name: str,
+    namespace: str,
+    gpu: GpuConfig | None = None,
+    default_image: str | None = None,
+    cluster: ClusterConfig | None = None,
 ) -> dict:
     """The Experiment as the JSON the API server takes, built with the Katib SDK models.
 
     Each trial pod requests `gpu` (in the pipeline: the run's s9_gpu_* parameters; else cluster.gpu's defaults)
-    and runs tune.katib.image, else `default_image` (the caller's train image: resumo.components.TRAIN_IMAGE).
+    and runs tune.katib.image, else `default_image` (the caller's train image: resumo.components.TRAIN_IMAGE),
+    under `cluster`'s service account with its S3 Secret.
     """
     from kubeflow_katib_api import models as k
 
@@ -116,7 +125,7 @@ def experiment(
             primary_container_name=CONTAINER,
             trial_parameters=[k.V1beta1TrialParameterSpec(name="trialName", description="Trial name: the adapter's S3 key", reference="${trialSpec.Name}")]
             + [k.V1beta1TrialParameterSpec(name=p, description=f"train.{SearchSpace.TRAIN_KEYS[p]}", reference=p) for p in cfg.search],
-            trial_spec=trial_job(cfg, train_cfg, pairs_uri, gpu or GpuConfig(), default_image),
+            trial_spec=trial_job(cfg, train_cfg, pairs_uri, gpu or GpuConfig(), default_image, cluster),
         ),
     )
     meta = k.IoK8sApimachineryPkgApisMetaV1ObjectMeta(name=name, namespace=namespace, labels={"app.kubernetes.io/part-of": "resumo"})
@@ -124,11 +133,17 @@ def experiment(
 
 
 def render(
-    cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, gpu: GpuConfig | None = None, default_image: str | None = None, run_id: str | None = None
+    cfg: TuneConfig,
+    train_cfg: TrainConfig,
+    pairs_uri: str,
+    gpu: GpuConfig | None = None,
+    default_image: str | None = None,
+    run_id: str | None = None,
+    cluster: ClusterConfig | None = None,
 ) -> dict:
     """The Experiment of run `run_id` (a fresh one without), in tune.katib.namespace or else this pod's own (`default` off-cluster)."""
     name, namespace = experiment_name(cfg.katib.name_prefix, run_id), cfg.katib.namespace or _own_namespace()
-    body = experiment(cfg, train_cfg, pairs_uri, name, namespace, gpu, default_image)
+    body = experiment(cfg, train_cfg, pairs_uri, name, namespace, gpu, default_image, cluster)
     if run_id:
         body["metadata"]["annotations"] = {RUN_ID_ANNOTATION: run_id}
     return body
@@ -155,10 +170,13 @@ def trial_output(output: str, trial_name: str) -> str:
     return storage.join(output, trial_name)
 
 
-def trial_job(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, gpu: GpuConfig, default_image: str | None = None) -> dict:
+def trial_job(
+    cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, gpu: GpuConfig, default_image: str | None = None, cluster: ClusterConfig | None = None
+) -> dict:
     """The batch/v1 Job each trial runs, as JSON (kubernetes client models, sanitised by its ApiClient)."""
     from kubernetes import client as k8s
 
+    cluster = cluster or ClusterConfig()
     image = cfg.katib.image or default_image
     if not image:
         raise ConfigError("tune.katib.image is not set and no train image was given; set tune.katib.image to the image trials run")
@@ -173,7 +191,7 @@ def trial_job(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, gpu: GpuC
         image=image,
         command=["sh", "-c", trial_script(cfg)],
         env=env,
-        env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=cfg.katib.s3_secret))],
+        env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=cluster.secrets.s3))],
         # An extended resource such as nvidia.com/gpu is requested as a limit (the request follows it).
         resources=k8s.V1ResourceRequirements(requests={"cpu": gpu.cpu, "memory": gpu.memory}, limits={gpu.accelerator: str(gpu.count)}),
         volume_mounts=[k8s.V1VolumeMount(name="work", mount_path=WORKDIR)],
@@ -184,7 +202,7 @@ def trial_job(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, gpu: GpuC
         metadata=k8s.V1ObjectMeta(annotations={"sidecar.istio.io/inject": "false"}),
         spec=k8s.V1PodSpec(
             restart_policy="Never",
-            service_account_name=cfg.katib.service_account,
+            service_account_name=cluster.service_account,
             containers=[container],
             tolerations=gpu.tolerations or None,  # Kubernetes' own field names, checked by GpuConfig
             node_selector=gpu.node_selector or None,
@@ -282,10 +300,11 @@ def run(
     gpu: GpuConfig | None = None,
     default_image: str | None = None,
     run_id: str | None = None,
+    cluster: ClusterConfig | None = None,
 ) -> KatibResult:
     """Create the Experiment (or find run `run_id`'s), wait for it, and read its best trial; the Experiment YAML and result go to `out_dir`."""
     api_client = api_client or kube_client()
-    body = render(cfg, train_cfg, pairs_uri, gpu, default_image, run_id)
+    body = render(cfg, train_cfg, pairs_uri, gpu, default_image, run_id, cluster)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / artifacts.EXPERIMENT).write_text(to_yaml(body))

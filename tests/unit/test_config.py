@@ -130,5 +130,11 @@ def test_cross_section_checks_name_the_fields():
 
 
 def test_a_renamed_field_says_its_new_name():
-    with pytest.raises(ConfigError, match="judge.bootstrap_samples = 10: renamed: set judge.bootstrap_resamples instead"):
+    with pytest.raises(ConfigError, match="judge.bootstrap_samples = 10: replaced by judge.bootstrap_resamples: set that instead"):
         load_config("smoke", ["judge.bootstrap_samples=10"])
+
+
+@pytest.mark.parametrize(("old", "new"), [("tune.katib.s3_secret", "cluster.secrets.s3"), ("tune.katib.service_account", "cluster.service_account")])
+def test_trial_pods_have_no_secret_or_service_account_setting_of_their_own(old, new):
+    with pytest.raises(ConfigError, match=rf"{old} = 'x': replaced by {new}: set that instead"):
+        load_config("full", [f"{old}=x"])

@@ -177,6 +177,8 @@ def test_the_launcher_component_finds_the_cluster_through_kubeconfig(validator, 
             # A run that overrides the s9_gpu_* parameters: its trials must ask for what it asked.
             **{f"gpu_{k}": v for k, v in cfg.cluster.gpu.model_copy(update={"accelerator": "amd.com/gpu", "count": 2, "memory": "96Gi"}).model_dump().items()},
             run_id="3f2c9a1e-0000-4000-8000-000000000001",
+            s3_secret="team-a-s3",
+            service_account="pipeline-runner",
             experiment=experiment,
             metrics=metrics,
         )
@@ -189,6 +191,8 @@ def test_the_launcher_component_finds_the_cluster_through_kubeconfig(validator, 
     trial_pod = body["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]
     assert trial_pod["containers"][0]["resources"] == {"limits": {"amd.com/gpu": "2"}, "requests": {"cpu": "8", "memory": "96Gi"}}
     assert trial_pod["tolerations"] == cfg.cluster.gpu.tolerations
+    # The run's one S3 Secret and service account, not a second setting of each under tune.katib.
+    assert trial_pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "team-a-s3"}}] and trial_pod["serviceAccountName"] == "pipeline-runner"
     assert outputs.best_params["lora.r"] == 64 and outputs.best_adapter.startswith("s3://resumo/tune/resumo-")
     assert metrics.metrics == {"best_rougeLsum": 0.4123, "trials": 3}
     assert (tmp_path / "experiment" / "experiment.yaml").is_file() and (tmp_path / "experiment" / "best.json").is_file()
