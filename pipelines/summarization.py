@@ -17,6 +17,8 @@ from typing import NamedTuple
 from kfp import dsl, kubernetes
 
 from resumo.components import TRAIN_IMAGE
+from resumo import run_parameters
+from resumo.components.check import check_parameters
 from resumo.components.distill import distill_shard, merge_pairs, plan_shards
 from resumo.components.katib import tune as katib_tune
 from resumo.components.judge import judge
@@ -75,14 +77,19 @@ def build(cfg: PipelineConfig):
         on_gpu = _GpuRequest(s9_gpu_accelerator, s9_gpu_count, s9_gpu_cpu, s9_gpu_memory, s9_gpu_tolerations, s9_gpu_node_selector)
         secrets = cfg.cluster.secrets
 
+        # 0. The run's values against the compiled ones (run_parameters.CHOICES), before anything runs.
+        checked = check_parameters(
+            compiled=run_parameters.compiled(cfg), scrape=scrape_config, distill=distill_config, tune=tune_config,
+            train=train_config, judge=judge_config, promote=promote_config,
+        ).set_display_name("check parameters")  # fmt: skip
         # 1. Articles from the dump, cleaned and split by article.
-        articles = scrape(config=scrape_config, run_date=s0_run_date).set_display_name("scrape")
+        articles = scrape(config=scrape_config, run_date=s0_run_date).set_display_name("scrape").after(checked)
         articles.set_cpu_request(str(cfg.scrape.workers))  # one core per cleaning process
         _talks_to_network(cfg, _with_s3(articles, secrets))
         # 2. The teacher's summaries, the student's targets: distill.shards tasks in parallel (one GPU
         #    each), merged. Their cache key holds today's articles, and the teacher cache in S3 makes
         #    a rerun distil only new revisions.
-        shards = plan_shards(config=distill_config).set_display_name("distill: plan shards")
+        shards = plan_shards(config=distill_config).set_display_name("distill: plan shards").after(checked)
         with dsl.ParallelFor(shards.output) as shard:
             part = distill_shard(cfg.distill.teacher.backend)(config=distill_config, shard=shard, articles=articles.outputs["articles"])
             part.set_display_name("distill: shard")

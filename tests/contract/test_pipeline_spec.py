@@ -1,5 +1,7 @@
 """The compiled pipeline: tasks, edges, GPU requests, caching, retries, secrets and parameters."""
 
+import json
+
 import pytest
 import yaml
 from kfp import components
@@ -35,11 +37,12 @@ def test_compiled_pipeline_loads_back_with_the_six_stages(compiled):
     spec = next(_spec(compiled))
     tasks = spec["root"]["dag"]["tasks"]
     # distill fans out: plan-shards -> for-loop-1 (a `distill` task per shard) -> merge-pairs.
-    assert sorted(tasks) == sorted(["scrape", "plan-shards", "for-loop-1", "merge-pairs", "tune", "train", "score", "report", "promote"])
+    assert sorted(tasks) == sorted(["check-parameters", "scrape", "plan-shards", "for-loop-1", "merge-pairs", "tune", "train", "score", "report", "promote"])
     deps = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
     assert deps == {
-        "scrape": set(),
-        "plan-shards": set(),
+        "check-parameters": set(),  # first: everything else waits for it
+        "scrape": {"check-parameters"},
+        "plan-shards": {"check-parameters"},
         "for-loop-1": {"plan-shards", "scrape"},
         "merge-pairs": {"for-loop-1", "scrape"},
         "tune": {"merge-pairs"},
@@ -163,7 +166,7 @@ def test_caching_is_keyed_on_the_run_date_and_off_for_promote(compiled):
     caching = {name: task.get("cachingOptions", {}).get("enableCache", False) for name, task in tasks.items() if name != "for-loop-1"}
     # Deterministic given their inputs; promote reads production, which moves between runs.
     assert caching == {
-        **{name: True for name in ("scrape", "plan-shards", "distill", "merge-pairs", "tune", "train", "score", "report")},
+        **{name: True for name in ("check-parameters", "scrape", "plan-shards", "distill", "merge-pairs", "tune", "train", "score", "report")},
         "promote": False,
     }
     # scrape's cache key holds the run date, so a new day scrapes again; distill's holds scrape's output.
@@ -269,3 +272,51 @@ def test_distill_runs_in_the_image_of_its_teacher_backend(tmp_path, profile, ove
     compiler.Compiler().compile(build(load_config(profile, overrides)), str(path))
     executors = next(_spec(path))["deploymentSpec"]["executors"]
     assert f"/{image}:" in executors["exec-distill"]["container"]["image"]
+
+
+def _run_check(spec, **edits):
+    """The check-parameters task as the cluster would run it: the compiled constant, the run's stage dicts."""
+    from resumo.components.check import check_parameters
+
+    task = spec["root"]["dag"]["tasks"]["check-parameters"]["inputs"]["parameters"]
+    defaults = {name: p["defaultValue"] for name, p in spec["root"]["inputDefinitions"]["parameters"].items() if "defaultValue" in p}
+    run = {**defaults, **edits}
+    stages = {name: run[task[name]["componentInputParameter"]] for name in ("scrape", "distill", "tune", "train", "judge", "promote")}
+    return check_parameters.python_func(compiled=task["compiled"]["runtimeValue"]["constant"], **stages)
+
+
+@pytest.mark.parametrize(
+    ("parameter", "key", "value", "compiled_value"),
+    [
+        ("s2_distill", "teacher.backend", "transformers", "vllm"),
+        ("s3_tune", "backend", "optuna", "katib"),
+        ("s3_tune", "retrain_best", True, False),
+        ("s6_judge", "base_url", "http://judge:8000/v1", "unset"),
+        ("s1_scrape", "workers", 2, 4),
+    ],
+)
+def test_a_run_that_edits_a_compiled_choice_fails_in_its_first_task(compiled, parameter, key, value, compiled_value):
+    # Each of these once changed nothing on a cluster: the image, the tasks or the CPU request
+    # were fixed when the pipeline was compiled, whatever the run form said.
+    from resumo.errors import ConfigError
+
+    spec = next(_spec(compiled))
+    assert _run_check(spec) is None  # the compiled defaults pass
+    edited = json.loads(json.dumps(spec["root"]["inputDefinitions"]["parameters"][parameter]["defaultValue"]))
+    section = edited
+    *parents, leaf = key.split(".")
+    for part in parents:
+        section = section[part]
+    section[leaf] = value
+    shown = "set" if key == "base_url" else value
+    with pytest.raises(ConfigError, match=rf"{parameter}: {key} is {shown!r} in this run, but the pipeline was compiled with {compiled_value!r}(.|\n)*resumo compile --set {parameter[3:]}.{key}="):
+        _run_check(spec, **{parameter: edited})
+
+
+def test_a_bad_value_in_the_run_form_fails_in_the_first_task(compiled):
+    from resumo.errors import ConfigError
+
+    spec = next(_spec(compiled))
+    train = spec["root"]["inputDefinitions"]["parameters"]["s4_train"]["defaultValue"] | {"learning_rate": -1}
+    with pytest.raises(ConfigError, match=r"^run parameter s4_train \(train\): invalid config: learning_rate = -1: "):
+        _run_check(spec, s4_train=train)

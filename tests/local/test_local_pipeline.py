@@ -23,8 +23,10 @@ pytestmark = pytest.mark.numerics  # make test-kernels reruns it on other CPU ke
 # The tasks kfp.local runs, the two `distill` runs being the shards of the ParallelFor, and what
 # each must wait for. kfp.local orders ties by its protobuf map's iteration order, which differs
 # between machines (scrape and plan-shards came out either way round), so only the DAG is pinned.
-TASKS = ["distill", "distill", "merge-pairs", "plan-shards", "promote", "report", "score", "scrape", "train", "tune"]
+TASKS = ["check-parameters", "distill", "distill", "merge-pairs", "plan-shards", "promote", "report", "score", "scrape", "train", "tune"]
 RUNS_AFTER = {
+    "scrape": {"check-parameters"},
+    "plan-shards": {"check-parameters"},
     "distill": {"scrape", "plan-shards"},
     "merge-pairs": {"distill"},
     "tune": {"merge-pairs"},
