@@ -18,7 +18,6 @@ def tune(
     gpu_memory: str,
     gpu_tolerations: list,
     gpu_node_selector: dict,
-    run_id: str,
     s3_secret: str,
     service_account: str,
     experiment: Output[Artifact],
@@ -27,18 +26,19 @@ def tune(
     """Launch a Katib Experiment, wait for it, hand on the best trial's train.* overrides and adapter URI (see `resumo tune --backend katib`).
 
     Each trial pod requests the gpu_* settings: the pipeline passes the run's s9_gpu_* parameters.
-    `run_id` (the KFP run's) names the Experiment, so a retried task waits on its first attempt's.
+    A key of the inputs names the Experiment (resumo.checkpoints.inputs_key), so a retried task waits on its first attempt's.
     Trial pods get the run's S3 Secret and service account (cluster.*, fixed when compiled; "" is none).
     """
     from collections import namedtuple
 
-    from resumo import katib
+    from resumo import checkpoints, katib
     from resumo.config import ClusterConfig, GpuConfig, TrainConfig, TuneConfig, validate
 
     cfg = validate(TuneConfig, config)
     gpu = {"accelerator": gpu_accelerator, "count": gpu_count, "cpu": gpu_cpu, "memory": gpu_memory, "tolerations": gpu_tolerations, "node_selector": gpu_node_selector}
     cluster = validate(ClusterConfig, {"secrets": {"s3": s3_secret}, "service_account": service_account or None})
     train_cfg, gpu_cfg = validate(TrainConfig, train_config), validate(GpuConfig, gpu)
+    run_id = checkpoints.inputs_key(config, train_config, pairs.uri, gpu)  # the same on every retry, and no cache miss
     result = katib.run(cfg, train_cfg, pairs.uri, experiment.path, gpu=gpu_cfg, default_image=TRAIN_IMAGE, run_id=run_id, cluster=cluster)
     metrics.log_metric("best_" + cfg.objective, result.best_score)
     metrics.log_metric("trials", result.status.get("trials", 0))

@@ -11,10 +11,11 @@ def train(config: dict, params: dict, pairs: Input[Dataset], model: Output[Model
 
     `model` holds adapter/ (and merged/ with train.merge), curves.png and metrics.json;
     `metrics` gets the last epoch's eval_loss and rougeLsum and train_tokens_per_second.
+    Checkpoints are also kept in train.checkpoint_store under a key of these inputs: a retried pod resumes from them.
     """
-    from resumo import train
+    from resumo import checkpoints, train
     from resumo.config import TrainConfig, validate
 
-    result = train.run_step(validate(TrainConfig, config), params, pairs.path, model.path, best_adapter)
+    result = train.run_step(validate(TrainConfig, config), params, pairs.path, model.path, best_adapter, checkpoints.inputs_key(config, params, pairs.uri))
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

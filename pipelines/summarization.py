@@ -107,7 +107,6 @@ def build(cfg: PipelineConfig):
                 config=tune_config,
                 train_config=train_config,
                 pairs=pairs.outputs["pairs"],
-                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,  # names the Experiment: a retried launcher finds its own
                 s3_secret=secrets.s3,  # trial pods read what every task reads, as the run's service account
                 service_account=cfg.cluster.service_account or "",
                 # The launcher runs on CPU; its trial pods get what every GPU task of this run gets.
@@ -121,12 +120,13 @@ def build(cfg: PipelineConfig):
         #    adapter is handed on instead (it was trained with exactly those), unless asked.
         if cfg.tune.backend == "katib" and not cfg.tune.retrain_best:
             tuned = train(config=train_config, params=search.outputs["best_params"], pairs=pairs.outputs["pairs"], best_adapter=search.outputs["best_adapter"])
-            _with_s3(tuned.set_display_name("train"), secrets)
+            _talks_to_network(cfg, _with_s3(tuned.set_display_name("train"), secrets))  # a download from S3
         else:
             tuned = _on_gpu(
                 train(config=train_config, params=search.outputs["best_params"], pairs=pairs.outputs["pairs"]).set_display_name("train"), on_gpu
             )
-            _with_model_hub(_with_s3(tuned, secrets), secrets)
+            # Retried: a retry resumes from the checkpoints kept in train.checkpoint_store (resumo.checkpoints).
+            _talks_to_network(cfg, _with_model_hub(_with_s3(tuned, secrets), secrets))
         # 5. Untuned against tuned student (and production, and reference models) on the test split.
         scores = score(
             config=score_config, train_config=train_config, promote_config=promote_config, pairs=pairs.outputs["pairs"], model=tuned.outputs["model"]

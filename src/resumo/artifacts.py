@@ -36,6 +36,7 @@ MERGED = "merged"
 CURVES = "curves.png"
 TRAIN_METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"  # the Trainer writes it last: a checkpoint without it is incomplete
 ADAPTER_CONFIG = "adapter_config.json"  # peft's: a folder holding it is an adapter, not a whole model
 MODEL_META = "resumo_model.json"  # beside every tuned model: what it was tuned from and with which prompt
 TRIAL_FILES = (ADAPTER, TRAIN_METRICS, CURVES)  # what a Katib trial copies out of its model folder

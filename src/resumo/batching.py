@@ -32,7 +32,32 @@ from __future__ import annotations
 import time
 
 from transformers import TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length-grouped order, drawn from a generator seeded with (seed + epoch)
+    instead of the global RNG. A run resumed mid-epoch restarts the process, so the global
+    RNG at its epoch's start is not the uninterrupted run's, and the stock sampler drew
+    another order (the same steps, other batches). accelerate calls set_epoch every epoch."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        import torch
+
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + int(epoch))
+
+
+def epoch_seeded(sampler, seed: int):
+    """The Trainer's train sampler, with a length-grouped one made resumable mid-epoch."""
+    if isinstance(sampler, LengthGroupedSampler) and not isinstance(sampler, EpochSeededLengthGroupedSampler):
+        return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+    return sampler
 
 
 def collator(batching: str, pad_token_id: int) -> DataCollatorForLanguageModeling:

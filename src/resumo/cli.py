@@ -27,6 +27,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 Profile = Annotated[str, typer.Option("--profile", "-p", help="smoke, full, or a YAML file of config values.")]
 Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a value: --set train.lora.r=16 (repeatable).")]
 OutDir = Annotated[str, typer.Option("--out", "-o", help="Output folder: a path, file:// or s3://.")]
+RunId = Annotated[
+    str | None,
+    typer.Option("--run-id", help="The pipeline run this is part of: checkpoints are also kept under <checkpoint_store>/<run id>/, so a rerun with it resumes in an empty --out."),
+]
 
 
 def _config(profile: str, sets: list[str] | None):
@@ -49,6 +53,7 @@ def scrape(
     source: Annotated[str | None, typer.Option(help="dump, api or parquet; default: scrape.source.")] = None,
     dump: Annotated[str | None, typer.Option(help="MediaWiki XML dump (path, file:// or s3://); default: scrape.dump.")] = None,
     parquet: Annotated[str | None, typer.Option(help="wikimedia/wikipedia Parquet file or folder (path or s3://); default: scrape.parquet.")] = None,
+    run_id: RunId = None,
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
@@ -59,7 +64,7 @@ def scrape(
 
     flags = {"scrape.source": source, "scrape.dump": dump, "scrape.parquet": parquet}
     cfg = _config(profile, (sets or []) + [f"{key}={value}" for key, value in flags.items() if value])
-    result = stage.run(cfg.scrape, out)
+    result = stage.run(cfg.scrape, out, run_id)
     typer.echo(json.dumps({"counts": result.counts, "splits": result.splits}))
 
 
@@ -84,17 +89,18 @@ def distill(
 def train(
     pairs: Annotated[str, typer.Option(help="Folder written by `resumo distill` (path or s3://).")],
     out: OutDir,
+    run_id: RunId = None,
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """LoRA-tune the student; rerun with the same --out to resume.  Example: resumo train --pairs runs/pairs --out runs/model --set train.merge=true"""
+    """LoRA-tune the student; rerun with the same --out (or --run-id) to resume.  Example: resumo train --pairs runs/pairs --out runs/model --set train.merge=true"""
     pairs, out = _uri(pairs, "--pairs"), _uri(out, "--out")  # before the heavy imports
     from resumo import artifacts, storage
     from resumo import train as stage
 
     cfg = _config(profile, sets).train
     with _local_folder(out, "--out") as folder:
-        stage.run(cfg, pairs, folder)
+        stage.run(cfg, pairs, folder, run_id)
         merged = (folder / artifacts.MERGED).exists()
     typer.echo(f"adapter: {storage.join(out, artifacts.ADAPTER)}")
     if merged:

@@ -130,6 +130,10 @@ class ScrapeConfig(Section):
     min_tokens: int = Field(500, ge=1, description="Lower end of each article's token budget, drawn uniformly per article (original study: 500).")
     max_tokens: int = Field(4000, ge=1, description="Upper end of the token budget (original study: 4,000). Texts are cut to whole paragraphs under it.")
     checkpoint_every: int = Field(500, ge=1, description="Pages processed between checkpoints in the output folder; a killed scrape rerun with the same --out resumes from the last one.")
+    checkpoint_store: str | None = Field(
+        None,
+        description="Prefix (s3://... or a path) where a run's scrape checkpoint is kept instead, under <prefix>/<run id>/scrape/, so a retried pod resumes; used only with a run id (the pipeline's, or --run-id), deleted after success. Unset in a profile: <storage_root>/checkpoints.",
+    )
     workers: int = Field(
         1,
         ge=1,
@@ -251,6 +255,10 @@ class TrainConfig(Section):
     )
     bf16: bool = Field(True, description="Train and evaluate in bfloat16 on a GPU that supports it; float32 on CPU regardless.")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every this many optimizer steps; None checkpoints at the end of each epoch. A killed run resumes from the last complete checkpoint.")
+    checkpoint_store: str | None = Field(
+        None,
+        description="Prefix (s3://... or a path) where a run's checkpoints are also kept, under <prefix>/<run id>/train/, so a retried pod on an empty disk resumes; used only with a run id (the pipeline's, or --run-id), deleted after success. Unset in a profile: <storage_root>/checkpoints.",
+    )
     merge: bool = Field(False, description="Also write `merged/`: the base model with the adapter folded in (peft merge_and_unload), for servers that cannot load adapters.")
     eval_samples: int | None = Field(None, ge=1, description="Validation articles summarised to compute ROUGE-Lsum at the end of each epoch; None uses all (slow for 1,000 articles: cap it).")
     max_new_tokens: int = Field(256, ge=1, description="Generation limit when summarising validation articles.")
@@ -633,6 +641,8 @@ DERIVED = {
     "distill.cache": "storage_root + /cache/teacher",
     "tune.katib.output": "storage_root + /tune (an s3:// root)",
     "promote.registry": "storage_root + /registry",
+    "train.checkpoint_store": "storage_root + /checkpoints",
+    "scrape.checkpoint_store": "storage_root + /checkpoints",
 }
 # Renamed fields: old dotted key -> new, so an old profile gets told what to write instead.
 RENAMED = {
@@ -683,6 +693,8 @@ class PipelineConfig(Section):
         if isinstance(katib, dict) and root.startswith("s3://"):  # trial pods write to S3 only: a local root keeps the S3 default
             sections["tune"]["katib"] = {**katib, "output": katib.get("output", _under(root, "tune"))}
         sections["promote"].setdefault("registry", _under(root, "registry"))
+        sections["train"].setdefault("checkpoint_store", _under(root, "checkpoints"))
+        sections["scrape"].setdefault("checkpoint_store", _under(root, "checkpoints"))
         return values
 
     @model_validator(mode="after")

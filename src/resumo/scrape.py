@@ -9,6 +9,8 @@ Writes `{train,val,test}.parquet` with `id, page_id, revid, title, url, text,
 n_words, n_tokens, topic, views` and `stats.json` with counts per skip reason.
 Progress is checkpointed under `OUT/_checkpoint/` as it goes: a killed scrape,
 rerun with the same config and --out, continues where its last checkpoint ended.
+Given a run id (`--run-id`; in the pipeline, the KFP run's), the checkpoint lives
+under `scrape.checkpoint_store` instead (resumo.checkpoints), so a retried pod resumes.
 Pages are cleaned in `scrape.workers` processes (`--set scrape.workers=4`).
 """
 
@@ -20,7 +22,6 @@ import logging
 import math
 import multiprocessing
 import random
-import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from resumo import artifacts, fanout, mediawiki, models, selection, storage, tables, wiki
+from resumo import artifacts, checkpoints, fanout, mediawiki, models, selection, storage, tables, wiki
 from resumo.config import ScrapeConfig, SplitConfig
 from resumo.errors import DataError
 from resumo.text import words
@@ -57,9 +58,12 @@ class ScrapeResult:
         return {**self.counts, **{f"split_{k}": v for k, v in self.splits.items()}}
 
 
-def run(cfg: ScrapeConfig, out_dir: str | Path) -> ScrapeResult:
+def run(cfg: ScrapeConfig, out_dir: str | Path, run_id: str | None = None) -> ScrapeResult:
+    """Scrape into `out_dir`; progress is checkpointed there, or, with a `run_id` and
+    scrape.checkpoint_store, under the store for that run (resumo.checkpoints), which outlives the pod."""
     client = _client(cfg)  # first: a missing User-Agent contact fails before any model loads
-    checkpoint = Checkpoint(out_dir, cfg)  # reads --out: an unreachable S3 endpoint fails before the tokenizer loads
+    # Reads the checkpoint: an unreachable S3 endpoint fails before the tokenizer loads.
+    checkpoint = Checkpoint(checkpoints.location(cfg.checkpoint_store, run_id, "scrape") or out_dir, cfg)
     tokenizer = _load_tokenizer(cfg.tokenizer)
     with _batches(cfg, client, checkpoint) as batches, closing(_cleaned(batches, cfg, tokenizer, checkpoint.done)) as pages:
         _collect(pages, cfg, checkpoint, client)
@@ -223,8 +227,8 @@ class Checkpoint:
     written last, so a part a kill interrupted has none and is ignored. A different config
     has a different fingerprint and starts afresh."""
 
-    def __init__(self, out_dir: str | Path, cfg: ScrapeConfig):
-        self.root = storage.join(out_dir, artifacts.SCRAPE_CHECKPOINT)
+    def __init__(self, folder: str | Path, cfg: ScrapeConfig):
+        self.root = storage.join(folder, artifacts.SCRAPE_CHECKPOINT)
         self.prefix = storage.join(self.root, _fingerprint(cfg))
         self.done: set[int] = set()
         self.counts: Counter = Counter(seen=0, collected=0)
@@ -269,16 +273,14 @@ class Checkpoint:
         return [row for name, n_rows in self._parts if n_rows for row in tables.read_split(self.prefix, name).to_dict("records")]
 
     def remove(self) -> None:
-        """The outputs are written; a local checkpoint is deleted, an s3:// one is left (harmless)."""
-        loc = storage.parse(self.root)
-        if loc.scheme == "file":
-            shutil.rmtree(loc.key, ignore_errors=True)
+        """The outputs are written: the checkpoint is no longer needed, wherever it is."""
+        storage.delete_prefix(self.root)
 
 
 def _fingerprint(cfg: ScrapeConfig) -> str:
     """What decides which rows are collected; settings of politeness, speed and selection are not part of it."""
     politeness = {"contact", "concurrency", "max_retries", "backoff_s", "max_wait_s", "timeout_s"}
-    values = cfg.model_dump(exclude={"checkpoint_every": True, "workers": True, "selection": True, "split": {"val_fraction", "test_fraction"}, "api": politeness})
+    values = cfg.model_dump(exclude={"checkpoint_every": True, "checkpoint_store": True, "workers": True, "selection": True, "split": {"val_fraction", "test_fraction"}, "api": politeness})
     return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 

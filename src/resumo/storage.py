@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,6 +123,22 @@ def list_keys(prefix: str | Path) -> list[str]:
         return [obj["Key"][len(base):] for page in paginator.paginate(Bucket=loc.bucket, Prefix=base) for obj in page.get("Contents", [])]
 
     return sorted(_s3_call(loc, pages))
+
+
+def delete_prefix(prefix: str | Path) -> int:
+    """Delete every object under `prefix` (a local folder: the folder); how many were deleted."""
+    loc = parse(prefix)
+    if loc.scheme == "file":
+        root = Path(loc.key)
+        count = sum(1 for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
+        shutil.rmtree(root, ignore_errors=True)
+        return count
+    base = loc.key.rstrip("/") + "/"
+    keys = [base + key for key in list_keys(prefix)]
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+        batch = {"Objects": [{"Key": key} for key in keys[start : start + 1000]], "Quiet": True}
+        _s3_call(loc, lambda c, batch=batch: c.delete_objects(Bucket=loc.bucket, Delete=batch))
+    return len(keys)
 
 
 def upload(local: str | Path, uri: str | Path) -> list[str]:

@@ -8,7 +8,10 @@ template; loss on the summary tokens only), in length-grouped or padding-free
 batches (`train.batching`, resumo.batching). At the end of each epoch:
 validation loss, and ROUGE-Lsum of greedy summaries of `eval_samples`
 validation articles. A killed run started again with the same `--out` resumes
-from its last complete checkpoint.
+from its last complete checkpoint; given a run id (`--run-id`, in the pipeline the
+KFP run's) and `train.checkpoint_store`, from the copy kept there, in an empty
+folder too (resumo.checkpoints). SIGTERM saves a checkpoint at the end of the
+step and stops.
 
 Writes under `--out`: `adapter/` (loadable by `resumo summarize`, with
 `resumo_model.json`), `merged/` when `merge` is set, `curves.png`,
@@ -35,7 +38,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from resumo import artifacts, batching, generation, metrics, models, prompts, storage, tables
+from resumo import artifacts, batching, checkpoints, generation, metrics, models, prompts, storage, tables
 from resumo.config import TrainConfig
 from resumo.errors import DataError
 
@@ -48,16 +51,26 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-def run(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path) -> TrainResult:
+def run(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path, run_id: str | None = None) -> TrainResult:
+    """Train; with a `run_id` and train.checkpoint_store, checkpoints are also kept in storage
+    for that run (resumo.checkpoints), so a rerun in an empty folder resumes from them."""
     out_dir = Path(out_dir)
+    remote = checkpoints.location(cfg.checkpoint_store, run_id, "train")
     train_rows = _usable_pairs(pairs_dir, "train")
     val_rows = _usable_pairs(pairs_dir, "val")
-    throughput = batching.Throughput()
-    trainer = _build_trainer(cfg, train_rows, val_rows, out_dir, callbacks=[throughput, _ValidationRouge(cfg, val_rows)])
+    throughput, sigterm = batching.Throughput(), checkpoints.StopOnSigterm()
+    callbacks = [throughput, _ValidationRouge(cfg, val_rows), sigterm] + ([checkpoints.Mirror(remote)] if remote else [])
+    trainer = _build_trainer(cfg, train_rows, val_rows, out_dir, callbacks=callbacks)
+    if remote:
+        checkpoints.restore(remote, out_dir / artifacts.CHECKPOINTS)
     checkpoint = last_checkpoint(out_dir / artifacts.CHECKPOINTS)
     if checkpoint:
         log.info("train: resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with sigterm:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if sigterm.stopped:
+        where = remote or out_dir / artifacts.CHECKPOINTS
+        raise checkpoints.Preempted(f"train: stopped on SIGTERM at step {trainer.state.global_step}, its checkpoint saved to {where}; run again to resume")
 
     adapter_dir = _save_adapter(trainer, cfg, out_dir / artifacts.ADAPTER)
     if cfg.merge:
@@ -67,15 +80,17 @@ def run(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path) -> TrainRe
     run_info = {"global_step": trainer.state.global_step, "start_step": throughput.start_step, "train_tokens": throughput.tokens, "train_seconds": throughput.seconds}
     (out_dir / artifacts.TRAIN_METRICS).write_text(json.dumps({"metrics": scores, "run": run_info, "config": cfg.model_dump()}, indent=2))
     print_metric_lines(scores)
+    if remote:
+        checkpoints.clean(remote)
     return TrainResult(adapter_dir=adapter_dir, metrics=scores)
 
 
-def run_step(cfg: TrainConfig, params: dict, pairs_dir: str | Path, out_dir: str | Path, best_adapter: str = "") -> TrainResult:
+def run_step(cfg: TrainConfig, params: dict, pairs_dir: str | Path, out_dir: str | Path, best_adapter: str = "", run_id: str | None = None) -> TrainResult:
     """The pipeline's train step: `run` with `params` (dotted train.* overrides) applied, or, given a
     tuning trial's `best_adapter`, that trial's outputs handed on without training again."""
     from resumo.tune import apply_params
 
-    return adopt_trial(best_adapter, out_dir) if best_adapter else run(apply_params(cfg, params), pairs_dir, out_dir)
+    return adopt_trial(best_adapter, out_dir) if best_adapter else run(apply_params(cfg, params), pairs_dir, out_dir, run_id)
 
 
 def adopt_trial(adapter_uri: str, out_dir: str | Path) -> TrainResult:
@@ -97,7 +112,7 @@ def adopt_trial(adapter_uri: str, out_dir: str | Path) -> TrainResult:
 def last_checkpoint(checkpoints_dir: Path) -> Path | None:
     """The newest complete checkpoint: the Trainer writes trainer_state.json last, so a
     checkpoint without it was cut short by the kill and is skipped."""
-    complete = [p for p in checkpoints_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    complete = [p for p in checkpoints_dir.glob("checkpoint-*") if (p / artifacts.TRAINER_STATE).exists()]
     return max(complete, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
@@ -172,7 +187,11 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path, callba
         target_modules=cfg.lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    return SFTTrainer(
+    class Trainer(SFTTrainer):
+        def _get_train_sampler(self, *args, **kwargs):
+            return batching.epoch_seeded(super()._get_train_sampler(*args, **kwargs), self.args.seed)
+
+    return Trainer(
         model=model,
         args=args,
         data_collator=batching.collator(cfg.batching, tokenizer.pad_token_id),

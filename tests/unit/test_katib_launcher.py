@@ -176,14 +176,15 @@ def test_the_launcher_component_finds_the_cluster_through_kubeconfig(validator, 
             pairs=StandIn(tmp_path / "pairs", uri="minio://mlpipeline/v2/artifacts/resumo/run/distill/pairs"),
             # A run that overrides the s9_gpu_* parameters: its trials must ask for what it asked.
             **{f"gpu_{k}": v for k, v in cfg.cluster.gpu.model_copy(update={"accelerator": "amd.com/gpu", "count": 2, "memory": "96Gi"}).model_dump().items()},
-            run_id="3f2c9a1e-0000-4000-8000-000000000001",
             s3_secret="team-a-s3",
             service_account="pipeline-runner",
             experiment=experiment,
             metrics=metrics,
         )
         body = api.requests[0][2]
-    assert body["metadata"]["name"] == katib.experiment_name("resumo", "3f2c9a1e-0000-4000-8000-000000000001")
+    # Named after its inputs, the same on each retry of the task (not the run id: that would miss KFP's cache).
+    run_key = body["metadata"]["annotations"][katib.RUN_ID_ANNOTATION]
+    assert body["metadata"]["name"] == katib.experiment_name("resumo", run_key) and len(run_key) == 16
     assert api.requests[0][1].startswith("/apis/kubeflow.org/v1beta1/namespaces/default/experiments")  # no pod namespace here
     assert {e["name"]: e.get("value") for e in body["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["env"]}[
         "RESUMO_PAIRS"
