@@ -128,6 +128,15 @@ def _gate_and_publish(cfg, model_dir, scores, candidate, report_html, version, l
     candidate_scores = _candidate_scores(cfg, scores, candidate)
     pointer_uri = storage.join(cfg.registry, POINTER)
     production, tag = artifacts.read_pointer(cfg.registry)
+    run_id = (lineage or {}).get("kfp_run_id")
+    if run_id and production and (production.get("lineage") or {}).get("kfp_run_id") == run_id:
+        # A retry of this run's promote, whose first attempt moved the pointer and then failed
+        # (Model Registry down, say): report that promotion, rather than judging the model
+        # against itself and saying it was kept.
+        reason = f"this run ({run_id}) promoted {production['version']} in an earlier attempt of this task"
+        log.info("promote: %s", reason)
+        gates = [Gate(**g) for g in production.get("gates", [])]  # as the first attempt judged them
+        return PromoteResult(True, reason, candidate_scores[cfg.metric], None, production["version"], gates)
     gates = check_gates(cfg, candidate_scores, _production_scores(cfg, scores, production))
     if not all(g.passed for g in gates):
         return _kept(cfg, candidate_scores, production, gates)

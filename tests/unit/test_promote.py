@@ -268,3 +268,17 @@ def test_component_publishes_the_report_page_and_logs_each_gate(tmp_path, model_
     assert result["promoted"] and metrics.metadata == {"promoted": 1, "gate_rougeLsum_passed": 1, "gate_bertscore_f1_passed": 1, "gate_not_portuguese_share_passed": 1}
     pointer = promote.current_production(config["registry"], verify=True)
     assert storage.read_text(storage.join(config["registry"], f"models/{pointer['version']}/report.html")) == "<html>scores</html>"
+
+
+def test_a_retried_promote_reports_its_first_attempts_promotion_and_publishes_nothing_more(registry, model_dir):
+    # The first attempt moved the pointer, then failed (Model Registry down, the pod lost).
+    # The retry once judged the model against itself, said "kept", and the run's summary lied.
+    lineage = {"kfp_run_id": "run-7"}
+    first = promote.run(PromoteConfig(registry=registry), model_dir, scores(0.3), lineage=lineage)
+    retried = promote.run(PromoteConfig(registry=registry), model_dir, scores(0.3), lineage=lineage)
+    assert first.promoted and retried.promoted and retried.version == first.version
+    assert "run-7" in retried.reason and [g.name for g in retried.gates] == [g.name for g in first.gates]
+    assert published_versions(registry) == [first.version]
+    # Another run with the same scores is judged as before: it does not beat production.
+    other = promote.run(PromoteConfig(registry=registry), model_dir, scores(0.3), lineage={"kfp_run_id": "run-8"})
+    assert not other.promoted and promote.current_production(registry)["version"] == first.version
