@@ -25,6 +25,7 @@ from resumo.components.report import report
 from resumo.components.score import score
 from resumo.components.scrape import scrape
 from resumo.components.train import train
+from resumo.components.trainjob import train as trainjob_train
 from resumo.components.tune import tune
 from resumo.config import PipelineConfig
 
@@ -38,6 +39,8 @@ def build(cfg: PipelineConfig):
     defaults = cfg.stage_parameters()
     # Katib trials run the train image this pipeline is compiled with (REGISTRY/TAG), not the one the launcher pod would name.
     defaults["tune"]["katib"].setdefault("image", TRAIN_IMAGE)
+    if cfg.train.backend == "trainjob":  # so do a TrainJob's nodes
+        defaults["train"]["trainjob"].setdefault("image", TRAIN_IMAGE)
     gpu = cfg.cluster.gpu
     gpu_teacher = cfg.distill.teacher.backend in ("vllm", "transformers")
 
@@ -109,6 +112,17 @@ def build(cfg: PipelineConfig):
         if cfg.tune.backend == "katib" and not cfg.tune.retrain_best:
             tuned = train(config=train_config, params=search.outputs["best_params"], pairs=pairs.outputs["pairs"], best_adapter=search.outputs["best_adapter"])
             _with_s3(tuned.set_display_name("train"), secrets)
+        elif cfg.train.backend == "trainjob":
+            # A CPU launcher: a Kubeflow Trainer TrainJob trains, each node with this run's GPU settings;
+            # named from the run id, so a retry meets it instead of training twice.
+            tuned = trainjob_train(
+                config=train_config,
+                params=search.outputs["best_params"],
+                pairs=pairs.outputs["pairs"],
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                **{f"gpu_{field}": value for field, value in on_gpu._asdict().items()},
+            ).set_display_name("train")
+            _talks_to_network(cfg, _with_s3(tuned, secrets))
         else:
             tuned = _on_gpu(
                 train(config=train_config, params=search.outputs["best_params"], pairs=pairs.outputs["pairs"]).set_display_name("train"), on_gpu
