@@ -248,3 +248,23 @@ def test_distill_runs_in_the_image_of_its_teacher_backend(tmp_path, profile, ove
     compiler.Compiler().compile(build(load_config(profile, overrides)), str(path))
     executors = next(_spec(path))["deploymentSpec"]["executors"]
     assert f"/{image}:" in executors["exec-distill"]["container"]["image"]
+
+
+def test_a_trainjob_backend_makes_train_a_cpu_launcher_whose_nodes_get_the_runs_gpus(tmp_path):
+    """train.backend is a compile-time choice: the train task creates a TrainJob instead of training."""
+    from resumo.components import CPU_IMAGE, TRAIN_IMAGE
+
+    spec = _compile(tmp_path, "full", ["tune.retrain_best=true", "train.backend=trainjob", "train.trainjob.num_nodes=2"])
+    task = spec["root"]["dag"]["tasks"]["train"]
+    container = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert container["image"] == CPU_IMAGE and "accelerator" not in container.get("resources", {})
+    params = task["inputs"]["parameters"]
+    for field in ("accelerator", "count", "cpu", "memory", "tolerations", "node_selector"):
+        assert params[f"gpu_{field}"] == {"componentInputParameter": f"s9_gpu_{field}"}, field
+    assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"  # names the TrainJob: a retry meets it
+    assert task["retryPolicy"]["maxRetryCount"] == 3  # idempotent, so retried like the other launchers
+    train_default = spec["root"]["inputDefinitions"]["parameters"]["s4_train"]["defaultValue"]
+    assert (train_default["backend"], train_default["trainjob"]["num_nodes"], train_default["trainjob"]["image"]) == ("trainjob", 2, TRAIN_IMAGE)
+    # After Katib without retraining, train only hands the best trial on, whatever the backend.
+    adopted = _compile(tmp_path, "full", ["train.backend=trainjob"])
+    assert "best_adapter" in adopted["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]

@@ -149,3 +149,33 @@ def test_an_invalid_trainjob_is_refused_by_the_server_with_its_reason(cfg, valid
     with kube_api.KubeAPI("succeeded", trainjob_validator=lambda body: ["spec.trainer.numNode: unknown field"]) as api:
         with pytest.raises(trainjob.TrainJobError, match=r"cannot create TrainJob team-a/resumo-train-\w+: HTTP 422 .*unknown field"):
             _run(api, cfg, tmp_path)
+
+
+@pytest.mark.slow
+def test_the_node_script_trains_on_two_ranks_and_the_launcher_hands_its_adapter_on(s3, pairs_dir, validator, tmp_path):
+    """Each node's command, run here as Trainer's torch plugin would start node 0 of 1 with 2 processes
+    (its PET_* variables; gloo on CPU), then the launcher reading what it uploaded."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import free_port
+
+    storage.upload(pairs_dir, f"{s3}/pairs")
+    cfg = load_config("smoke", [f"storage_root={s3}", "train.epochs=1", "train.eval_samples=2", "train.max_new_tokens=4", "train.trainjob.poll_s=0"]).train
+    body = trainjob.render(cfg, f"{s3}/pairs", RUN_ID, GpuConfig(count=2), TRAIN_IMAGE)
+    trainer = body["spec"]["trainer"]
+    env = {e["name"]: e["value"] for e in trainer["env"] if "value" in e}  # the S3 keys come from this test's environment, as from the Secret
+    pet = {"PET_NNODES": "1", "PET_NPROC_PER_NODE": str(trainer["numProcPerNode"]), "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(free_port())}
+    script = trainer["command"][-1].replace(f"cd {trainjob.WORKDIR}", f"cd {tmp_path}")  # the pod's emptyDir
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    done = subprocess.run(["sh", "-c", script], env={**os.environ, **env, **pet, "PATH": path, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    uploaded = json.loads(storage.read_text(f"{env['RESUMO_OUT']}/metrics.json"))
+    assert uploaded["run"]["world_size"] == 2 and uploaded["config"]["backend"] == "pod"
+
+    with kube_api.KubeAPI("succeeded", trainjob_validator=validator) as api:
+        result = trainjob.run(cfg, f"{s3}/pairs", tmp_path / "model", run_id=RUN_ID, api_client=api.client(), gpu=GpuConfig(count=2), default_image=TRAIN_IMAGE)
+    assert result.metrics == uploaded["metrics"]
+    assert (result.adapter_dir / "adapter_model.safetensors").exists()
