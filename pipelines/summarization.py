@@ -91,7 +91,9 @@ def build(cfg: PipelineConfig):
             part.set_display_name("distill: shard")
             _talks_to_network(cfg, _with_model_hub(_with_openai(_with_s3(part, secrets), secrets), secrets))
             if gpu_teacher:
-                _on_gpu(part, on_gpu)
+                # A vllm teacher sharded over tensor_parallel_size GPUs gets that many; unset, it uses the s9_gpu_count it gets.
+                parallel = cfg.distill.teacher.tensor_parallel_size if cfg.distill.teacher.backend == "vllm" else None
+                _on_gpu(part, on_gpu._replace(count=parallel) if parallel else on_gpu)
         pairs = merge_pairs(articles=articles.outputs["articles"], shards=dsl.Collected(part.outputs["pairs"])).set_display_name("distill")
         # 3. Search LoRA hyperparameters on the validation split: a Katib Experiment on a cluster
         #    (the launcher on CPU, each trial a GPU pod), else an optuna study in the task itself.

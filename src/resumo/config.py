@@ -180,6 +180,19 @@ class TeacherConfig(Section):
     timeout_s: float = Field(300.0, gt=0, description="`openai` only: seconds one request may take before it is retried; 500 greedy tokens from an 8B model on a busy server can take minutes.")
     max_retries: int = Field(3, ge=0, description="`openai` only: retries of a request after a timeout, a connection error, 429 or 5xx, with exponential backoff (the openai client's).")
     max_consecutive_failures: int = Field(32, ge=1, description="`openai` only: this many failed requests in a row mean the endpoint is down: the stage stops, keeping every summary already cached.")
+    # vllm only: how the engine is sized (resumo.vllm_engine). A 70B teacher needs several GPUs; an 8B one at its
+    # default 128K context asks for more KV cache than a 24 GB GPU holds, so the context is cut to what distill needs.
+    tensor_parallel_size: int | None = Field(
+        None, ge=1, le=64, description="`vllm` only: GPUs one engine shards the teacher over (a 70B teacher in bf16: 4-8 x 80 GB); None: every visible GPU. The pipeline's vllm shard requests this many GPUs, else s9_gpu_count."
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="`vllm` only: context length in tokens the KV cache is sized for; None: derived, the prompt's own tokens + max_input_tokens x 1.25 (another tokenizer than the student's) + max_new_tokens."
+    )
+    max_input_tokens: int | None = Field(
+        None, ge=1, description="`vllm` only: longest article in student tokens, for the derived max_model_len; unset in a profile, it follows scrape.max_tokens (the token budget). None and no max_model_len: the model's own context length."
+    )
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="`vllm` only: share of each GPU's memory vLLM may take for weights and KV cache (vLLM's default 0.9).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="`vllm` only: weights and activations; `auto` is the checkpoint's dtype (bf16 for Llama-3.1).")
 
     @model_validator(mode="after")
     def _openai_needs_an_endpoint(self) -> TeacherConfig:
@@ -660,6 +673,7 @@ DERIVED = {
     "train.prompt": "prompt",
     "judge.n_words": "prompt.n_words",
     "scrape.tokenizer": "train.student",
+    "distill.teacher.max_input_tokens": "scrape.max_tokens",
     "distill.cache": "storage_root + /cache/teacher",
     "tune.katib.output": "storage_root + /tune (an s3:// root)",
     "train.trainjob.output": "storage_root + /train (an s3:// root)",
@@ -707,6 +721,9 @@ class PipelineConfig(Section):
             sections["judge"].setdefault("n_words", prompt.get("n_words", PromptConfig.model_fields["n_words"].default))
         sections["scrape"].setdefault("tokenizer", sections["train"].get("student", TrainConfig.model_fields["student"].default))
         sections["distill"].setdefault("cache", _under(root, "cache/teacher"))
+        teacher = sections["distill"].setdefault("teacher", {})
+        if isinstance(teacher, dict):  # the vllm engine's context follows the articles' token budget
+            teacher.setdefault("max_input_tokens", sections["scrape"].get("max_tokens", ScrapeConfig.model_fields["max_tokens"].default))
         katib = sections["tune"].setdefault("katib", {})
         if isinstance(katib, dict) and root.startswith("s3://"):  # trial pods write to S3 only: a local root keeps the S3 default
             sections["tune"]["katib"] = {**katib, "output": katib.get("output", _under(root, "tune"))}

@@ -268,3 +268,11 @@ def test_a_trainjob_backend_makes_train_a_cpu_launcher_whose_nodes_get_the_runs_
     # After Katib without retraining, train only hands the best trial on, whatever the backend.
     adopted = _compile(tmp_path, "full", ["train.backend=trainjob"])
     assert "best_adapter" in adopted["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+
+
+def test_a_vllm_teacher_shard_requests_the_gpus_it_shards_over(tmp_path):
+    executor = "exec-distill"
+    default = _compile(tmp_path, "full")["deploymentSpec"]["executors"][executor]["container"]["resources"]["accelerator"]
+    assert "s9_gpu_count" in default["resourceCount"]  # unset: every GPU the run gives a GPU task, all of which vLLM uses
+    sharded = _compile(tmp_path, "full", ["distill.teacher.tensor_parallel_size=4"])["deploymentSpec"]["executors"][executor]["container"]["resources"]["accelerator"]
+    assert sharded["resourceCount"] == "4"
