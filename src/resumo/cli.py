@@ -117,6 +117,8 @@ def train(
     with _local_folder(out, "--out") as folder:
         launch.train(cfg, pairs, folder)
         merged = (folder / artifacts.MERGED).exists()
+    if not launch.is_main():  # under a TrainJob's torchrun: rank 0 says where the model is
+        return
     typer.echo(f"adapter: {storage.join(out, artifacts.ADAPTER)}")
     if merged:
         typer.echo(f"merged model: {storage.join(out, artifacts.MERGED)}")

@@ -22,8 +22,12 @@ metric, in this order:
     eval_loss=1.234567                  validation loss after the last epoch
     rougeLsum=0.123456                  validation ROUGE-Lsum after the last epoch
     train_tokens_per_second=1234.5      real (non-padding) tokens per second of
-                                        training steps in this process; absent
+                                        training steps in this process (under
+                                        torchrun: of every rank together); absent
                                         when a resumed run had no step left
+
+Under torchrun (resumo.launch: one process per GPU) every rank trains and only
+rank 0 writes outputs and prints these lines.
 """
 
 from __future__ import annotations
