@@ -27,6 +27,7 @@ from resumo.components.report import report
 from resumo.components.score import score
 from resumo.components.scrape import scrape
 from resumo.components.train import train
+from resumo.components.trainjob import train as trainjob_train
 from resumo.components.tune import tune
 from resumo.config import PipelineConfig
 
@@ -40,6 +41,8 @@ def build(cfg: PipelineConfig):
     defaults = cfg.stage_parameters()
     # Katib trials run the train image this pipeline is compiled with (REGISTRY/TAG), not the one the launcher pod would name.
     defaults["tune"]["katib"].setdefault("image", TRAIN_IMAGE)
+    if cfg.train.backend == "trainjob":  # so do a TrainJob's nodes
+        defaults["train"]["trainjob"].setdefault("image", TRAIN_IMAGE)
     gpu = cfg.cluster.gpu
     gpu_teacher = cfg.distill.teacher.backend in ("vllm", "transformers")
 
@@ -98,7 +101,9 @@ def build(cfg: PipelineConfig):
                 _with_openai(part, secrets, cfg.distill.teacher.api_key_env)
             _talks_to_network(cfg, part)
             if gpu_teacher:
-                _on_gpu(part, on_gpu)
+                # A vllm teacher sharded over tensor_parallel_size GPUs gets that many; unset, it uses the s9_gpu_count it gets.
+                parallel = cfg.distill.teacher.tensor_parallel_size if cfg.distill.teacher.backend == "vllm" else None
+                _on_gpu(part, on_gpu._replace(count=parallel) if parallel else on_gpu)
         pairs = merge_pairs(articles=articles.outputs["articles"], shards=dsl.Collected(part.outputs["pairs"])).set_display_name("distill")
         # 3. Search LoRA hyperparameters on the validation split: a Katib Experiment on a cluster
         #    (the launcher on CPU, each trial a GPU pod), else an optuna study in the task itself.
@@ -121,6 +126,18 @@ def build(cfg: PipelineConfig):
         if cfg.tune.backend == "katib" and not cfg.tune.retrain_best:
             tuned = train(config=train_config, params=search.outputs["best_params"], pairs=pairs.outputs["pairs"], best_adapter=search.outputs["best_adapter"])
             _talks_to_network(cfg, _with_s3(tuned.set_display_name("train"), secrets))  # a download from S3
+        elif cfg.train.backend == "trainjob":
+            # A CPU launcher: a Kubeflow Trainer TrainJob trains, each node with this run's GPU settings;
+            # named from a key of its inputs, so a retry meets it instead of training twice.
+            tuned = trainjob_train(
+                config=train_config,
+                params=search.outputs["best_params"],
+                pairs=pairs.outputs["pairs"],
+                s3_secret=secrets.s3,
+                service_account=cfg.cluster.service_account or "",
+                **{f"gpu_{field}": value for field, value in on_gpu._asdict().items()},
+            ).set_display_name("train")
+            _talks_to_network(cfg, _with_s3(tuned, secrets))
         else:
             tuned = _on_gpu(
                 train(config=train_config, params=search.outputs["best_params"], pairs=pairs.outputs["pairs"]).set_display_name("train"), on_gpu

@@ -44,6 +44,7 @@ TRIAL_FILES = (ADAPTER, TRAIN_METRICS, CURVES)  # what a Katib trial copies out 
 # tune
 BEST = "best.json"
 EXPERIMENT = "experiment.yaml"
+TRAINJOB = "trainjob.yaml"  # beside a TrainJob-trained model: the TrainJob that trained it
 
 # score
 SCORES = "scores.json"

@@ -31,33 +31,11 @@ from __future__ import annotations
 
 import time
 
+import torch
 from transformers import TrainerCallback
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-
-class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
-    """transformers' length-grouped order, drawn from a generator seeded with (seed + epoch)
-    instead of the global RNG. A run resumed mid-epoch restarts the process, so the global
-    RNG at its epoch's start is not the uninterrupted run's, and the stock sampler drew
-    another order (the same steps, other batches). accelerate calls set_epoch every epoch."""
-
-    def __init__(self, batch_size: int, lengths: list[int], seed: int):
-        import torch
-
-        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
-        self.seed = seed
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(self.seed + int(epoch))
-
-
-def epoch_seeded(sampler, seed: int):
-    """The Trainer's train sampler, with a length-grouped one made resumable mid-epoch."""
-    if isinstance(sampler, LengthGroupedSampler) and not isinstance(sampler, EpochSeededLengthGroupedSampler):
-        return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
-    return sampler
 
 
 def collator(batching: str, pad_token_id: int) -> DataCollatorForLanguageModeling:
@@ -114,3 +92,40 @@ class Throughput(TrainerCallback):
     @property
     def tokens_per_second(self) -> float | None:
         return self.tokens / self.seconds if self.seconds else None
+
+
+class StepGroupedSFTTrainer(SFTTrainer):
+    """trl's SFTTrainer whose length groups are the same whatever the number of processes.
+
+    transformers' `group_by_length` sampler groups by `per-device batch x
+    accumulation`, one process's share of an optimizer step, and draws its order
+    from the global torch RNG. Under torchrun, accelerate deals the sampler's
+    batches out to the ranks in turn, so that share shrinks with the world size
+    (other groups, other steps than one process trains) and the ranks' RNGs drift
+    apart once dropout has drawn masks of different shapes on each (in the next
+    epoch the ranks would see other permutations: some examples twice, some never).
+    `StepLengthGroupedSampler` groups whole optimizer steps over every process,
+    from a generator seeded per epoch that every rank and a resumed run share.
+    """
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if not isinstance(sampler, LengthGroupedSampler):
+            return sampler
+        step = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        return StepLengthGroupedSampler(sampler.lengths, step, seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+
+
+class StepLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length grouping over `global_batch` examples, ordered by (seed, epoch) alone."""
+
+    def __init__(self, lengths: list[int], global_batch: int, seed: int):
+        super().__init__(global_batch, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # the Trainer calls it before each epoch, a resumed one too
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))

@@ -92,16 +92,39 @@ def train(
     run_id: RunId = None,
     profile: Profile = "smoke",
     sets: Sets = None,
+    nproc_per_node: Annotated[int | None, typer.Option("--nproc-per-node", help="Processes under torchrun, one per GPU; default: train.nproc_per_node, else the visible CUDA GPUs, else 1.")] = None,
+    backend: Annotated[str | None, typer.Option(help="pod (train here) or trainjob (a Kubeflow Trainer TrainJob over train.trainjob.num_nodes nodes); default: train.backend.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="trainjob: write the TrainJob YAML to --out and create nothing.")] = False,
 ) -> None:
-    """LoRA-tune the student; rerun with the same --out (or --run-id) to resume.  Example: resumo train --pairs runs/pairs --out runs/model --set train.merge=true"""
+    """LoRA-tune the student; rerun with the same --out (or --run-id) to resume.  Example: resumo train --pairs runs/pairs --out runs/model --set train.merge=true
+    On a cluster: resumo train --backend trainjob --dry-run --pairs s3://resumo/pairs --out trainjob.yaml -p full"""
     pairs, out = _uri(pairs, "--pairs"), _uri(out, "--out")  # before the heavy imports
-    from resumo import artifacts, storage
-    from resumo import train as stage
+    from resumo import artifacts, launch, storage
+    from resumo.errors import ConfigError
 
-    cfg = _config(profile, sets).train
+    flags = {"train.nproc_per_node": nproc_per_node, "train.backend": backend}
+    full = _config(profile, (sets or []) + [f"{key}={value}" for key, value in flags.items() if value])
+    cfg = full.train
+    if cfg.backend == "trainjob":
+        from resumo import trainjob
+        from resumo.components import TRAIN_IMAGE  # the image names, not KFP: components/__init__.py imports only os
+
+        if dry_run:
+            body = trainjob.render(cfg, pairs, run_id, gpu=full.cluster.gpu, default_image=TRAIN_IMAGE, cluster=full.cluster)
+            storage.write_text(out, trainjob.to_yaml(body))
+            typer.echo(f"TrainJob {body['metadata']['name']} -> {out} (apply with: kubectl create -f {out})")
+            return
+        with _local_folder(out, "--out") as folder:
+            trainjob.run(cfg, pairs, folder, run_id=run_id, gpu=full.cluster.gpu, default_image=TRAIN_IMAGE, cluster=full.cluster)
+        typer.echo(f"adapter: {storage.join(out, artifacts.ADAPTER)}")
+        return
+    if dry_run:
+        raise ConfigError("--dry-run renders the TrainJob; add --backend trainjob")
     with _local_folder(out, "--out") as folder:
-        stage.run(cfg, pairs, folder, run_id)
+        launch.train(cfg, pairs, folder, run_id)
         merged = (folder / artifacts.MERGED).exists()
+    if not launch.is_main():  # under a TrainJob's torchrun: rank 0 says where the model is
+        return
     typer.echo(f"adapter: {storage.join(out, artifacts.ADAPTER)}")
     if merged:
         typer.echo(f"merged model: {storage.join(out, artifacts.MERGED)}")

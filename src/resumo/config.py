@@ -184,6 +184,19 @@ class TeacherConfig(Section):
     timeout_s: float = Field(300.0, gt=0, description="`openai` only: seconds one request may take before it is retried; 500 greedy tokens from an 8B model on a busy server can take minutes.")
     max_retries: int = Field(3, ge=0, description="`openai` only: retries of a request after a timeout, a connection error, 429 or 5xx, with exponential backoff (the openai client's).")
     max_consecutive_failures: int = Field(32, ge=1, description="`openai` only: this many failed requests in a row mean the endpoint is down: the stage stops, keeping every summary already cached.")
+    # vllm only: how the engine is sized (resumo.vllm_engine). A 70B teacher needs several GPUs; an 8B one at its
+    # default 128K context asks for more KV cache than a 24 GB GPU holds, so the context is cut to what distill needs.
+    tensor_parallel_size: int | None = Field(
+        None, ge=1, le=64, description="`vllm` only: GPUs one engine shards the teacher over (a 70B teacher in bf16: 4-8 x 80 GB); None: every visible GPU. The pipeline's vllm shard requests this many GPUs, else s9_gpu_count."
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="`vllm` only: context length in tokens the KV cache is sized for; None: derived, the prompt's own tokens + max_input_tokens x 1.25 (another tokenizer than the student's) + max_new_tokens."
+    )
+    max_input_tokens: int | None = Field(
+        None, ge=1, description="`vllm` only: longest article in student tokens, for the derived max_model_len; unset in a profile, it follows scrape.max_tokens (the token budget). None and no max_model_len: the model's own context length."
+    )
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="`vllm` only: share of each GPU's memory vLLM may take for weights and KV cache (vLLM's default 0.9).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="`vllm` only: weights and activations; `auto` is the checkpoint's dtype (bf16 for Llama-3.1).")
 
     @model_validator(mode="after")
     def _openai_needs_an_endpoint(self) -> TeacherConfig:
@@ -232,7 +245,33 @@ class LoraSettings(Section):
         return self.alpha_ratio * self.r
 
 
+class TrainJobSettings(Section):
+    """train.backend = trainjob: the train task launches a Kubeflow Trainer TrainJob (resumo.trainjob)."""
+
+    namespace: str | None = Field(None, description="Namespace of the TrainJob; None: the launcher pod's own namespace (its service account's), else `default`.")
+    name_prefix: str = Field(
+        "resumo-train", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=40, description="TrainJob name = prefix + '-' + 12 hex characters of the KFP run id (so a retried task finds its TrainJob)."
+    )
+    runtime: str = Field("torch-distributed", min_length=1, description="ClusterTrainingRuntime the TrainJob runs on; Kubeflow Trainer's `torch-distributed` sets torchrun up (mlPolicy.torch).")
+    num_nodes: int = Field(1, ge=1, le=256, description="Nodes (pods) of the TrainJob, each with cluster.gpu's (s9_gpu_*) accelerators, one torchrun process per GPU; the global batch stays train.batch_size x train.gradient_accumulation.")
+    output: str = Field(
+        "s3://resumo/train",
+        pattern=r"^s3://[^/]+",
+        description="S3 prefix the TrainJob's rank 0 writes to: <output>/<TrainJob name>/adapter, /metrics.json, /curves.png. Unset in a profile: <storage_root>/train where storage_root is s3://.",
+    )
+    image: str | None = Field(None, description="Image of the TrainJob's nodes; None: the train image the pipeline was compiled with, or `resumo train` runs with (resumo.components).")
+    timeout_s: int = Field(48 * 3600, ge=1, description="Longest the launcher waits for the TrainJob, and its activeDeadlineSeconds: the cluster stops it then too.")
+    poll_s: float = Field(30.0, ge=0, description="Seconds between status reads while waiting.")
+    delete: bool = Field(False, description="Delete the TrainJob (and its pods) once its adapter is handed on, or when it failed or timed out; kept, its logs stay readable. Its outputs on S3 stay.")
+
+
 class TrainConfig(Section):
+    backend: Literal["pod", "trainjob"] = Field(
+        "pod",
+        description="`pod`: the train task trains in its own pod, on its GPUs (one process per GPU). `trainjob`: the train task is a CPU launcher that runs training as a Kubeflow Trainer TrainJob over "
+        "train.trainjob.num_nodes nodes (resumo.trainjob); a compile-time choice.",
+    )
+    trainjob: TrainJobSettings = Field(default_factory=TrainJobSettings)
     student: str = Field("Qwen/Qwen2.5-0.5B-Instruct", description="Hub id, path or s3:// prefix of the model to tune; `tiny:qwen2` is the bundled tiny random model.")
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     lora: LoraSettings = Field(default_factory=LoraSettings)
@@ -242,7 +281,19 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (original study: 0.01).")
     epochs: float = Field(4, gt=0, description="Passes over the training split (original study: 4).")
     batch_size: int = Field(16, ge=1, description="Examples per device step (original study: 16).")
-    gradient_accumulation: int = Field(4, ge=1, description="Steps accumulated per optimizer step; effective batch = batch_size x this (original study: 4, so 64).")
+    gradient_accumulation: int = Field(
+        4,
+        ge=1,
+        description="Steps accumulated per optimizer step; the global batch = batch_size x this (original study: 4, so 64), whatever the number of processes: "
+        "with N processes (nproc_per_node, or a TrainJob's nodes) each accumulates fewer steps, or smaller micro-batches, and N must divide the global batch (resumo.launch).",
+    )
+    nproc_per_node: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Training processes on this machine, one per GPU, started by torchrun (DDP); None: one per visible CUDA GPU, else 1. "
+        "On CPU, N > 1 runs N gloo processes (tests). `resumo train --nproc-per-node` sets it.",
+    )
     max_length: int = Field(6000, ge=16, description="Longest prompt + summary in tokens; longer examples are truncated from the right (original study: 6,000).")
     gradient_checkpointing: bool = Field(True, description="Trade compute for memory (about a third more time); needed for 4k-token articles on one GPU. Applies on GPU only.")
     batching: Literal["length_grouped", "padding_free", "padded"] = Field(
@@ -638,8 +689,10 @@ DERIVED = {
     "train.prompt": "prompt",
     "judge.n_words": "prompt.n_words",
     "scrape.tokenizer": "train.student",
+    "distill.teacher.max_input_tokens": "scrape.max_tokens",
     "distill.cache": "storage_root + /cache/teacher",
     "tune.katib.output": "storage_root + /tune (an s3:// root)",
+    "train.trainjob.output": "storage_root + /train (an s3:// root)",
     "promote.registry": "storage_root + /registry",
     "train.checkpoint_store": "storage_root + /checkpoints",
     "scrape.checkpoint_store": "storage_root + /checkpoints",
@@ -653,6 +706,8 @@ RENAMED = {
     # One setting per Secret and per service account: trial pods use the run's.
     "tune.katib.s3_secret": "cluster.secrets.s3",
     "tune.katib.service_account": "cluster.service_account",
+    "train.trainjob.s3_secret": "cluster.secrets.s3",
+    "train.trainjob.service_account": "cluster.service_account",
 }
 
 
@@ -689,9 +744,15 @@ class PipelineConfig(Section):
             sections["judge"].setdefault("n_words", prompt.get("n_words", PromptConfig.model_fields["n_words"].default))
         sections["scrape"].setdefault("tokenizer", sections["train"].get("student", TrainConfig.model_fields["student"].default))
         sections["distill"].setdefault("cache", _under(root, "cache/teacher"))
+        teacher = sections["distill"].setdefault("teacher", {})
+        if isinstance(teacher, dict):  # the vllm engine's context follows the articles' token budget
+            teacher.setdefault("max_input_tokens", sections["scrape"].get("max_tokens", ScrapeConfig.model_fields["max_tokens"].default))
         katib = sections["tune"].setdefault("katib", {})
         if isinstance(katib, dict) and root.startswith("s3://"):  # trial pods write to S3 only: a local root keeps the S3 default
             sections["tune"]["katib"] = {**katib, "output": katib.get("output", _under(root, "tune"))}
+        trainjob = sections["train"].setdefault("trainjob", {})
+        if isinstance(trainjob, dict) and root.startswith("s3://"):  # TrainJob pods write to S3 only, as Katib's trials
+            sections["train"]["trainjob"] = {**trainjob, "output": trainjob.get("output", _under(root, "train"))}
         sections["promote"].setdefault("registry", _under(root, "registry"))
         sections["train"].setdefault("checkpoint_store", _under(root, "checkpoints"))
         sections["scrape"].setdefault("checkpoint_store", _under(root, "checkpoints"))

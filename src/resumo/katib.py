@@ -182,7 +182,8 @@ def trial_job(
         raise ConfigError("tune.katib.image is not set and no train image was given; set tune.katib.image to the image trials run")
     env = [
         # The whole train section (and the prompt it shares), so a trial trains exactly as the pipeline's train step would.
-        k8s.V1EnvVar(name="RESUMO_CONFIG", value=json.dumps({"prompt": train_cfg.prompt.model_dump(mode="json"), "train": train_cfg.model_dump(mode="json")})),
+        # backend pod: a trial trains in its own pod (on its GPUs), even where the train step launches a TrainJob.
+        k8s.V1EnvVar(name="RESUMO_CONFIG", value=json.dumps({"prompt": train_cfg.prompt.model_dump(mode="json"), "train": train_cfg.model_dump(mode="json") | {"backend": "pod"}})),
         k8s.V1EnvVar(name="RESUMO_PAIRS", value=pairs_uri),
         k8s.V1EnvVar(name="RESUMO_TRIAL_OUT", value=trial_output(cfg.katib.output, "${trialParameters.trialName}")),
     ]

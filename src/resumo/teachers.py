@@ -48,7 +48,7 @@ def make_teacher(teacher: TeacherConfig, prompt: PromptConfig) -> Teacher:
         return TransformersTeacher(teacher, prompt)
     if teacher.backend == "openai":
         return OpenAITeacher(teacher, prompt)
-    return VLLMTeacher(teacher, prompt)  # pragma: no cover - needs a GPU and the vLLM image
+    return VLLMTeacher(teacher, prompt)
 
 
 def teacher_name(teacher: TeacherConfig) -> str:
@@ -131,15 +131,15 @@ class OpenAITeacher:
         return answers
 
 
-class VLLMTeacher:  # pragma: no cover - needs a GPU and the vLLM image
+class VLLMTeacher:  # runs in the vLLM image on a GPU; tests/unit/test_vllm_teacher.py drives it with a stand-in vllm
     def __init__(self, teacher: TeacherConfig, prompt: PromptConfig):
         from vllm import LLM, SamplingParams
 
-        from resumo import models
+        from resumo import vllm_engine
 
         self.name = teacher_name(teacher)
         self._prompt = prompt
-        self._llm = LLM(model=models.resolve(teacher.model))
+        self._llm = LLM(**vllm_engine.engine_args(teacher, prompt))  # GPUs, context and memory sized for distill
         self._params = SamplingParams(temperature=0.0, max_tokens=teacher.max_new_tokens)
 
     def generate(self, texts: list[str]) -> list[str | None]:

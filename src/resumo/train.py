@@ -25,8 +25,12 @@ metric, in this order:
     eval_loss=1.234567                  validation loss after the last epoch
     rougeLsum=0.123456                  validation ROUGE-Lsum after the last epoch
     train_tokens_per_second=1234.5      real (non-padding) tokens per second of
-                                        training steps in this process; absent
+                                        training steps in this process (under
+                                        torchrun: of every rank together); absent
                                         when a resumed run had no step left
+
+Under torchrun (resumo.launch: one process per GPU) every rank trains and only
+rank 0 writes outputs and prints these lines.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from resumo import artifacts, batching, checkpoints, generation, metrics, models, prompts, storage, tables
+from resumo import artifacts, batching, checkpoints, generation, launch, metrics, models, prompts, storage, tables
 from resumo.config import TrainConfig
 from resumo.errors import DataError
 
@@ -62,7 +66,10 @@ def run(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path, run_id: st
     callbacks = [throughput, _ValidationRouge(cfg, val_rows), sigterm] + ([checkpoints.Mirror(remote)] if remote else [])
     trainer = _build_trainer(cfg, train_rows, val_rows, out_dir, callbacks=callbacks)
     if remote:
-        checkpoints.restore(remote, out_dir / artifacts.CHECKPOINTS)
+        # One download per node (each has its own disk), while the node's other ranks wait for it.
+        if trainer.args.local_process_index == 0:
+            checkpoints.restore(remote, out_dir / artifacts.CHECKPOINTS)
+        trainer.accelerator.wait_for_everyone()
     checkpoint = last_checkpoint(out_dir / artifacts.CHECKPOINTS)
     if checkpoint:
         log.info("train: resuming from %s", checkpoint)
@@ -72,17 +79,29 @@ def run(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path, run_id: st
         where = remote or out_dir / artifacts.CHECKPOINTS
         raise checkpoints.Preempted(f"train: stopped on SIGTERM at step {trainer.state.global_step}, its checkpoint saved to {where}; run again to resume")
 
-    adapter_dir = _save_adapter(trainer, cfg, out_dir / artifacts.ADAPTER)
+    adapter_dir = out_dir / artifacts.ADAPTER
+    scores = _final_scores(trainer.state.log_history, throughput)
+    if not launch.is_main():  # under torchrun every rank trained the same model; rank 0 writes it
+        return TrainResult(adapter_dir=adapter_dir, metrics=scores)
+    _save_adapter(trainer, cfg, adapter_dir)
     if cfg.merge:
         _save_merged(trainer, out_dir / artifacts.MERGED)
-    scores = _final_scores(trainer.state.log_history, throughput)
     _plot_curves(trainer.state.log_history, out_dir / artifacts.CURVES)
     run_info = {"global_step": trainer.state.global_step, "start_step": throughput.start_step, "train_tokens": throughput.tokens, "train_seconds": throughput.seconds}
+    run_info |= {"world_size": trainer.args.world_size, "per_device_batch_size": trainer.args.per_device_train_batch_size, "gradient_accumulation": trainer.args.gradient_accumulation_steps}
     (out_dir / artifacts.TRAIN_METRICS).write_text(json.dumps({"metrics": scores, "run": run_info, "config": cfg.model_dump()}, indent=2))
     print_metric_lines(scores)
-    if remote:
+    if remote:  # rank 0 alone: the other ranks returned above
         checkpoints.clean(remote)
     return TrainResult(adapter_dir=adapter_dir, metrics=scores)
+
+
+def result_of(out_dir: str | Path) -> TrainResult:
+    """The result a finished run wrote under `out_dir` (another process's: torchrun's rank 0, a trial, a TrainJob)."""
+    out_dir = Path(out_dir)
+    metrics_file = out_dir / artifacts.TRAIN_METRICS
+    scores = json.loads(metrics_file.read_text())["metrics"] if metrics_file.exists() else {}
+    return TrainResult(adapter_dir=out_dir / artifacts.ADAPTER, metrics=scores)
 
 
 def run_step(cfg: TrainConfig, params: dict, pairs_dir: str | Path, out_dir: str | Path, best_adapter: str = "", run_id: str | None = None) -> TrainResult:
@@ -90,7 +109,7 @@ def run_step(cfg: TrainConfig, params: dict, pairs_dir: str | Path, out_dir: str
     tuning trial's `best_adapter`, that trial's outputs handed on without training again."""
     from resumo.tune import apply_params
 
-    return adopt_trial(best_adapter, out_dir) if best_adapter else run(apply_params(cfg, params), pairs_dir, out_dir, run_id)
+    return adopt_trial(best_adapter, out_dir) if best_adapter else launch.train(apply_params(cfg, params), pairs_dir, out_dir, run_id)
 
 
 def adopt_trial(adapter_uri: str, out_dir: str | Path) -> TrainResult:
@@ -102,11 +121,9 @@ def adopt_trial(adapter_uri: str, out_dir: str | Path) -> TrainResult:
     """
     out_dir = Path(out_dir)
     storage.download(artifacts.model_of(adapter_uri), out_dir)  # the trial's folder is exactly its outputs
-    adapter_dir = out_dir / artifacts.ADAPTER
-    metrics_file = out_dir / artifacts.TRAIN_METRICS
-    scores = json.loads(metrics_file.read_text())["metrics"] if metrics_file.exists() else {}
-    log.info("train: adopted the best trial's adapter %s (%d metrics)", adapter_uri, len(scores))
-    return TrainResult(adapter_dir=adapter_dir, metrics=scores)
+    result = result_of(out_dir)
+    log.info("train: adopted the best trial's adapter %s (%d metrics)", adapter_uri, len(result.metrics))
+    return result
 
 
 def last_checkpoint(checkpoints_dir: Path) -> Path | None:
@@ -140,7 +157,7 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path, callba
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 and cuda and torch.cuda.is_bf16_supported()
@@ -149,12 +166,14 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path, callba
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation=cfg.attn_implementation)
+    processes = launch.world_size()
+    per_device_batch, accumulation = launch.split_batch(cfg.batch_size, cfg.gradient_accumulation, processes)  # the configured batch is the global one
     args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=per_device_batch,
         per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation,
+        gradient_accumulation_steps=accumulation,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_steps,
@@ -179,6 +198,9 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path, callba
         seed=cfg.seed,
         data_seed=cfg.seed,
         dataset_num_proc=None,
+        # Under torchrun: gloo between CPU processes (tests, laptops), NCCL between GPUs (the Trainer's default).
+        ddp_backend="gloo" if processes > 1 and not cuda else None,
+        ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient each step; looking for unused ones costs a pass
     )
     lora = LoraConfig(
         r=cfg.lora.r,
@@ -187,11 +209,7 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path, callba
         target_modules=cfg.lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    class Trainer(SFTTrainer):
-        def _get_train_sampler(self, *args, **kwargs):
-            return batching.epoch_seeded(super()._get_train_sampler(*args, **kwargs), self.args.seed)
-
-    return Trainer(
+    return batching.StepGroupedSFTTrainer(
         model=model,
         args=args,
         data_collator=batching.collator(cfg.batching, tokenizer.pad_token_id),
@@ -241,7 +259,8 @@ class _ValidationRouge(TrainerCallback):
         score = metrics.rouge(predictions, list(self.rows["summary"]))["rougeLsum"]
         state.log_history.append({"eval_rougeLsum": score, "epoch": state.epoch, "step": state.global_step})
         log.info("train: epoch %.2f validation ROUGE-Lsum %.4f on %d articles", state.epoch, score, len(self.rows))
-        print_metric_lines({"eval_loss": kwargs["metrics"]["eval_loss"], "rougeLsum": score})  # each epoch: one report for medianstop
+        if launch.is_main():
+            print_metric_lines({"eval_loss": kwargs["metrics"]["eval_loss"], "rougeLsum": score})  # each epoch: one report for medianstop
 
 
 def print_metric_lines(scores: dict[str, float]) -> None:

@@ -37,7 +37,7 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir:
     """The local backend: an optuna study over `cfg.space`, one `train.run` per trial, in this process."""
     import optuna
 
-    from resumo import train  # here, not above: the Katib launcher uses this module's space helpers without the training stack
+    from resumo import launch  # here, not above: the Katib launcher uses this module's space helpers without the training stack
 
     out_dir = Path(out_dir)
     study = optuna.create_study(direction="maximize", sampler=sampler(cfg))
@@ -45,7 +45,7 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir:
 
     def objective(trial) -> float:
         params = suggest(trial, cfg)
-        result = train.run(apply_params(train_cfg, params), pairs_dir, out_dir / artifacts.optuna_trial(trial.number))
+        result = launch.train(apply_params(train_cfg, params), pairs_dir, out_dir / artifacts.optuna_trial(trial.number))  # every GPU, as the train step
         score = result.metrics[cfg.objective]
         trials.append({"trial": trial.number, "params": params, **result.metrics})
         log.info("tune: trial %d/%d %s -> %s=%.4f", trial.number + 1, n_trials, params, cfg.objective, score)

@@ -48,6 +48,8 @@ def test_every_object_is_in_the_profile_namespace(rendered):
     assert set(rendered) == {
         ("Role", "resumo-katib-launcher"),
         ("RoleBinding", "resumo-katib-launcher"),
+        ("Role", "resumo-trainjob-launcher"),
+        ("RoleBinding", "resumo-trainjob-launcher"),
         ("ConfigMap", "kfp-launcher"),
         ("Secret", "resumo-s3"),
         ("ServiceAccount", "resumo-serving"),
@@ -57,12 +59,15 @@ def test_every_object_is_in_the_profile_namespace(rendered):
     assert {o["metadata"]["namespace"] for o in rendered.values()} == {NAMESPACE}
 
 
-def test_launcher_may_run_katib_experiments_and_nothing_else(rendered):
-    role = deserialize(rendered["Role", "resumo-katib-launcher"], "V1Role")
-    granted = {(group, resource, verb) for rule in role.rules for group in rule.api_groups for resource in rule.resources for verb in rule.verbs}
-    # Exactly the calls resumo.katib makes (its docstring's RBAC block).
-    assert granted == {("kubeflow.org", "experiments", v) for v in ("create", "get", "delete")}
-    binding = deserialize(rendered["RoleBinding", "resumo-katib-launcher"], "V1RoleBinding")
+@pytest.mark.parametrize(
+    ("name", "group", "resource"), [("resumo-katib-launcher", "kubeflow.org", "experiments"), ("resumo-trainjob-launcher", "trainer.kubeflow.org", "trainjobs")]
+)
+def test_launchers_may_run_their_jobs_and_nothing_else(rendered, name, group, resource):
+    role = deserialize(rendered["Role", name], "V1Role")
+    granted = {(g, r, verb) for rule in role.rules for g in rule.api_groups for r in rule.resources for verb in rule.verbs}
+    # Exactly the calls resumo.katib and resumo.trainjob make (their docstrings' RBAC blocks).
+    assert granted == {(group, resource, v) for v in ("create", "get", "delete")}
+    binding = deserialize(rendered["RoleBinding", name], "V1RoleBinding")
     assert binding.role_ref.kind == "Role" and binding.role_ref.name == role.metadata.name
     (subject,) = binding.subjects
     # The runs' service account, in the same namespace (the transformer moved the subject too).

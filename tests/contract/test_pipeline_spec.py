@@ -322,3 +322,33 @@ def test_a_bad_value_in_the_run_form_fails_in_the_first_task(compiled):
     train = spec["root"]["inputDefinitions"]["parameters"]["s4_train"]["defaultValue"] | {"learning_rate": -1}
     with pytest.raises(ConfigError, match=r"^run parameter s4_train \(train\): invalid config: learning_rate = -1: "):
         _run_check(spec, s4_train=train)
+
+
+def test_a_trainjob_backend_makes_train_a_cpu_launcher_whose_nodes_get_the_runs_gpus(tmp_path):
+    """train.backend is a compile-time choice: the train task creates a TrainJob instead of training."""
+    from resumo.components import CPU_IMAGE, TRAIN_IMAGE
+
+    spec = _compile(tmp_path, "full", ["tune.retrain_best=true", "train.backend=trainjob", "train.trainjob.num_nodes=2"])
+    task = spec["root"]["dag"]["tasks"]["train"]
+    container = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert container["image"] == CPU_IMAGE and "accelerator" not in container.get("resources", {})
+    params = task["inputs"]["parameters"]
+    for field in ("accelerator", "count", "cpu", "memory", "tolerations", "node_selector"):
+        assert params[f"gpu_{field}"] == {"componentInputParameter": f"s9_gpu_{field}"}, field
+    # No run id among the inputs (it would miss KFP's cache every run): a key of the inputs names the TrainJob.
+    assert "run_id" not in params
+    assert params["s3_secret"]["runtimeValue"]["constant"] == "resumo-s3"  # the run's one S3 Secret
+    assert task["retryPolicy"]["maxRetryCount"] == 3  # idempotent, so retried like the other launchers
+    train_default = spec["root"]["inputDefinitions"]["parameters"]["s4_train"]["defaultValue"]
+    assert (train_default["backend"], train_default["trainjob"]["num_nodes"], train_default["trainjob"]["image"]) == ("trainjob", 2, TRAIN_IMAGE)
+    # After Katib without retraining, train only hands the best trial on, whatever the backend.
+    adopted = _compile(tmp_path, "full", ["train.backend=trainjob"])
+    assert "best_adapter" in adopted["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+
+
+def test_a_vllm_teacher_shard_requests_the_gpus_it_shards_over(tmp_path):
+    executor = "exec-distill"
+    default = _compile(tmp_path, "full")["deploymentSpec"]["executors"][executor]["container"]["resources"]["accelerator"]
+    assert "s9_gpu_count" in default["resourceCount"]  # unset: every GPU the run gives a GPU task, all of which vLLM uses
+    sharded = _compile(tmp_path, "full", ["distill.teacher.tensor_parallel_size=4"])["deploymentSpec"]["executors"][executor]["container"]["resources"]["accelerator"]
+    assert sharded["resourceCount"] == "4"

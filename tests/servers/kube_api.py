@@ -1,11 +1,13 @@
-"""A Kubernetes API server on 127.0.0.1 with the Katib Experiment endpoints, and the Katib schema.
+"""A Kubernetes API server on 127.0.0.1 with the Katib Experiment and Trainer TrainJob endpoints, and their schemas.
 
-It answers the few calls `resumo.katib` makes, in the API server's shapes
-(objects with metadata.uid/resourceVersion, `Status` objects on errors), and
-plays each created Experiment through Katib's conditions, one step per read:
+It answers the few calls `resumo.katib` and `resumo.trainjob` make, in the API
+server's shapes (objects with metadata.uid/resourceVersion, `Status` objects on
+errors), and plays each created object through its controller's conditions,
+one step per read:
 
-    succeeded: Created -> Running -> Succeeded (with status.currentOptimalTrial)
-    failed:    Created -> Running -> Failed (max failed trials reached)
+    succeeded: Created -> Running -> Succeeded (Katib, with status.currentOptimalTrial)
+                                  -> Complete (TrainJob)
+    failed:    Created -> Running -> Failed (max failed trials reached; a TrainJob's node job failed)
     stuck:     Created -> Running, forever (the launcher's timeout)
     flaky:     as succeeded, but the second read answers 503 (a restarting API server)
     deleted:   Created -> Running -> gone (someone deleted it)
@@ -13,6 +15,7 @@ plays each created Experiment through Katib's conditions, one step per read:
 `experiment_validator(schemas)` builds a JSON Schema from the Katib CRD and the
 Katib API's swagger definitions in ../shared/schemas; given to the server it
 refuses invalid Experiments as Katib's validating webhook would.
+`trainjob_validator(schemas)` does the same for TrainJobs from Trainer's CRD.
 """
 
 from __future__ import annotations
@@ -29,25 +32,37 @@ import yaml
 
 from tests.servers.loopback import LoopbackHTTPServer, send_json
 
-PATH = re.compile(r"^/apis/kubeflow\.org/v1beta1/namespaces/(?P<ns>[^/]+)/experiments(?:/(?P<name>[^/?]+))?/?(?:\?.*)?$")
+PATH = re.compile(
+    r"^/apis/(?P<api>kubeflow\.org/v1beta1|trainer\.kubeflow\.org/v1alpha1)/namespaces/(?P<ns>[^/]+)/(?P<plural>experiments|trainjobs)(?:/(?P<name>[^/?]+))?/?(?:\?.*)?$"
+)
+API_OF = {"experiments": "kubeflow.org/v1beta1", "trainjobs": "trainer.kubeflow.org/v1alpha1"}
+GROUP_OF = {"experiments": "experiments.kubeflow.org", "trainjobs": "trainjobs.trainer.kubeflow.org"}
 PLAYS = ("succeeded", "failed", "stuck", "flaky", "deleted")
 BEST_METRICS = {"rougeLsum": "0.4123", "eval_loss": "1.2345"}
 
 
 class KubeAPI:
-    """The server's state: experiments by (namespace, name), the reads each has had, every request."""
+    """The server's state: objects by (plural, namespace, name), the reads each has had, every request."""
 
-    def __init__(self, play: str = "succeeded", validator=None):
+    def __init__(self, play: str = "succeeded", validator=None, trainjob_validator=None):
         assert play in PLAYS, f"unknown play {play!r}; one of {PLAYS}"
         self.play = play
-        self.validator = validator
-        self.experiments: dict[tuple[str, str], dict] = {}
-        self.reads: dict[tuple[str, str], int] = {}
-        self.flaked: set[tuple[str, str]] = set()
+        self.validators = {"experiments": validator, "trainjobs": trainjob_validator}
+        self.objects: dict[str, dict[tuple[str, str], dict]] = {"experiments": {}, "trainjobs": {}}
+        self.reads: dict[tuple[str, str, str], int] = {}
+        self.flaked: set[tuple[str, str, str]] = set()
         self.requests: list[tuple[str, str, dict | None]] = []
         self.lock = threading.Lock()
         self.server = LoopbackHTTPServer(_handler(self))
         self.url = self.server.url
+
+    @property
+    def experiments(self) -> dict[tuple[str, str], dict]:
+        return self.objects["experiments"]
+
+    @property
+    def trainjobs(self) -> dict[tuple[str, str], dict]:
+        return self.objects["trainjobs"]
 
     def __enter__(self) -> KubeAPI:
         self.server.__enter__()
@@ -66,44 +81,48 @@ class KubeAPI:
 
     # --- the API -------------------------------------------------------------
 
-    def create(self, ns: str, body: dict) -> tuple[int, dict]:
+    def create(self, plural: str, ns: str, body: dict) -> tuple[int, dict]:
         name = (body.get("metadata") or {}).get("name")
         if not name:
             return _status(422, "Invalid", "metadata.name: Required value")
         if body["metadata"].get("namespace", ns) != ns:
             return _status(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
-        if (ns, name) in self.experiments:
-            return _status(409, "AlreadyExists", f'experiments.kubeflow.org "{name}" already exists')
-        if self.validator is not None:
-            errors = self.validator(body)
+        if (ns, name) in self.objects[plural]:
+            return _status(409, "AlreadyExists", f'{GROUP_OF[plural]} "{name}" already exists')
+        validator = self.validators[plural]
+        if validator is not None:
+            errors = validator(body)
             if errors:
-                return _status(400, "BadRequest", f'admission webhook "validator.experiment.katib.kubeflow.org" denied the request: {errors[0]}')
+                webhook = "validator.experiment.katib.kubeflow.org" if plural == "experiments" else "validator.trainjob.trainer.kubeflow.org"
+                return _status(400 if plural == "experiments" else 422, "BadRequest", f'admission webhook "{webhook}" denied the request: {errors[0]}')
         obj = json.loads(json.dumps(body))
         obj["metadata"].update(namespace=ns, uid=str(uuid.uuid4()), resourceVersion="1", creationTimestamp=_now(), generation=1)
-        self.experiments[(ns, name)] = obj
-        self.reads[(ns, name)] = 0
+        self.objects[plural][(ns, name)] = obj
+        self.reads[(plural, ns, name)] = 0
         return 201, obj
 
-    def get(self, ns: str, name: str) -> tuple[int, dict]:
-        obj = self.experiments.get((ns, name))
+    def get(self, plural: str, ns: str, name: str) -> tuple[int, dict]:
+        obj = self.objects[plural].get((ns, name))
         if obj is None:
-            return _status(404, "NotFound", f'experiments.kubeflow.org "{name}" not found')
-        step = self.reads[(ns, name)]
-        if self.play == "flaky" and step == 1 and (ns, name) not in self.flaked:
-            self.flaked.add((ns, name))
+            return _status(404, "NotFound", f'{GROUP_OF[plural]} "{name}" not found')
+        key = (plural, ns, name)
+        step = self.reads[key]
+        if self.play == "flaky" and step == 1 and key not in self.flaked:
+            self.flaked.add(key)
             return _status(503, "ServiceUnavailable", "the server is currently unable to handle the request")
-        self.reads[(ns, name)] = step + 1
+        self.reads[key] = step + 1
         if self.play == "deleted" and step == 2:
-            del self.experiments[(ns, name)]
-            return _status(404, "NotFound", f'experiments.kubeflow.org "{name}" not found')
-        obj["status"] = _status_at(obj, self.play, step)
+            del self.objects[plural][(ns, name)]
+            return _status(404, "NotFound", f'{GROUP_OF[plural]} "{name}" not found')
+        obj["status"] = (_status_at if plural == "experiments" else _trainjob_status_at)(obj, self.play, step)
         obj["metadata"]["resourceVersion"] = str(step + 2)
         return 200, obj
 
-    def delete(self, ns: str, name: str) -> tuple[int, dict]:
-        if self.experiments.pop((ns, name), None) is None:
-            return _status(404, "NotFound", f'experiments.kubeflow.org "{name}" not found')
-        return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "group": "kubeflow.org", "kind": "experiments"}}
+    def delete(self, plural: str, ns: str, name: str) -> tuple[int, dict]:
+        if self.objects[plural].pop((ns, name), None) is None:
+            return _status(404, "NotFound", f'{GROUP_OF[plural]} "{name}" not found')
+        group, kind = GROUP_OF[plural].split(".", 1)[1], plural
+        return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "group": group, "kind": kind}}
 
 
 def _handler(api: KubeAPI):
@@ -117,14 +136,14 @@ def _handler(api: KubeAPI):
             body = json.loads(self.rfile.read(length)) if length else None
             with api.lock:
                 api.requests.append((method, self.path, body))
-                if match is None:
+                if match is None or API_OF[match["plural"]] != match["api"]:
                     code, payload = _status(404, "NotFound", "the server could not find the requested resource")
                 elif method == "POST" and not match["name"]:
-                    code, payload = api.create(match["ns"], body or {})
+                    code, payload = api.create(match["plural"], match["ns"], body or {})
                 elif method == "GET" and match["name"]:
-                    code, payload = api.get(match["ns"], match["name"])
+                    code, payload = api.get(match["plural"], match["ns"], match["name"])
                 elif method == "DELETE" and match["name"]:
-                    code, payload = api.delete(match["ns"], match["name"])
+                    code, payload = api.delete(match["plural"], match["ns"], match["name"])
                 else:
                     code, payload = _status(405, "MethodNotAllowed", f"{method} is not supported here")
             send_json(self, code, payload)
@@ -180,6 +199,22 @@ def _status_at(obj: dict, play: str, step: int) -> dict:
             "observation": {"metrics": [{"name": n, "latest": v, "max": v, "min": v} for n, v in BEST_METRICS.items()]},
         },
     }
+
+
+def _trainjob_status_at(obj: dict, play: str, step: int) -> dict:
+    """Trainer's status of the TrainJob after `step` reads: the JobSet's node job, then its outcome."""
+    nodes = obj["spec"]["trainer"].get("numNodes", 1)
+    created = _condition("Created", "True", "JobsCreationSucceeded", "Succeeded to create Jobs")
+    if step == 0:
+        return {"conditions": [created]}
+    node = {"name": "node", "active": 1, "ready": 1, "succeeded": 0, "failed": 0, "suspended": 0}
+    if step == 1 or play == "stuck":
+        return {"conditions": [created], "jobsStatus": [node]}
+    if play == "failed":
+        failed = _condition("Failed", "True", "FailedJobs", f"jobset failed: ReplicatedJob node failed ({nodes} node(s); a rank exited with code 1)")
+        return {"conditions": [created, failed], "jobsStatus": [{**node, "active": 0, "ready": 0, "failed": 1}]}
+    complete = _condition("Complete", "True", "JobsCompleted", "jobset completed successfully")
+    return {"conditions": [created, complete], "jobsStatus": [{**node, "active": 0, "ready": 0, "succeeded": 1}]}
 
 
 def _pick(parameter: dict) -> str:
@@ -255,6 +290,47 @@ def experiment_validator(schemas: Path):
         return [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in sorted(validator.iter_errors(obj), key=str)]
 
     return errors
+
+
+def trainjob_validator(schemas: Path):
+    """A function from a TrainJob to its errors against Trainer's CRD openAPIV3Schema ("path: message"), none if valid.
+
+    The CRD is structural, so the API server prunes or refuses what it does not
+    know; here an unknown field is an error (`additionalProperties: false` on
+    every object that lists its properties), so a misspelt field cannot pass.
+    """
+    from jsonschema import Draft7Validator
+
+    crd = yaml.safe_load((schemas / "trainer-trainjobs-crd.yaml").read_text())
+    version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
+    schema = _closed(json.loads(json.dumps(version["schema"]["openAPIV3Schema"])))
+    schema["properties"]["apiVersion"] = {"const": f"{crd['spec']['group']}/{version['name']}"}
+    schema["properties"]["kind"] = {"const": crd["spec"]["names"]["kind"]}
+    schema["properties"]["metadata"] = {
+        "type": "object",
+        "required": ["name"],
+        # TrainJob's own rule (x-kubernetes-validations): a name of at most 63 characters, a DNS-1035 label.
+        "properties": {"name": {"type": "string", "pattern": r"^[a-z]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}, "namespace": {"type": "string", "pattern": DNS_LABEL}},
+    }
+    schema["required"] = ["apiVersion", "kind", "metadata", "spec"]
+    Draft7Validator.check_schema(schema)
+    validator = Draft7Validator(schema)
+
+    def errors(obj: dict) -> list[str]:
+        return [f"{'.'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in sorted(validator.iter_errors(obj), key=str)]
+
+    return errors
+
+
+def _closed(node):
+    if isinstance(node, dict):
+        node = {k: _closed(v) for k, v in node.items()}
+        if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+            node["additionalProperties"] = False
+        return node
+    if isinstance(node, list):
+        return [_closed(v) for v in node]
+    return node
 
 
 def schemas_dir() -> Path:

@@ -1,0 +1,348 @@
+"""TrainJob: training as a Kubeflow Trainer v2 TrainJob, over one or more GPU nodes, and its launcher.
+
+    resumo train --backend trainjob --dry-run --pairs s3://resumo/pairs --out trainjob.yaml -p full   # look before you launch
+    resumo train --backend trainjob --pairs s3://resumo/pairs --out runs/model -p full                # create, wait, hand on the adapter
+
+With `train.backend: trainjob` the pipeline's train task is a CPU launcher, as
+tune is for Katib: it creates a `trainer.kubeflow.org/v1alpha1` TrainJob on the
+`torch-distributed` ClusterTrainingRuntime (train.trainjob.runtime), whose torch
+plugin (mlPolicy.torch) sets torchrun's PET_* variables on each node. Each of
+`train.trainjob.num_nodes` nodes requests the run's GPU settings (s9_gpu_*:
+resourcesPerNode, tolerations and node selector through a runtime patch) and
+runs, in the train image:
+
+    download the pairs from S3
+    torchrun --no-python resumo train ...     # one rank per GPU; resumo.launch sees LOCAL_RANK
+    node 0: upload adapter/, metrics.json, curves.png to <train.trainjob.output>/<name>/
+
+The launcher waits for the Complete or Failed condition (or train.trainjob.timeout_s,
+also the TrainJob's activeDeadlineSeconds), downloads those outputs into the
+task's model artifact and deletes the TrainJob if train.trainjob.delete. The name
+comes from the KFP run id, so a retried task meets its TrainJob (HTTP 409),
+reads it and keeps waiting instead of training twice.
+
+RBAC the launcher's service account needs, in the TrainJob's namespace only
+(manifests/trainjob-rbac.yaml):
+
+    - apiGroups: ["trainer.kubeflow.org"]
+      resources: ["trainjobs"]
+      verbs: ["create", "get", "delete"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from resumo import artifacts, storage
+from resumo.config import ClusterConfig, GpuConfig, TrainConfig
+from resumo.errors import ConfigError, ResumoError
+from resumo.launch import split_batch
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob"
+NODE = "node"  # the torch-distributed runtime's replicated job and container
+WORKDIR = "/workspace"
+# Trainer v2's condition types (pkg/apis/trainer/v1alpha1/trainjob_types.go).
+COMPLETE, FAILED = "Complete", "Failed"
+MAX_READ_ERRORS = 5  # consecutive failed status reads tolerated: an API server restart must not lose the TrainJob
+S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
+OUTPUT_FILES = (*artifacts.TRIAL_FILES, artifacts.MERGED)  # what node 0 uploads: the model folder without checkpoints
+
+
+class TrainJobError(ResumoError):
+    """The TrainJob could not be created, failed, or did not finish in time."""
+
+
+@dataclass
+class TrainJobResult:  # resumo.train.TrainResult's fields, without importing the training stack into the launcher
+    trainjob: str
+    adapter_dir: Path
+    metrics: dict[str, float]
+
+
+# --- the TrainJob ----------------------------------------------------------------
+
+
+def job_name(prefix: str, run_id: str | None = None) -> str:
+    """`prefix`-12 hex characters: of the KFP run id, so every attempt of one run's task names the same
+    TrainJob; random without one (the CLI). 53 characters at most, under the 63 a TrainJob may have."""
+    suffix = hashlib.sha256(run_id.encode()).hexdigest()[:12] if run_id else secrets.token_hex(6)
+    return f"{prefix}-{suffix}"
+
+
+def trainjob(
+    cfg: TrainConfig, pairs_uri: str, name: str, namespace: str, gpu: GpuConfig | None = None, default_image: str | None = None, cluster: ClusterConfig | None = None
+) -> dict:
+    """The TrainJob as the JSON the API server takes: `cfg` trained by `num_nodes` x `gpu.count` torchrun ranks,
+    with the run's S3 Secret and service account (`cluster`: one setting each, as for every task)."""
+    from kubernetes import client as k8s
+
+    gpu, cluster = gpu or GpuConfig(), cluster or ClusterConfig()
+    settings = cfg.trainjob
+    pairs_uri = "s3://" + pairs_uri.removeprefix("minio://") if pairs_uri.startswith("minio://") else pairs_uri
+    if storage.parse(pairs_uri).scheme != "s3":
+        raise ConfigError(f"pairs {pairs_uri!r}: a TrainJob's pods cannot read a local folder; give the s3:// URI of the distill output")
+    image = settings.image or default_image
+    if not image:
+        raise ConfigError("train.trainjob.image is not set and no train image was given; set train.trainjob.image to the image the nodes run")
+    split_batch(cfg.batch_size, cfg.gradient_accumulation, settings.num_nodes * gpu.count)  # each rank's share, refused here rather than on the nodes
+    # The nodes train with backend pod (they are the training), on every GPU of each node.
+    node_cfg = cfg.model_copy(update={"backend": "pod", "nproc_per_node": gpu.count})
+    env = [
+        k8s.V1EnvVar(name="RESUMO_CONFIG", value=json.dumps({"prompt": cfg.prompt.model_dump(mode="json"), "train": node_cfg.model_dump(mode="json")})),
+        k8s.V1EnvVar(name="RESUMO_PAIRS", value=pairs_uri),
+        k8s.V1EnvVar(name="RESUMO_OUT", value=output_of(settings.output, name)),
+        *(k8s.V1EnvVar(name=key, value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(name=cluster.secrets.s3, key=key))) for key in S3_KEYS),
+    ]
+    pod_patch = {
+        "tolerations": gpu.tolerations or None,
+        "nodeSelector": gpu.node_selector or None,
+        "serviceAccountName": cluster.service_account,
+        "volumes": [{"name": "work", "emptyDir": {}}],
+        "containers": [{"name": NODE, "volumeMounts": [{"name": "work", "mountPath": WORKDIR}]}],
+    }
+    patch = {
+        "manager": "resumo",
+        "trainingRuntimeSpec": {
+            "template": {
+                "spec": {
+                    "replicatedJobs": [
+                        {
+                            "name": NODE,
+                            "template": {
+                                "spec": {
+                                    "template": {
+                                        # An Istio sidecar would keep the pod, and so the TrainJob, running after training ends.
+                                        "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
+                                        "spec": {k: v for k, v in pod_patch.items() if v is not None},
+                                    }
+                                }
+                            },
+                        }
+                    ]
+                }
+            }
+        },
+    }
+    trainer = {
+        "image": image,
+        "command": ["sh", "-c", node_script()],
+        "env": k8s.ApiClient().sanitize_for_serialization(env),
+        "numNodes": settings.num_nodes,
+        "numProcPerNode": gpu.count,
+        # An extended resource such as nvidia.com/gpu is requested as a limit (the request follows it).
+        "resourcesPerNode": {"requests": {"cpu": gpu.cpu, "memory": gpu.memory}, "limits": {gpu.accelerator: str(gpu.count)}},
+    }
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "resumo"}},
+        "spec": {
+            "runtimeRef": {"apiGroup": GROUP, "kind": "ClusterTrainingRuntime", "name": settings.runtime},
+            "activeDeadlineSeconds": settings.timeout_s,
+            "trainer": trainer,
+            "runtimePatches": [patch],
+        },
+    }
+
+
+def render(
+    cfg: TrainConfig, pairs_uri: str, run_id: str | None = None, gpu: GpuConfig | None = None, default_image: str | None = None, cluster: ClusterConfig | None = None
+) -> dict:
+    """The TrainJob of this run (named from `run_id`, random without), in train.trainjob.namespace or this pod's own."""
+    settings = cfg.trainjob
+    return trainjob(cfg, pairs_uri, job_name(settings.name_prefix, run_id), settings.namespace or _own_namespace(), gpu, default_image, cluster)
+
+
+def output_of(output: str, name: str) -> str:
+    """Where a TrainJob's node 0 writes its model folder: the one place the launcher and the node script agree on."""
+    return storage.join(output, name)
+
+
+def node_script() -> str:
+    """Each node's shell command: fetch the pairs, torchrun `resumo train` over this node's GPUs, node 0 uploads.
+
+    torchrun reads PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR and
+    PET_MASTER_PORT, which Trainer's torch plugin sets; every rank runs the CLI,
+    which sees LOCAL_RANK and trains in its own process (resumo.launch).
+    """
+    copy = "python -c 'import sys; from resumo import storage; storage.{}(*sys.argv[1:])'"
+    upload = " ".join(f'[ ! -e model/{f} ] || {copy.format("upload")} model/{f} "$RESUMO_OUT/{f}";' for f in OUTPUT_FILES)
+    lines = [
+        "set -eu",
+        f"cd {WORKDIR}",
+        'printf "%s" "$RESUMO_CONFIG" > config.yaml',
+        f'{copy.format("download")} "$RESUMO_PAIRS" pairs',
+        "torchrun --no-python resumo train --profile config.yaml --pairs pairs --out model",
+        # Only global rank 0 (on node 0) wrote the model folder.
+        f'if [ "${{PET_NODE_RANK:-0}}" = 0 ]; then {upload} fi',
+    ]
+    return "\n".join(lines)
+
+
+# --- the launcher -----------------------------------------------------------------
+
+
+def run_step(cfg: TrainConfig, params: dict, pairs_uri: str, out_dir: str | Path, run_id: str, gpu: GpuConfig, default_image: str, cluster: ClusterConfig | None = None):
+    """The pipeline's train step on a TrainJob: `run` with `params` (dotted train.* overrides, tune's best) applied."""
+    from resumo.tune import apply_params
+
+    return run(apply_params(cfg, params), pairs_uri, out_dir, run_id=run_id, gpu=gpu, default_image=default_image, cluster=cluster)
+
+
+def run(
+    cfg: TrainConfig,
+    pairs_uri: str,
+    out_dir: str | Path,
+    run_id: str | None = None,
+    api_client=None,
+    gpu: GpuConfig | None = None,
+    default_image: str | None = None,
+    cluster: ClusterConfig | None = None,
+):
+    """Create (or, on a retry, find) this run's TrainJob, wait for it, and download its outputs into `out_dir`."""
+    api_client = api_client or _kube_client()
+    body = render(cfg, pairs_uri, run_id, gpu, default_image, cluster)
+    launch(body, api_client, cfg)
+    out_dir, output = Path(out_dir), output_of(cfg.trainjob.output, body["metadata"]["name"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if storage.list_keys(output):
+        storage.download(output, out_dir)
+    (out_dir / artifacts.TRAINJOB).write_text(to_yaml(body))
+    adapter_dir, metrics_file = out_dir / artifacts.ADAPTER, out_dir / artifacts.TRAIN_METRICS
+    if not (adapter_dir / artifacts.ADAPTER_CONFIG).exists():
+        raise TrainJobError(f"TrainJob {body['metadata']['name']} completed but wrote no adapter under {output}; see its node 0 logs")
+    log.info("train: TrainJob %s's adapter handed on from %s", body["metadata"]["name"], output)
+    metrics = json.loads(metrics_file.read_text())["metrics"] if metrics_file.exists() else {}
+    return TrainJobResult(body["metadata"]["name"], adapter_dir, metrics)
+
+
+def launch(body: dict, api_client, cfg: TrainConfig) -> dict:
+    """Create the TrainJob `body`, or meet it when it exists (a retried task), and wait for it; its final status."""
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+    api = k8s.CustomObjectsApi(api_client)
+    settings = cfg.trainjob
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    what = f"TrainJob {namespace}/{name}"
+    try:
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        trainer = body["spec"]["trainer"]
+        log.info("train: created %s (%d x %s %s)", what, trainer["numNodes"], trainer["numProcPerNode"], next(iter(trainer["resourcesPerNode"]["limits"])))
+    except ApiException as err:
+        if err.status != 409:
+            raise _api_error(err, f"create {what}") from None
+        log.info("train: %s exists (this task ran before); waiting for it instead of training again", what)
+    except Exception as err:  # urllib3's connection errors
+        raise TrainJobError(f"cannot create {what}: the Kubernetes API is unreachable ({err})") from None
+    try:
+        return wait(api, name, namespace, timeout_s=settings.timeout_s, poll_s=settings.poll_s)
+    finally:
+        if settings.delete:
+            _delete(api, name, namespace)
+
+
+def wait(api, name: str, namespace: str, *, timeout_s: float, poll_s: float) -> dict:
+    """Read the TrainJob until Complete (its status) or Failed (TrainJobError), or `timeout_s` passed."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    what = f"TrainJob {namespace}/{name}"
+    deadline = time.monotonic() + timeout_s
+    last, errors, status = None, 0, {}
+    while True:
+        try:
+            status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status") or {}
+            errors = 0
+        except (ApiException, HTTPError) as err:
+            code = getattr(err, "status", None)
+            if code == 404:
+                raise TrainJobError(f"{what} disappeared while the launcher waited for it (deleted?)") from None
+            if isinstance(err, ApiException) and code is not None and code < 500 and code != 429:
+                raise _api_error(err, f"read {what}") from None
+            errors += 1
+            if errors > MAX_READ_ERRORS:
+                raise TrainJobError(f"cannot read {what}: {errors} reads in a row failed ({err}); it may still be running") from None
+            log.warning("train: reading %s failed (%s); retrying", what, err)
+        else:
+            state = _state(status)
+            if state != last:
+                log.info("train: %s %s", what, state)
+                last = state
+            if _is_true(status, COMPLETE):
+                return status
+            if _is_true(status, FAILED):
+                failed = _condition(status, FAILED)
+                raise TrainJobError(
+                    f"{what} failed: {failed.get('reason', '?')}: {failed.get('message', '')}; see `kubectl -n {namespace} logs -l jobset.sigs.k8s.io/jobset-name={name}`"
+                )
+        if time.monotonic() >= deadline:
+            raise TrainJobError(f"{what} did not finish within {timeout_s:g} s (last: {last or 'no status'}); raise train.trainjob.timeout_s")
+        time.sleep(poll_s)
+
+
+def to_yaml(body: dict) -> str:
+    from resumo.katib import to_yaml as yaml_for_people  # multi-line strings as literal blocks
+
+    return yaml_for_people(body)
+
+
+def _kube_client():
+    from resumo.katib import KatibError, kube_client
+
+    try:
+        return kube_client()
+    except KatibError as err:
+        raise TrainJobError(str(err)) from None
+
+
+def _own_namespace() -> str:
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.is_file() else "default"
+
+
+def _api_error(err, what: str) -> TrainJobError:
+    hints = {
+        401: "the credentials were refused",
+        403: f"the service account lacks RBAC: it needs create/get/delete on {PLURAL}.{GROUP} in this namespace (manifests/trainjob-rbac.yaml)",
+        404: f"not found: is Kubeflow Trainer installed (CRD {PLURAL}.{GROUP}/{VERSION}) and does the namespace exist?",
+    }
+    try:
+        reason = json.loads(err.body).get("message", "")
+    except (TypeError, ValueError, AttributeError):
+        reason = str(err.reason)
+    return TrainJobError(f"cannot {what}: HTTP {err.status} {hints.get(err.status, '')} ({reason})".replace("  ", " "))
+
+
+def _delete(api, name: str, namespace: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        log.info("train: deleted TrainJob %s/%s (its pods go with it; its outputs stay on S3)", namespace, name)
+    except ApiException as err:
+        if err.status != 404:
+            log.warning("train: could not delete TrainJob %s/%s: %s", namespace, name, _api_error(err, "delete it"))
+
+
+def _condition(status: dict, kind: str) -> dict:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
+
+
+def _is_true(status: dict, kind: str) -> bool:
+    return _condition(status, kind).get("status") == "True"
+
+
+def _state(status: dict) -> str:
+    true = [c["type"] for c in status.get("conditions") or [] if c.get("status") == "True"]
+    jobs = status.get("jobsStatus") or []
+    active = sum(j.get("active", 0) for j in jobs)
+    return (true[-1] if true else "Pending") + (f", {active} node job(s) active" if active else "")
