@@ -21,18 +21,21 @@ def tune(
     experiment: Output[Artifact],
     metrics: Output[Metrics],
 ) -> NamedTuple("Outputs", best_params=dict, best_adapter=str):
-    """Launch a Katib Experiment, wait for it, hand on the best trial's train.* overrides and adapter URI (see `resumo tune --backend katib`).
+    """Launch a Katib Experiment (one trial of production's values under tune.policy reuse), wait for it, hand on the best trial's train.* overrides and adapter URI (see `resumo tune --backend katib`).
 
     Each trial pod requests the gpu_* settings: the pipeline passes the run's s9_gpu_* parameters.
     """
     from collections import namedtuple
 
-    from resumo import katib
+    from resumo import tune_policy
     from resumo.config import GpuConfig, TrainConfig, TuneConfig, validate
 
     cfg = validate(TuneConfig, config)
     gpu = {"accelerator": gpu_accelerator, "count": gpu_count, "cpu": gpu_cpu, "memory": gpu_memory, "tolerations": gpu_tolerations, "node_selector": gpu_node_selector}
-    result = katib.run(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path, gpu=validate(GpuConfig, gpu), default_image=TRAIN_IMAGE)
+    launch = {"gpu": validate(GpuConfig, gpu), "default_image": TRAIN_IMAGE}
+    result, decision, trials = tune_policy.run_katib(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path, **launch)
     metrics.log_metric("best_" + cfg.objective, result.best_score)
-    metrics.log_metric("trials", result.status.get("trials", 0))
+    metrics.log_metric("trials", trials)
+    for name, value in decision.metrics.items():
+        metrics.log_metric(name, value)
     return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, result.best_adapter)

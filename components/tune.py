@@ -10,14 +10,17 @@ from resumo.components import TRAIN_IMAGE
 def tune(
     config: dict, train_config: dict, pairs: Input[Dataset], trials: Output[Artifact], metrics: Output[Metrics]
 ) -> NamedTuple("Outputs", best_params=dict, best_adapter=str):
-    """Search LoRA hyperparameters in an optuna study here; hand on the best trial's train.* overrides and adapter (see `resumo tune`)."""
+    """Search LoRA hyperparameters in an optuna study here, or reuse production's under tune.policy; hand on the train.* overrides and the best trial's adapter (see `resumo tune`)."""
     from collections import namedtuple
 
-    from resumo import tune
+    from resumo import tune_policy
     from resumo.config import TrainConfig, TuneConfig, validate
 
     cfg = validate(TuneConfig, config)
-    result = tune.run(cfg, validate(TrainConfig, train_config), pairs.path, trials.path)
-    metrics.log_metric("best_" + cfg.objective, result.best_score)
-    metrics.log_metric("trials", len(result.trials))
-    return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, str(result.best_adapter))
+    result, decision = tune_policy.run(cfg, validate(TrainConfig, train_config), pairs.path, trials.path)
+    if result.trials:
+        metrics.log_metric("best_" + cfg.objective, result.best_score)
+    metrics.log_metric("trials", tune_policy.search_trials(result, decision))
+    for name, value in decision.metrics.items():
+        metrics.log_metric(name, value)
+    return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, str(result.best_adapter) if result.trials else "")

@@ -33,6 +33,8 @@ def run(cfg: PipelineConfig, runs_dir: str | Path = "runs") -> Path:
         update={
             "promote": cfg.promote.model_copy(update={"registry": _absolute(cfg.promote.registry)}),
             "distill": cfg.distill.model_copy(update={"cache": cfg.distill.cache and _absolute(cfg.distill.cache)}),
+            "scrape": cfg.scrape.model_copy(update={"cache": cfg.scrape.cache and _absolute(cfg.scrape.cache)}),
+            "tune": cfg.tune.model_copy(update={"registry": cfg.tune.registry and _absolute(cfg.tune.registry)}),
         }
     )
     # kfp.local honours task retries, sleeping minutes between them: here a failure should fail now.

@@ -1,0 +1,68 @@
+"""The cleaned-article cache: a rerun cleans only new or changed revisions, and every article keeps its split."""
+
+import pandas as pd
+import pytest
+
+from resumo import scrape, scrape_cache, tables
+from resumo.config import load_config
+from tests.corpus_edits import week_later
+
+
+def read_all(folder):
+    return pd.concat([tables.read_split(folder, name).assign(split=name) for name in tables.SPLITS], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def two_weeks(tmp_path_factory):
+    """Week 1: the bundled dump. Week 2: five articles edited, two added, one test article deleted."""
+    tmp = tmp_path_factory.mktemp("recurring")
+    cache = tmp / "cache"
+    first_cfg = load_config("smoke", [f"scrape.cache={cache}"]).scrape
+    first = scrape.run(first_cfg, tmp / "week1")
+    week1 = read_all(tmp / "week1")
+    kept = week1.sort_values("page_id")
+    edited = [int(i) for i in kept[kept["split"] != "test"]["page_id"][:3]] + [int(i) for i in kept[kept["split"] == "test"]["page_id"][:2]]
+    deleted = [int(kept[kept["split"] == "test"]["page_id"].iloc[-1])]
+    dump, added = week_later(tmp / "week2.xml", edited, added=2, deleted=deleted)
+    second = scrape.run(load_config("smoke", [f"scrape.cache={cache}", f"scrape.dump={dump}"]).scrape, tmp / "week2")
+    return {"first": first, "second": second, "week1": week1, "week2": read_all(tmp / "week2"), "edited": edited, "added": added, "deleted": deleted, "tmp": tmp}
+
+
+def test_the_first_run_cleans_everything_and_the_second_only_what_changed(two_weeks):
+    first, second = two_weeks["first"], two_weeks["second"]
+    assert first.counts["cleaned"] == first.counts["seen"] and first.counts.get("cache_hits", 0) == 0
+    assert second.counts["cleaned"] == 5 + 2  # the edited revisions and the new pages
+    assert second.counts["cache_hits"] == first.counts["seen"] - 5 - 1  # all the rest but the deleted page
+
+
+def test_edited_and_new_articles_are_in_the_second_run_and_the_deleted_one_is_gone(two_weeks):
+    week1, week2 = two_weeks["week1"], two_weeks["week2"]
+    assert set(week2["page_id"]) == (set(week1["page_id"]) - set(two_weeks["deleted"])) | set(two_weeks["added"])
+    edited = week2[week2["page_id"].isin(two_weeks["edited"])]
+    assert len(edited) == 5 and edited["text"].str.contains("Em 2026 o artigo foi revisto").all()
+    same = week2[~week2["page_id"].isin(two_weeks["edited"] + two_weeks["added"])].set_index("id").sort_index()
+    before = week1.set_index("id").loc[same.index]
+    assert same["text"].equals(before["text"]) and same["n_tokens"].equals(before["n_tokens"])  # cached rows are the cleaned rows
+
+
+def test_every_article_keeps_its_split_and_the_test_set_only_loses_deleted_articles(two_weeks):
+    week1, week2 = two_weeks["week1"].set_index("page_id"), two_weeks["week2"].set_index("page_id")
+    common = week1.index.intersection(week2.index)
+    assert (week1.loc[common, "split"] == week2.loc[common, "split"]).all()
+    assert set(week2[week2["split"] == "test"].index) == set(week1[week1["split"] == "test"].index) - set(two_weeks["deleted"])
+    assert set(week2.loc[two_weeks["added"], "split"]) <= {"train", "val"}  # new articles never enter the test set
+
+
+def test_a_new_cleaning_setting_is_a_clean_miss(two_weeks):
+    tmp = two_weeks["tmp"]
+    cfg = load_config("smoke", [f"scrape.cache={tmp / 'cache'}", "scrape.max_tokens=390"]).scrape
+    assert scrape_cache.cleaning_key(cfg) != scrape_cache.cleaning_key(load_config("smoke").scrape)
+    result = scrape.run(cfg, tmp / "other-budget")
+    assert result.counts["cleaned"] == result.counts["seen"] and result.counts.get("cache_hits", 0) == 0
+
+
+def test_without_a_cache_nothing_is_kept_between_runs(tmp_path, smoke_config):
+    assert smoke_config.scrape.cache == ""
+    result = scrape.run(smoke_config.scrape, tmp_path / "articles")
+    assert result.counts["cleaned"] == result.counts["seen"]
+    assert not list(tmp_path.glob("**/rows.parquet"))
