@@ -27,7 +27,7 @@ def tune(
     """
     from collections import namedtuple
 
-    from resumo import tune_policy
+    from resumo import run_cost, tune_policy
     from resumo.config import GpuConfig, TrainConfig, TuneConfig, validate
 
     cfg = validate(TuneConfig, config)
@@ -36,6 +36,8 @@ def tune(
     result, decision, trials = tune_policy.run_katib(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path, **launch)
     metrics.log_metric("best_" + cfg.objective, result.best_score)
     metrics.log_metric("trials", trials)
-    for name, value in decision.metrics.items():
+    # An upper bound: each trial pod holds gpu_count GPUs, at most parallel_trials at once, for the Experiments' wall time.
+    pod_seconds = decision.training_seconds * min(cfg.parallel_trials, max(trials, 1))
+    for name, value in {**decision.metrics, **run_cost.tune_figures(cfg, trials, pod_seconds, gpu_count)}.items():
         metrics.log_metric(name, value)
     return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, result.best_adapter)

@@ -62,9 +62,12 @@ def run(cfg: ScrapeConfig, out_dir: str | Path) -> ScrapeResult:
     checkpoint = Checkpoint(out_dir, cfg)  # reads --out: an unreachable S3 endpoint fails before the tokenizer loads
     tokenizer = _load_tokenizer(cfg.tokenizer)
     cache = scrape_cache.ArticleCache.open(cfg)  # pages cleaned before, at the same revision, are not cleaned again
-    with _batches(cfg, client, checkpoint) as batches, closing(_cleaned(batches, cfg, tokenizer, checkpoint.done, cache)) as pages:
+    changes = cache.changes(client) if cache else None  # the API source after a successful run: only what changed
+    with _batches(cfg, client, checkpoint, changes) as batches, closing(_cleaned(batches, cfg, tokenizer, checkpoint.done, cache)) as pages:
         _collect(pages, cfg, checkpoint, client, cache)
     articles, counts = checkpoint.rows(), checkpoint.counts
+    if changes is not None:
+        articles = cache.carry_over(changes, counts) + articles
     pool = [dict(row) for row in articles] if cache else []
     articles = selection.drop_duplicates(articles, cfg.selection.near_duplicate_threshold, counts)
     selection.assign_topics(articles, cfg.selection)
@@ -110,7 +113,7 @@ def _collect(pages: Iterator[tuple], cfg: ScrapeConfig, checkpoint: Checkpoint, 
                 checkpoint.record(page.page_id, *outcome)
                 counts["cache_hits" if cached else "cleaned"] += 1
                 if cache and outcome[1]:
-                    cache.note_skip(page.page_id, page.revid, outcome[1])
+                    cache.note_skip(page.page_id, page.revid, page.title, outcome[1])
     finally:
         _flush(checkpoint, cfg, client)
         progress.close()
@@ -214,9 +217,11 @@ def _client(cfg: ScrapeConfig) -> mediawiki.Client | None:
 
 
 @contextmanager
-def _batches(cfg: ScrapeConfig, client, checkpoint: Checkpoint) -> Iterator[Iterator[mediawiki.Batch]]:
-    """The configured source as batches of pages (one page each for files)."""
-    if cfg.source == "api":
+def _batches(cfg: ScrapeConfig, client, checkpoint: Checkpoint, changes=None) -> Iterator[Iterator[mediawiki.Batch]]:
+    """The configured source as batches of pages (one page each for files); with `changes`, the changed pages only."""
+    if cfg.source == "api" and changes is not None:
+        yield mediawiki.changed_batches(client, cfg.api, changes, checkpoint.done)
+    elif cfg.source == "api":
         yield mediawiki.iter_batches(client, cfg.api, checkpoint.done, checkpoint.cursor)
     elif cfg.source == "parquet":
         with _local_parquet(cfg.parquet) as paths:

@@ -6,7 +6,8 @@ hours. A page's cleaned row depends only on its revision and the cleaning
 settings, so it is cached by (page id, revision id, cleaning version):
 
     <cache>/<cleaning key>/rows.parquet      every collected row of the last run (the pool, before selection)
-    <cache>/<cleaning key>/skipped.parquet   page_id, revid, reason of the pages it skipped
+    <cache>/<cleaning key>/skipped.parquet   page_id, revid, title, reason of the pages it skipped
+    <cache>/<cleaning key>/state.json        the API source's endpoint and the wiki's clock when the last run began listing
     <cache>/splits/<split key>.parquet       page_id, split: which split each article went to
 
 The cleaning key hashes `CLEANING_VERSION` and every setting that changes a row
@@ -22,6 +23,11 @@ to the cache are dealt to train and val only (by a hash of seed and page id,
 in their train:val ratio): the test set stays the same articles run after run,
 minus deleted ones, and scores stay comparable with the production model's. A
 new split seed or fractions is a new split key, and splits afresh.
+
+With the API source listing every article (`scrape.api.pages = all`), a run
+after a successful one lists only what changed since that run began
+(list=recentchanges, resumo.mediawiki.recent_changes), fetches and cleans those
+pages, and carries the last run's other pages over; deleted pages are dropped.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the cleaner's output for the same wikitext changes (resumo.wiki, resumo.scrape._article).
 CLEANING_VERSION = "1"
-ROWS, SKIPPED, SPLITS = "rows.parquet", "skipped.parquet", "splits"
+ROWS, SKIPPED, SPLITS, STATE = "rows.parquet", "skipped.parquet", "splits", "state.json"
 
 
 def cleaning_key(cfg: ScrapeConfig) -> str:
@@ -60,7 +66,10 @@ class ArticleCache:
     prefix: str
     cfg: ScrapeConfig
     known: dict[tuple[int, int], tuple[dict | None, str | None]] = field(default_factory=dict)
-    skipped: list[dict] = field(default_factory=list)  # this run's skips: (page_id, revid, reason)
+    skipped: list[dict] = field(default_factory=list)  # this run's skips: (page_id, revid, title, reason)
+    titles: dict[int, str] = field(default_factory=dict)  # page id -> title of every cached page
+    state: dict = field(default_factory=dict)  # the last run's state.json
+    listed_at: str | None = None  # the wiki's clock when this run began listing (API source)
 
     @classmethod
     def open(cls, cfg: ScrapeConfig) -> ArticleCache | None:
@@ -69,8 +78,12 @@ class ArticleCache:
         cache = cls(storage.join(cfg.cache, cleaning_key(cfg)), cfg)
         for row in _read(storage.join(cache.prefix, ROWS)):
             cache.known[(int(row["page_id"]), int(row["revid"]))] = (row, None)
+            cache.titles[int(row["page_id"])] = row["title"]
         for row in _read(storage.join(cache.prefix, SKIPPED)):
             cache.known[(int(row["page_id"]), int(row["revid"]))] = (None, row["reason"])
+            cache.titles[int(row["page_id"])] = row["title"]
+        state_uri = storage.join(cache.prefix, STATE)
+        cache.state = json.loads(storage.read_text(state_uri)) if storage.exists(state_uri) else {}
         log.info("scrape: %d pages cached at %s", len(cache.known), cache.prefix)
         return cache
 
@@ -82,13 +95,45 @@ class ArticleCache:
         found = self.known.get((page_id, revid))
         return None if found is None else (dict(found[0]) if found[0] else None, found[1])
 
-    def note_skip(self, page_id: int, revid: int, reason: str) -> None:
-        self.skipped.append({"page_id": page_id, "revid": revid, "reason": reason})
+    def note_skip(self, page_id: int, revid: int, title: str, reason: str) -> None:
+        self.skipped.append({"page_id": page_id, "revid": revid, "title": title, "reason": reason})
+
+    # --- the API source: only what changed ----------------------------------------
+
+    def changes(self, client):
+        """What changed since the last run, for an API source listing every article; None: list everything
+        (another source, another listing, another endpoint, or no successful run yet)."""
+        from resumo import mediawiki
+
+        if self.cfg.source != "api" or self.cfg.api.pages != "all":
+            return None
+        self.listed_at = mediawiki.server_time(client)  # before listing: an edit made while we list is listed again next time
+        if self.state.get("base_url") != self.cfg.api.base_url or not self.state.get("listed_at"):
+            return None
+        changes = mediawiki.recent_changes(client, self.cfg.api, self.state["listed_at"])
+        log.info("scrape: %d articles changed and %d deleted since %s", len(changes.changed), len(changes.deleted), changes.since)
+        return changes
+
+    def carry_over(self, changes, counts) -> list[dict]:
+        """The last run's rows and skips of pages that did not change, in page order; deleted pages are dropped."""
+        rows = []
+        for (page_id, revid), (row, reason) in sorted(self.known.items()):
+            if page_id in changes.changed or self.titles.get(page_id) in changes.deleted:
+                continue
+            if row is not None:
+                rows.append(dict(row))
+            else:
+                self.skipped.append({"page_id": page_id, "revid": revid, "title": self.titles[page_id], "reason": reason})
+        counts["carried_over"] = len(rows)
+        counts["deleted"] = sum(title in changes.deleted for title in set(self.titles.values()))
+        return rows
 
     def save(self, rows: list[dict]) -> None:
         """This run's pool and skips replace the last run's: pages it did not see are gone."""
         _write(storage.join(self.prefix, ROWS), pd.DataFrame(rows))
-        _write(storage.join(self.prefix, SKIPPED), pd.DataFrame(self.skipped, columns=["page_id", "revid", "reason"]))
+        _write(storage.join(self.prefix, SKIPPED), pd.DataFrame(self.skipped, columns=["page_id", "revid", "title", "reason"]))
+        if self.listed_at:
+            storage.write_text(storage.join(self.prefix, STATE), json.dumps({"base_url": self.cfg.api.base_url, "listed_at": self.listed_at}))
 
     # --- splits -------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,8 @@ class Decision:
     reused_score: float | None = None  # on_regression: the reused values' validation score in this run
     regression: bool = False  # on_regression found the reused values worse by more than the margin
     reason: str = ""
+    trainings: int = 0  # trainings the tune step ran: the search's trials and on_regression's check
+    training_seconds: float = 0.0  # their wall seconds (Katib: the Experiments' wall time)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -133,6 +136,7 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir:
     from resumo import train, tune
 
     out_dir = Path(out_dir)
+    started = time.monotonic()
     decision = decide_without_training(cfg)
     result = None
     if not decision.searched and policy_of(cfg) == "on_regression":
@@ -144,7 +148,9 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir:
     log.info("tune: %s", decision.reason)
     if decision.searched:
         result = tune.run(cfg, train_cfg, pairs_dir, out_dir)
-    elif result is None:  # reuse: nothing trained here; the train step trains once
+    decision.trainings = len(result.trials) + int(decision.regression) if decision.searched else len(result.trials) if result else 0
+    decision.training_seconds = round(time.monotonic() - started, 3) if decision.trainings else 0.0
+    if result is None:  # reuse: nothing trained here; the train step trains once
         result = tune.TuneResult(decision.reused, float("nan") if decision.production_score is None else decision.production_score, Path(""), [])
     write_best(out_dir, cfg, result, decision)
     return result, decision
@@ -154,11 +160,6 @@ def write_best(out_dir: Path, cfg: TuneConfig, result, decision: Decision) -> No
     best = {"params": result.best_params, cfg.objective: result.best_score, "adapter": str(result.best_adapter), "trials": result.trials, "policy": asdict(decision)}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / artifacts.BEST).write_text(json.dumps(best, indent=2))
-
-
-def search_trials(result, decision: Decision) -> int:
-    """Trainings the tune step ran: the search's trials, and on_regression's check of the reused values."""
-    return len(result.trials) + int(decision.reused_score is not None and decision.searched)
 
 
 def fixed_space(cfg: TuneConfig, params: dict) -> TuneConfig:
@@ -181,6 +182,7 @@ def run_katib(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, out_dir: 
     Returns (KatibResult, Decision, trials run)."""
     from resumo import katib
 
+    started = time.monotonic()
     decision = decide_without_training(cfg)
     trials = 0
     result = None
@@ -193,5 +195,6 @@ def run_katib(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, out_dir: 
     if decision.searched:
         result = katib.run(cfg, train_cfg, pairs_uri, out_dir, **launch)
         trials += int(result.status.get("trials", 0))
+    decision.trainings, decision.training_seconds = trials, round(time.monotonic() - started, 3)
     storage.write_text(storage.join(str(out_dir), POLICY_FILE), json.dumps(asdict(decision), indent=2))
     return result, decision, trials

@@ -66,3 +66,45 @@ def test_without_a_cache_nothing_is_kept_between_runs(tmp_path, smoke_config):
     result = scrape.run(smoke_config.scrape, tmp_path / "articles")
     assert result.counts["cleaned"] == result.counts["seen"]
     assert not list(tmp_path.glob("**/rows.parquet"))
+
+
+def test_an_api_rerun_lists_only_what_changed_since_the_last_run(tmp_path):
+    import re
+
+    from tests.corpus_edits import EDIT
+    from tests.servers.mediawiki import serve
+
+    with serve() as server:
+        sets = [
+            "scrape.source=api", f"scrape.api.base_url={server.api_url}", "scrape.api.contact=resumo-tests@example.org",
+            "scrape.api.list_limit=2", f"scrape.cache={tmp_path / 'cache'}",
+        ]
+        cfg = load_config("smoke", sets).scrape
+        first = scrape.run(cfg, tmp_path / "week1")
+        week1 = read_all(tmp_path / "week1")
+        kept = sorted(int(i) for i in week1["page_id"])
+        edited, deleted = kept[:2], next(p for p in server.pages if p.pageid == kept[2])
+        for page_id in edited:
+            page = next(p for p in server.pages if p.pageid == page_id)
+            server.edit(page_id, re.sub(r"^('''.*)$", lambda m: m.group(1) + EDIT, page.content, count=1, flags=re.MULTILINE))
+        # A new article: the first paragraph after a heading of six others, so no near-duplicate of any.
+        sections = [m.group(1) for p in server.pages if p.pageid in kept[3:] and (m := re.search(r"^== [^=\n]+ ==\n(.+)$", p.content, re.MULTILINE))]
+        created = server.create("Artigo novo", "\n\n".join(sections[:6]))
+        server.delete(deleted.title)
+        before = len(server.requests)
+        second = scrape.run(cfg, tmp_path / "week2")
+        asked = server.requests[before:]
+
+    listings = [r for r in asked if r.get("list")]
+    assert {r["list"] for r in listings} == {"recentchanges"}  # no allpages: nothing is listed in full again
+    assert all(r["rcnamespace"] == "0" and r["rcdir"] == "newer" and r["rcstart"] == "2026-12-01T00:00:00Z" for r in listings)
+    assert len(listings) == 2 and "rccontinue" in listings[1]  # 4 changes at rclimit=2: the continuation is followed
+    fetched = {int(i) for r in asked if r.get("prop") for i in r["pageids"].split("|")}
+    assert fetched == {*edited, created.pageid}
+    assert second.counts["seen"] == second.counts["cleaned"] == 3
+    assert second.counts["carried_over"] == first.counts["collected"] - 3 and second.counts["deleted"] == 1
+    week2 = read_all(tmp_path / "week2")
+    assert set(week2["page_id"]) == (set(week1["page_id"]) - {deleted.pageid}) | {created.pageid}
+    assert week2[week2["page_id"].isin(edited)]["text"].str.contains("Em 2026 o artigo foi revisto").all()
+    moved = week1.merge(week2, on="page_id", suffixes=("_1", "_2")).query("split_1 != split_2")
+    assert moved.empty
