@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,7 +158,8 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir:
 
 
 def write_best(out_dir: Path, cfg: TuneConfig, result, decision: Decision) -> None:
-    best = {"params": result.best_params, cfg.objective: result.best_score, "adapter": str(result.best_adapter), "trials": result.trials, "policy": asdict(decision)}
+    score = None if math.isnan(result.best_score) else result.best_score  # reuse with no stored score: JSON has no NaN
+    best = {"params": result.best_params, cfg.objective: score, "adapter": str(result.best_adapter), "trials": result.trials, "policy": asdict(decision)}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / artifacts.BEST).write_text(json.dumps(best, indent=2))
 

@@ -108,3 +108,24 @@ def test_an_api_rerun_lists_only_what_changed_since_the_last_run(tmp_path):
     assert week2[week2["page_id"].isin(edited)]["text"].str.contains("Em 2026 o artigo foi revisto").all()
     moved = week1.merge(week2, on="page_id", suffixes=("_1", "_2")).query("split_1 != split_2")
     assert moved.empty
+
+
+def test_later_changes_win_a_page_edited_then_deleted_is_dropped_and_one_recreated_is_fetched():
+    from resumo import mediawiki
+    from resumo.config import ApiConfig
+    from tests.servers.mediawiki import WikiPage, serve
+
+    pages = [WikiPage(1, "Alfa", "texto", 10), WikiPage(2, "Beta", "texto", 11), WikiPage(3, "Gama", "texto", 12)]
+    with serve(pages=pages) as server:
+        cfg = ApiConfig(base_url=server.api_url, list_limit=1)
+        client = mediawiki.Client(cfg, mediawiki.user_agent("resumo-tests@example.org"))
+        since = mediawiki.server_time(client)
+        server.edit(1, "texto novo")
+        server.delete("Alfa")
+        server.delete("Beta")
+        recreated = server.create("Beta", "outro texto")
+        server.edit(3, "texto revisto")
+        changes = mediawiki.recent_changes(client, cfg, since)
+    assert changes.changed == {recreated.pageid: "Beta", 3: "Gama"}
+    assert changes.deleted == {"Alfa"}
+    assert changes.entries == 5  # one entry a response at rclimit=1: every continuation was followed
