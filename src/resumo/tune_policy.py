@@ -36,9 +36,7 @@ from resumo.config import SearchSpace, TrainConfig, TuneConfig
 
 log = logging.getLogger(__name__)
 
-# Folder, under tune's output, of the one training on_regression checks the reused values with.
-REUSED_TRIAL = "trial-reused"
-POLICY_FILE = "policy.json"  # beside Katib's experiment.yaml and best.json: the decision and its reason
+REUSED_TRIAL = artifacts.REUSED_TRIAL  # the one training on_regression checks the reused values with
 
 
 @dataclass
@@ -198,5 +196,5 @@ def run_katib(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, out_dir: 
         result = katib.run(cfg, train_cfg, pairs_uri, out_dir, **launch)
         trials += int(result.status.get("trials", 0))
     decision.trainings, decision.training_seconds = trials, round(time.monotonic() - started, 3)
-    storage.write_text(storage.join(str(out_dir), POLICY_FILE), json.dumps(asdict(decision), indent=2))
+    storage.write_text(storage.join(str(out_dir), artifacts.TUNE_POLICY), json.dumps(asdict(decision), indent=2))
     return result, decision, trials

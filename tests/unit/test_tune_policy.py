@@ -130,3 +130,27 @@ def test_a_schedule_compiles_reuse_as_its_default_and_a_submit_keeps_always(monk
     assert scheduled["policy"] == "reuse"
     assert "policy" not in submitted  # None: `always` when the task validates it
     assert scheduled["registry"] == cfg.promote.registry
+
+
+@pytest.mark.parametrize("policy, validation, experiments", [("reuse", 0.40, 1), ("on_regression", 0.40, 1), ("on_regression", 0.90, 2)])
+def test_the_katib_launcher_trains_production_values_in_one_trial_and_searches_only_when_told(tmp_path, policy, validation, experiments):
+    from resumo.components import TRAIN_IMAGE
+    from tests.servers import kube_api
+
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    params = {"lora.r": 32, "lora.alpha_ratio": 2.0, "learning_rate": 2e-5, "lora.dropout": 0.05, "epochs": 4.0}
+    (registry / artifacts.POINTER).write_text(json.dumps({"version": "v1", "hyperparameters": params, "validation": {"rougeLsum": validation}}))
+    cfg = load_config("full", ["tune.katib.namespace=team-a", "tune.katib.poll_s=0", "tune.katib.timeout_s=30", f"tune.policy={policy}", f"promote.registry={registry}"])
+    with kube_api.KubeAPI(play="succeeded", validator=kube_api.experiment_validator(kube_api.schemas_dir())) as api:
+        result, decision, trials = tune_policy.run_katib(cfg.tune, cfg.train, "s3://resumo/pairs", tmp_path / "out", api_client=api.client(), default_image=TRAIN_IMAGE)
+        created = [body for method, _, body in api.requests if method == "POST"]
+    # The first Experiment is one trial over exactly production's values, and Katib's schema accepts it.
+    assert created[0]["spec"]["maxTrialCount"] == 1
+    assert {p["name"]: p["feasibleSpace"]["list"] for p in created[0]["spec"]["parameters"]}["lora_r"] == ["32"]
+    assert len(created) == experiments
+    if experiments == 1:  # the loopback server scores every trial 0.4123: within 0.01 of 0.40
+        assert result.best_params == params and not decision.searched and trials == 1
+    else:  # 0.4123 is more than 0.01 below 0.90: the full Experiment runs after it
+        assert decision.regression and created[1]["spec"]["maxTrialCount"] == cfg.tune.max_trials and trials == 1 + result.status["trials"]  # the one check and the trials Katib reports
+        assert "searching again" in json.loads((tmp_path / "out" / artifacts.TUNE_POLICY).read_text())["reason"]
