@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 # Bump when the cleaner's output for the same wikitext changes (resumo.wiki, resumo.scrape._article).
 CLEANING_VERSION = "1"
 ROWS, SKIPPED, SPLITS, STATE = "rows.parquet", "skipped.parquet", "splits", "state.json"
+# Wikimedia wikis keep recent changes 90 days ($wgRCMaxAge); a last run older than that lists everything again.
+RC_MAX_AGE_DAYS = 90
 
 
 def cleaning_key(cfg: ScrapeConfig) -> str:
@@ -110,6 +112,9 @@ class ArticleCache:
         self.listed_at = mediawiki.server_time(client)  # before listing: an edit made while we list is listed again next time
         if self.state.get("base_url") != self.cfg.api.base_url or not self.state.get("listed_at"):
             return None
+        if _age_days(self.state["listed_at"], self.listed_at) > RC_MAX_AGE_DAYS:
+            log.warning("scrape: the last run listed at %s, beyond the wiki's %d days of recent changes; listing every article", self.state["listed_at"], RC_MAX_AGE_DAYS)
+            return None
         changes = mediawiki.recent_changes(client, self.cfg.api, self.state["listed_at"])
         log.info("scrape: %d articles changed and %d deleted since %s", len(changes.changed), len(changes.deleted), changes.since)
         return changes
@@ -163,6 +168,12 @@ def sticky_split(articles: list[dict], cfg: SplitConfig, previous: dict[int, str
             name = "val" if _unit(cfg.seed, article["page_id"]) < val_share else "train"
         splits[name].append(article)
     return splits
+
+
+def _age_days(then: str, now: str) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(now.replace("Z", "+00:00")) - datetime.fromisoformat(then.replace("Z", "+00:00"))).total_seconds() / 86400
 
 
 def _unit(seed: int, page_id: int) -> float:

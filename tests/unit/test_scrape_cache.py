@@ -129,3 +129,16 @@ def test_later_changes_win_a_page_edited_then_deleted_is_dropped_and_one_recreat
     assert changes.changed == {recreated.pageid: "Beta", 3: "Gama"}
     assert changes.deleted == {"Alfa"}
     assert changes.entries == 5  # one entry a response at rclimit=1: every continuation was followed
+
+
+def test_a_last_run_older_than_the_wikis_recent_changes_lists_everything_again(tmp_path):
+    from resumo import mediawiki
+    from tests.servers.mediawiki import serve
+
+    with serve() as server:
+        cfg = load_config("smoke", ["scrape.source=api", f"scrape.api.base_url={server.api_url}", "scrape.api.contact=resumo-tests@example.org", f"scrape.cache={tmp_path}"]).scrape
+        client = mediawiki.Client(cfg.api, mediawiki.user_agent(cfg.api.contact))
+        cache = scrape_cache.ArticleCache(str(tmp_path), cfg, state={"base_url": server.api_url, "listed_at": "2026-09-01T00:00:00Z"})
+        assert cache.changes(client) is None  # 91 days before the server's clock
+        cache.state["listed_at"] = "2026-09-03T00:00:00Z"
+        assert cache.changes(client) is not None  # 89 days: recentchanges still holds them

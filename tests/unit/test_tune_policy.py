@@ -132,8 +132,15 @@ def test_a_schedule_compiles_reuse_as_its_default_and_a_submit_keeps_always(monk
     assert scheduled["registry"] == cfg.promote.registry
 
 
+@pytest.fixture(scope="module")
+def validator():
+    from tests.servers import kube_api
+
+    return kube_api.experiment_validator(kube_api.schemas_dir())  # Katib's CRD schema: slow to build, so once
+
+
 @pytest.mark.parametrize("policy, validation, experiments", [("reuse", 0.40, 1), ("on_regression", 0.40, 1), ("on_regression", 0.90, 2)])
-def test_the_katib_launcher_trains_production_values_in_one_trial_and_searches_only_when_told(tmp_path, policy, validation, experiments):
+def test_the_katib_launcher_trains_production_values_in_one_trial_and_searches_only_when_told(tmp_path, validator, policy, validation, experiments):
     from resumo.components import TRAIN_IMAGE
     from tests.servers import kube_api
 
@@ -142,7 +149,7 @@ def test_the_katib_launcher_trains_production_values_in_one_trial_and_searches_o
     params = {"lora.r": 32, "lora.alpha_ratio": 2.0, "learning_rate": 2e-5, "lora.dropout": 0.05, "epochs": 4.0}
     (registry / artifacts.POINTER).write_text(json.dumps({"version": "v1", "hyperparameters": params, "validation": {"rougeLsum": validation}}))
     cfg = load_config("full", ["tune.katib.namespace=team-a", "tune.katib.poll_s=0", "tune.katib.timeout_s=30", f"tune.policy={policy}", f"promote.registry={registry}"])
-    with kube_api.KubeAPI(play="succeeded", validator=kube_api.experiment_validator(kube_api.schemas_dir())) as api:
+    with kube_api.KubeAPI(play="succeeded", validator=validator) as api:
         result, decision, trials = tune_policy.run_katib(cfg.tune, cfg.train, "s3://resumo/pairs", tmp_path / "out", api_client=api.client(), default_image=TRAIN_IMAGE)
         created = [body for method, _, body in api.requests if method == "POST"]
     # The first Experiment is one trial over exactly production's values, and Katib's schema accepts it.
