@@ -157,5 +157,7 @@ def test_the_launcher_component_finds_the_cluster_through_kubeconfig(validator, 
     assert trial_pod["containers"][0]["resources"] == {"limits": {"amd.com/gpu": "2"}, "requests": {"cpu": "8", "memory": "96Gi"}}
     assert trial_pod["tolerations"] == cfg.cluster.gpu.tolerations
     assert outputs.best_params["lora.r"] == 64 and outputs.best_adapter.startswith("s3://resumo/tune/resumo-")
-    assert metrics.metrics == {"best_rougeLsum": 0.4123, "trials": 3}
+    assert {k: metrics.metrics[k] for k in ("best_rougeLsum", "trials")} == {"best_rougeLsum": 0.4123, "trials": 3}
+    # tune.policy unset: `always` searched; the cost figures beside a full run's (resumo.run_cost).
+    assert (metrics.metrics["policy_searched"], metrics.metrics["cost_tune_trials"], metrics.metrics["cost_full_tune_trials"]) == (1, 3, cfg.tune.max_trials)
     assert (tmp_path / "experiment" / "experiment.yaml").is_file() and (tmp_path / "experiment" / "best.json").is_file()
