@@ -29,10 +29,10 @@ def distill(config: dict, shard: int, articles: Input[Dataset], pairs: Output[Da
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def merge_pairs(articles: Input[Dataset], shards: Input[List[Dataset]], pairs: Output[Dataset], metrics: Output[Metrics]):
     """One `pairs` dataset from the shards, in the articles' order; counts per filter reason."""
-    from resumo import distill
+    from resumo import distill, run_cost
 
     result = distill.merge(articles.path, [shard.path for shard in shards], pairs.path)
-    for name, value in result.counts.items():
+    for name, value in {**result.counts, **run_cost.distill_figures(result.counts)}.items():
         metrics.log_metric(name, value)
 
 

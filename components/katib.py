@@ -23,7 +23,7 @@ def tune(
     experiment: Output[Artifact],
     metrics: Output[Metrics],
 ) -> NamedTuple("Outputs", best_params=dict, best_adapter=str):
-    """Launch a Katib Experiment, wait for it, hand on the best trial's train.* overrides and adapter URI (see `resumo tune --backend katib`).
+    """Launch a Katib Experiment (one trial of production's values under tune.policy reuse), wait for it, hand on the best trial's train.* overrides and adapter URI (see `resumo tune --backend katib`).
 
     Each trial pod requests the gpu_* settings: the pipeline passes the run's s9_gpu_* parameters.
     A key of the inputs names the Experiment (resumo.checkpoints.inputs_key), so a retried task waits on its first attempt's.
@@ -31,15 +31,19 @@ def tune(
     """
     from collections import namedtuple
 
-    from resumo import checkpoints, katib
+    from resumo import checkpoints, run_cost, tune_policy
     from resumo.config import ClusterConfig, GpuConfig, TrainConfig, TuneConfig, validate
 
     cfg = validate(TuneConfig, config)
     gpu = {"accelerator": gpu_accelerator, "count": gpu_count, "cpu": gpu_cpu, "memory": gpu_memory, "tolerations": gpu_tolerations, "node_selector": gpu_node_selector}
     cluster = validate(ClusterConfig, {"secrets": {"s3": s3_secret}, "service_account": service_account or None})
-    train_cfg, gpu_cfg = validate(TrainConfig, train_config), validate(GpuConfig, gpu)
-    run_id = checkpoints.inputs_key(config, train_config, pairs.uri, gpu)  # the same on every retry, and no cache miss
-    result = katib.run(cfg, train_cfg, pairs.uri, experiment.path, gpu=gpu_cfg, default_image=TRAIN_IMAGE, run_id=run_id, cluster=cluster)
+    run_id = checkpoints.inputs_key(config, train_config, pairs.uri, gpu)  # names the Experiments: the same on every retry, and no cache miss
+    launch = {"gpu": validate(GpuConfig, gpu), "default_image": TRAIN_IMAGE, "run_id": run_id, "cluster": cluster}
+    result, decision, trials = tune_policy.run_katib(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path, **launch)
     metrics.log_metric("best_" + cfg.objective, result.best_score)
-    metrics.log_metric("trials", result.status.get("trials", 0))
+    metrics.log_metric("trials", trials)
+    # An upper bound: each trial pod holds gpu_count GPUs, at most parallel_trials at once, for the Experiments' wall time.
+    pod_seconds = decision.training_seconds * min(cfg.parallel_trials, max(trials, 1))
+    for name, value in {**decision.metrics, **run_cost.tune_figures(cfg, trials, pod_seconds, gpu_count)}.items():
+        metrics.log_metric(name, value)
     return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, result.best_adapter)

@@ -8,16 +8,20 @@ from resumo.components import TRAIN_IMAGE
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def tune(
-    config: dict, train_config: dict, pairs: Input[Dataset], trials: Output[Artifact], metrics: Output[Metrics]
+    config: dict, train_config: dict, pairs: Input[Dataset], trials: Output[Artifact], metrics: Output[Metrics], gpu_count: int = 1
 ) -> NamedTuple("Outputs", best_params=dict, best_adapter=str):
-    """Search LoRA hyperparameters in an optuna study here; hand on the best trial's train.* overrides and adapter (see `resumo tune`)."""
+    """Search LoRA hyperparameters in an optuna study here, or reuse production's under tune.policy; hand on the train.* overrides and the best trial's adapter (see `resumo tune`)."""
     from collections import namedtuple
 
-    from resumo import tune
+    from resumo import run_cost, tune_policy
     from resumo.config import TrainConfig, TuneConfig, validate
 
     cfg = validate(TuneConfig, config)
-    result = tune.run(cfg, validate(TrainConfig, train_config), pairs.path, trials.path)
-    metrics.log_metric("best_" + cfg.objective, result.best_score)
-    metrics.log_metric("trials", len(result.trials))
-    return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, str(result.best_adapter))
+    result, decision = tune_policy.run(cfg, validate(TrainConfig, train_config), pairs.path, trials.path)
+    if result.trials:
+        metrics.log_metric("best_" + cfg.objective, result.best_score)
+    metrics.log_metric("trials", decision.trainings)
+    # gpu_count: what this task requests (the run's s9_gpu_count); it holds them while it trains.
+    for name, value in {**decision.metrics, **run_cost.tune_figures(cfg, decision.trainings, decision.training_seconds, gpu_count)}.items():
+        metrics.log_metric(name, value)
+    return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, str(result.best_adapter) if result.trials else "")

@@ -168,6 +168,8 @@ def schedule(cfg: PipelineConfig, cron: str, name: str | None = None, client=Non
     """A recurring run of a freshly uploaded version: one run at a time, no catch-up,
     each run's `s0_run_date` set to its scheduled day."""
     cron = validate_cron(cron)
+    if cfg.tune.policy is None:  # a recurring run reuses production's hyperparameters unless told otherwise
+        cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"policy": "reuse"})})
     cluster = cfg.cluster
     name = name or f"{cluster.pipeline_name} retrain"
     with tempfile.TemporaryDirectory() as tmp:

@@ -33,6 +33,8 @@ def run(cfg: PipelineConfig, runs_dir: str | Path = "runs") -> Path:
         update={
             "promote": cfg.promote.model_copy(update={"registry": _absolute(cfg.promote.registry)}),
             "distill": cfg.distill.model_copy(update={"cache": cfg.distill.cache and _absolute(cfg.distill.cache)}),
+            "scrape": cfg.scrape.model_copy(update={"cache": cfg.scrape.cache and _absolute(cfg.scrape.cache)}),
+            "tune": cfg.tune.model_copy(update={"registry": cfg.tune.registry and _absolute(cfg.tune.registry)}),
         }
     )
     # kfp.local honours task retries, sleeping minutes between them: here a failure should fail now.
@@ -48,6 +50,7 @@ def run(cfg: PipelineConfig, runs_dir: str | Path = "runs") -> Path:
     finally:
         builtins.print = plain_print
     summary = summarize_run(run_dir / "artifacts")
+    summary["cost"] = run_cost(run_dir / "artifacts", cfg)
     summary["config"] = cfg.model_dump()
     path = run_dir / artifacts.RUN_SUMMARY
     path.write_text(json.dumps(summary, indent=2))
@@ -69,6 +72,18 @@ def summarize_run(root: Path) -> dict:
         "promotion": json.loads(decision.read_text()),
         "artifacts": str(root),
     }
+
+
+def run_cost(root: Path, cfg: PipelineConfig) -> dict:
+    """This run's cost figures beside a full run's (resumo.run_cost), from its stages' outputs."""
+    from resumo import run_cost as figures
+
+    stats = json.loads(_only(root.glob(f"*/scrape/articles/{artifacts.SCRAPE_STATS}")).read_text())["counts"]
+    counts = json.loads(_only(root.glob(f"*/merge-pairs/pairs/{artifacts.DISTILL_COUNTS}")).read_text())
+    policy = json.loads(_only(root.glob(f"*/tune/trials/{artifacts.BEST}")).read_text()).get("policy") or {}
+    trained = json.loads(_only(root.glob(f"*/train/model/{artifacts.TRAIN_METRICS}")).read_text()).get("run") or {}
+    tune_cost = figures.tune_figures(cfg.tune, policy.get("trainings", 0), policy.get("training_seconds", 0.0), cfg.cluster.gpu.count)
+    return figures.run_figures(cfg, stats, counts, tune_cost, trained.get("train_seconds"))
 
 
 def _only(paths) -> Path:

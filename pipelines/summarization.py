@@ -119,7 +119,8 @@ def build(cfg: PipelineConfig):
             ).set_display_name("tune")
             _talks_to_network(cfg, _with_s3(search, secrets))
         else:
-            search = _on_gpu(tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"]).set_display_name("tune"), on_gpu)
+            search = tune(config=tune_config, train_config=train_config, pairs=pairs.outputs["pairs"], gpu_count=s9_gpu_count)  # gpu_count: for its cost figures
+            search = _on_gpu(search.set_display_name("tune"), on_gpu)
             _with_model_hub(_with_s3(search, secrets), secrets)
         # 4. Train the student with the best hyperparameters; after Katib, the best trial's
         #    adapter is handed on instead (it was trained with exactly those), unless asked.

@@ -8,7 +8,7 @@ components, the CLI, the local run and Katib trials hand a stage the folder
     scrape   articles    {train,val,test}.parquet, stats.json (and _checkpoint/ while it runs)
     distill  pairs       {train,val,test}.parquet, distill_counts.json
     train    model       adapter/ (with resumo_model.json), merged/, curves.png, metrics.json, checkpoints/
-    tune     trials      best.json; trial-NNN/ (optuna, each a `model` folder) or experiment.yaml (katib)
+    tune     trials      best.json; trial-NNN/ and trial-reused/ (optuna, each a `model` folder) or experiment.yaml, policy.json (katib)
     katib    <tune.katib.output>/<trial>/   adapter/, metrics.json, curves.png: a `model` folder
     score    scores      scores.json, predictions.parquet, generated/<model>.json
     judge    verdicts    judge.json, verdicts.jsonl
@@ -45,6 +45,8 @@ TRIAL_FILES = (ADAPTER, TRAIN_METRICS, CURVES)  # what a Katib trial copies out 
 BEST = "best.json"
 EXPERIMENT = "experiment.yaml"
 TRAINJOB = "trainjob.yaml"  # beside a TrainJob-trained model: the TrainJob that trained it
+TUNE_POLICY = "policy.json"  # katib: the tune.policy decision beside experiment.yaml (optuna keeps it in best.json)
+REUSED_TRIAL = "trial-reused"  # optuna, tune.policy=on_regression: the one training of production's hyperparameters
 
 # score
 SCORES = "scores.json"

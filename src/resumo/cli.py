@@ -153,11 +153,11 @@ def tune(
     if cfg.tune.backend == "optuna":
         if dry_run:
             raise ConfigError("--dry-run renders the Katib Experiment; add --backend katib")
-        from resumo import tune as stage
+        from resumo import tune_policy
 
         with _local_folder(out, "--out") as folder:
-            result = stage.run(cfg.tune, cfg.train, pairs, folder)
-        typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": str(result.best_adapter)}))
+            result, decision = tune_policy.run(cfg.tune, cfg.train, pairs, folder)
+        typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": str(result.best_adapter), "policy": decision.reason}))
         return
     from resumo import katib
     from resumo.components import TRAIN_IMAGE  # the image names, not KFP: components/__init__.py imports only os
@@ -167,9 +167,11 @@ def tune(
         storage.write_text(_uri(out, "--out"), katib.to_yaml(body))
         typer.echo(f"Katib Experiment {body['metadata']['name']} -> {out} (apply with: kubectl create -f {out})")
         return
+    from resumo import tune_policy
+
     with _local_folder(out, "--out") as folder:
-        result = katib.run(cfg.tune, cfg.train, pairs, folder, gpu=cfg.cluster.gpu, default_image=TRAIN_IMAGE, run_id=run_id, cluster=cfg.cluster)
-    typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": result.best_adapter}))
+        result, decision, _ = tune_policy.run_katib(cfg.tune, cfg.train, pairs, folder, gpu=cfg.cluster.gpu, default_image=TRAIN_IMAGE, run_id=run_id, cluster=cfg.cluster)
+    typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": result.best_adapter, "policy": decision.reason}))
 
 
 @app.command()

@@ -141,6 +141,11 @@ class ScrapeConfig(Section):
         description="Processes that clean, filter and cut pages: parsing wikitext is pure Python, one core each. The pipeline's scrape task requests this many CPUs.",
     )
     split: SplitConfig = Field(default_factory=SplitConfig)
+    cache: str | None = Field(
+        None,
+        description="URI prefix (s3://bucket/prefix or a path) of the cleaned-article cache (resumo.scrape_cache): pages already cleaned at the same revision, with the same cleaning "
+        "settings, are not cleaned again, and an article keeps its split from run to run. Unset in a profile: <storage_root>/cache/articles. None or \"\": no cache, every run cleans and splits afresh.",
+    )
 
     @model_validator(mode="after")
     def _budget_is_a_range(self) -> ScrapeConfig:
@@ -462,6 +467,16 @@ class TuneConfig(Section):
         description="Katib: train the best parameters again in the train step instead of handing on the best trial's adapter. An optuna study always retrains: its trials live and die in its own task.",
     )
     katib: KatibSettings = Field(default_factory=KatibSettings)
+    policy: Literal["always", "reuse", "on_regression"] | None = Field(
+        None,
+        description="When to search (resumo.tune_policy): `always` searches every run; `reuse` trains once with the hyperparameters stored with the production version "
+        "(it searches while there is none); `on_regression` trains once with them and searches again when that run's validation score falls more than "
+        "`regression_margin` below production's. None: `always` for `resumo run|submit`, `reuse` for `resumo schedule`.",
+    )
+    regression_margin: float = Field(
+        0.01, ge=0, description="on_regression: how far (absolute, in `objective` units) the reused hyperparameters' validation score may fall below production's before the run searches again."
+    )
+    registry: str | None = Field(None, description="Registry prefix whose production version the policy reads; unset in a profile it follows promote.registry.")
 
     @model_validator(mode="after")
     def _grid_needs_values(self) -> TuneConfig:
@@ -696,6 +711,8 @@ DERIVED = {
     "promote.registry": "storage_root + /registry",
     "train.checkpoint_store": "storage_root + /checkpoints",
     "scrape.checkpoint_store": "storage_root + /checkpoints",
+    "scrape.cache": "storage_root + /cache/articles",
+    "tune.registry": "promote.registry",
 }
 # Renamed fields: old dotted key -> new, so an old profile gets told what to write instead.
 RENAMED = {
@@ -756,6 +773,8 @@ class PipelineConfig(Section):
         sections["promote"].setdefault("registry", _under(root, "registry"))
         sections["train"].setdefault("checkpoint_store", _under(root, "checkpoints"))
         sections["scrape"].setdefault("checkpoint_store", _under(root, "checkpoints"))
+        sections["scrape"].setdefault("cache", _under(root, "cache/articles"))
+        sections["tune"].setdefault("registry", sections["promote"]["registry"])
         return values
 
     @model_validator(mode="after")

@@ -279,3 +279,59 @@ def pageviews(client: Client, cfg: PageviewsConfig, titles: Iterable[str], concu
     with ThreadPoolExecutor(concurrency, thread_name_prefix="pageviews") as pool:
         return list(pool.map(views, titles))
 
+
+
+# --- what changed since the last run (scrape.cache, api.pages = all) ---------------------
+
+
+@dataclass
+class Changes:
+    """Articles that changed since `since`: to fetch again by page id, and titles deleted (and not re-created)."""
+
+    since: str
+    changed: dict[int, str] = field(default_factory=dict)  # page id -> title
+    deleted: set[str] = field(default_factory=set)
+    entries: int = 0  # recentchanges entries read
+
+
+def server_time(client: Client) -> str:
+    """The wiki's clock (`curtimestamp`), ISO 8601: the next run lists changes from here, so our clock's skew does not matter."""
+    data = client.get_json(client.cfg.base_url, {"action": "query", "format": "json", "formatversion": "2", "curtimestamp": "1", "maxlag": str(client.cfg.maxlag)})
+    return data["curtimestamp"]
+
+
+def recent_changes(client: Client, cfg: ApiConfig, since: str) -> Changes:
+    """list=recentchanges in the article namespace from `since` on, oldest first, following `rccontinue`.
+
+    Edits and creations name a page to fetch again; a deletion drops its title (pages deleted
+    keep no page id in the log entry); a restore, move or import names a page id to fetch again.
+    Later entries win: a page deleted and re-created is fetched, one edited then deleted is dropped.
+    MediaWiki keeps recent changes for $wgRCMaxAge (90 days on Wikimedia wikis): a run older
+    than that must list everything again (scrape_cache does)."""
+    params = {
+        "list": "recentchanges", "rcnamespace": ARTICLE_NS, "rcdir": "newer", "rcstart": since,
+        "rctype": "edit|new|log", "rcprop": "title|ids|timestamp|loginfo", "rclimit": cfg.list_limit,
+    }
+    changes = Changes(since)
+    for result, _ in client.query(params):
+        for entry in result.get("recentchanges", []):
+            changes.entries += 1
+            title, page_id = entry["title"], entry.get("pageid") or 0
+            if entry["type"] == "log" and entry.get("logtype") == "delete" and entry.get("logaction") in ("delete", "delete_redir"):
+                changes.deleted.add(title)
+                changes.changed = {i: t for i, t in changes.changed.items() if t != title}
+            elif page_id:
+                changes.changed[page_id] = title
+                changes.deleted.discard(title)
+    return changes
+
+
+def changed_batches(client: Client, cfg: ApiConfig, changes: Changes, skip_ids: set[int]) -> Iterator[Batch]:
+    """The changed pages' latest revisions, `batch_size` page ids a request, `concurrency` requests in flight."""
+    base = wiki.api_article_base(cfg.base_url)
+    stubs = [(i, t) for i, t in sorted(changes.changed.items()) if i not in skip_ids]
+    pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="mediawiki")
+    jobs = ((None, partial(_fetch, client, stubs[i : i + cfg.batch_size], base)) for i in range(0, len(stubs), cfg.batch_size))
+    with closing(fanout.in_order(pool, jobs, ahead=cfg.concurrency - 1)) as fetched:
+        for _, (pages, missing) in fetched:
+            yield Batch(pages, missing)

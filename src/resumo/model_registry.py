@@ -227,6 +227,9 @@ def version_metadata(registry: str, pointer: dict) -> dict[str, str | int | floa
             "lora_target_modules": ",".join(lora.get("target_modules") or []),
         }
     props |= {k: float(v) for k, v in pointer["scores"].items()}
+    # What tune.policy=reuse trains the next run with, and the validation score it is held to.
+    props |= {f"hyperparameter_{key}": value for key, value in (pointer.get("hyperparameters") or {}).items()}
+    props |= {f"validation_{key}": float(value) for key, value in (pointer.get("validation") or {}).items()}
     for metric, (low, high) in (scores.get("intervals", {}).get(pointer["candidate"]) or {}).items():
         if metric in pointer["scores"]:
             props[f"{metric}_low"], props[f"{metric}_high"] = float(low), float(high)

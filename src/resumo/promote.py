@@ -9,7 +9,7 @@ Registry layout under `promote.registry` (a path or s3:// prefix):
     models/<version>/MODEL_CARD.md     data, parameters, scores, the gates it passed
     models/<version>/report.html       the scoring report, when given
     models/<version>/manifest.json     every file above with its size and sha256
-    production.json                    the pointer: {"version", "manifest", "scores", ...}
+    production.json                    the pointer: {"version", "manifest", "scores", "hyperparameters", "validation", ...}
 
 The gates (PromoteConfig): ROUGE-Lsum above production's by more than
 `min_improvement`; BERTScore F1 not below production's by more than
@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from resumo import artifacts, model_registry, report, storage
+from resumo import artifacts, model_registry, report, storage, tune_policy
 from resumo.artifacts import CARD, MANIFEST, POINTER
 from resumo.config import PromoteConfig
 from resumo.errors import ConfigError, DataError
@@ -143,6 +143,7 @@ def _gate_and_publish(cfg, model_dir, scores, candidate, report_html, version, l
 
     pointer = _publish_version(cfg, version, Path(model_dir), scores, candidate, candidate_scores, production, gates, report_html)
     pointer["lineage"] = lineage or {}
+    pointer |= tune_policy.training_record(model_dir)  # hyperparameters and validation scores: what tune.policy=reuse reuses
     for _ in range(MAX_POINTER_ATTEMPTS):
         try:
             storage.write_if_unchanged(pointer_uri, json.dumps(pointer, indent=2).encode(), tag)

@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from resumo import artifacts, checkpoints, fanout, mediawiki, models, selection, storage, tables, wiki
+from resumo import artifacts, checkpoints, fanout, mediawiki, models, scrape_cache, selection, storage, tables, wiki
 from resumo.config import ScrapeConfig, SplitConfig
 from resumo.errors import DataError
 from resumo.text import words
@@ -65,14 +65,19 @@ def run(cfg: ScrapeConfig, out_dir: str | Path, run_id: str | None = None) -> Sc
     # Reads the checkpoint: an unreachable S3 endpoint fails before the tokenizer loads.
     checkpoint = Checkpoint(checkpoints.location(cfg.checkpoint_store, run_id, "scrape") or out_dir, cfg)
     tokenizer = _load_tokenizer(cfg.tokenizer)
-    with _batches(cfg, client, checkpoint) as batches, closing(_cleaned(batches, cfg, tokenizer, checkpoint.done)) as pages:
-        _collect(pages, cfg, checkpoint, client)
+    cache = scrape_cache.ArticleCache.open(cfg)  # pages cleaned before, at the same revision, are not cleaned again
+    changes = cache.changes(client) if cache else None  # the API source after a successful run: only what changed
+    with _batches(cfg, client, checkpoint, changes) as batches, closing(_cleaned(batches, cfg, tokenizer, checkpoint.done, cache)) as pages:
+        _collect(pages, cfg, checkpoint, client, cache)
     articles, counts = checkpoint.rows(), checkpoint.counts
+    if changes is not None:
+        articles = cache.carry_over(changes, counts) + articles
+    pool = [dict(row) for row in articles] if cache else []
     articles = selection.drop_duplicates(articles, cfg.selection.near_duplicate_threshold, counts)
     selection.assign_topics(articles, cfg.selection)
     articles = selection.sample_per_topic(articles, cfg.selection, cfg.split.seed, counts)
     counts["kept"] = len(articles)
-    splits = split_articles(articles, cfg.split)
+    splits = scrape_cache.sticky_split(articles, cfg.split, cache.previous_splits(), split_articles) if cache else split_articles(articles, cfg.split)
     for name, rows in splits.items():
         if not rows:
             raise DataError(
@@ -85,18 +90,21 @@ def run(cfg: ScrapeConfig, out_dir: str | Path, run_id: str | None = None) -> Sc
     result = ScrapeResult(counts=dict(counts), splits={name: len(rows) for name, rows in splits.items()})
     stats = {"counts": result.counts, "splits": result.splits, "requests": client.requests_sent if client else 0, "config": cfg.model_dump()}
     storage.write_text(storage.join(out_dir, artifacts.SCRAPE_STATS), json.dumps(stats, indent=2))
+    if cache:  # last: only a run that succeeded becomes the next run's starting point
+        cache.save(pool)
+        cache.save_splits(splits)
     checkpoint.remove()
     log.info("scrape: kept %d articles %s, skipped %s", counts["kept"], result.splits, {k: v for k, v in counts.items() if k not in ("seen", "kept", "collected")})
     return result
 
 
-def _collect(pages: Iterator[tuple], cfg: ScrapeConfig, checkpoint: Checkpoint, client) -> None:
+def _collect(pages: Iterator[tuple], cfg: ScrapeConfig, checkpoint: Checkpoint, client, cache=None) -> None:
     """Record every cleaned page in the checkpoint's pool, in source order, flushing every
     `checkpoint_every` pages and on any error, so nothing collected is lost."""
     counts = checkpoint.counts
     progress = tqdm(desc=f"scrape ({cfg.source})", unit="page", initial=counts["seen"])
     try:
-        for batch, page, outcome in pages:
+        for batch, page, outcome, cached in pages:
             if _enough(cfg, counts):
                 break
             if page is None:  # the batch is through: a restart may resume after it
@@ -107,14 +115,18 @@ def _collect(pages: Iterator[tuple], cfg: ScrapeConfig, checkpoint: Checkpoint, 
             elif page.page_id not in checkpoint.done:  # a page a dump holds twice counts once
                 progress.update()
                 checkpoint.record(page.page_id, *outcome)
+                counts["cache_hits" if cached else "cleaned"] += 1
+                if cache and outcome[1]:
+                    cache.note_skip(page.page_id, page.revid, page.title, outcome[1])
     finally:
         _flush(checkpoint, cfg, client)
         progress.close()
 
 
-def _cleaned(batches: Iterator[mediawiki.Batch], cfg: ScrapeConfig, tokenizer, done: set[int]) -> Iterator[tuple]:
-    """(batch, page, (row, skip reason)) for every page not `done`, in source order, and
-    (batch, None, None) once a batch's pages are through.
+def _cleaned(batches: Iterator[mediawiki.Batch], cfg: ScrapeConfig, tokenizer, done: set[int], cache=None) -> Iterator[tuple]:
+    """(batch, page, (row, skip reason), from cache) for every page not `done`, in source order, and
+    (batch, None, None, False) once a batch's pages are through. A page the cache holds at
+    this revision is not cleaned.
 
     With `scrape.workers` > 1 the pages are cleaned in that many processes: parsing
     wikitext is pure Python, one core each. They work a bounded window ahead, so
@@ -132,12 +144,13 @@ def _cleaned(batches: Iterator[mediawiki.Batch], cfg: ScrapeConfig, tokenizer, d
         for batch in batches:
             for page in batch.pages:
                 if page.page_id not in done:
-                    yield (batch, page), partial(clean, page)
-            yield (batch, None), None  # the batch is through
+                    known = cache.lookup(page.page_id, page.revid) if cache else None
+                    yield (batch, page, known), None if known else partial(clean, page)
+            yield (batch, None, None), None  # the batch is through
 
     with closing(fanout.in_order(pool, jobs(), ahead=cfg.workers * AHEAD_PER_WORKER)) as cleaned:
-        for (batch, page), outcome in cleaned:
-            yield batch, page, outcome
+        for (batch, page, known), outcome in cleaned:
+            yield batch, page, known or outcome, known is not None
 
 
 _worker: dict = {}
@@ -208,9 +221,11 @@ def _client(cfg: ScrapeConfig) -> mediawiki.Client | None:
 
 
 @contextmanager
-def _batches(cfg: ScrapeConfig, client, checkpoint: Checkpoint) -> Iterator[Iterator[mediawiki.Batch]]:
-    """The configured source as batches of pages (one page each for files)."""
-    if cfg.source == "api":
+def _batches(cfg: ScrapeConfig, client, checkpoint: Checkpoint, changes=None) -> Iterator[Iterator[mediawiki.Batch]]:
+    """The configured source as batches of pages (one page each for files); with `changes`, the changed pages only."""
+    if cfg.source == "api" and changes is not None:
+        yield mediawiki.changed_batches(client, cfg.api, changes, checkpoint.done)
+    elif cfg.source == "api":
         yield mediawiki.iter_batches(client, cfg.api, checkpoint.done, checkpoint.cursor)
     elif cfg.source == "parquet":
         with _local_parquet(cfg.parquet) as paths:
@@ -280,7 +295,7 @@ class Checkpoint:
 def _fingerprint(cfg: ScrapeConfig) -> str:
     """What decides which rows are collected; settings of politeness, speed and selection are not part of it."""
     politeness = {"contact", "concurrency", "max_retries", "backoff_s", "max_wait_s", "timeout_s"}
-    values = cfg.model_dump(exclude={"checkpoint_every": True, "checkpoint_store": True, "workers": True, "selection": True, "split": {"val_fraction", "test_fraction"}, "api": politeness})
+    values = cfg.model_dump(exclude={"checkpoint_every": True, "checkpoint_store": True, "workers": True, "cache": True, "selection": True, "split": {"val_fraction", "test_fraction"}, "api": politeness})
     return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -80,6 +80,11 @@ def test_smoke_pipeline_runs_end_to_end(tmp_path, monkeypatch, capsys):
         assert SCORE_NAMES <= set(values)
         assert all(0 <= values[k] <= 1 for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
     assert summary["tune"]["params"]["lora.r"] in cfg.tune.space.lora_r.values
+    # Nothing cached and tune.policy always: this run costs what a full run costs.
+    cost = summary["cost"]
+    assert cost["this_run"]["pages_cleaned"] == cost["full_run"]["pages_cleaned"] == cost["this_run"]["pages_read"]
+    assert cost["this_run"]["teacher_calls"] == cost["full_run"]["teacher_calls"] == sum(SPLITS.values())
+    assert cost["this_run"]["tune_trials"] == cost["full_run"]["tune_trials"] == 2
     # The first run has no production model to beat, so it is published, every gate passing.
     promotion = summary["promotion"]
     assert promotion["promoted"] and promotion["production_score"] is None

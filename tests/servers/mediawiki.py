@@ -1,6 +1,7 @@
 """A MediaWiki Action API and Wikimedia pageviews REST API on 127.0.0.1, answering in the real
-shapes (formatversion=2): list=allpages/random/categorymembers and prop=info|revisions with
-`continue`, `normalized`, `missing`, a 50-title limit, and faults on demand (429 and maxlag
+shapes (formatversion=2): list=allpages/random/categorymembers/recentchanges and prop=info|revisions
+with `continue`, `normalized`, `missing`, a 50-title limit, `curtimestamp` from a clock of its own
+(`edit`, `create` and `delete` change pages and log each as a recent change, a minute apart), and faults on demand (429 and maxlag
 with Retry-After, 5xx, a body that is not JSON). It serves pages given to it, by default the
 bundled corpus's, and records every request it gets.
 """
@@ -14,6 +15,7 @@ import threading
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -56,6 +58,34 @@ class MediaWiki:
     rest_url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _content_requests: int = 0
+    changes: list[dict] = field(default_factory=list)  # recentchanges entries, oldest first
+    clock: datetime = datetime(2026, 12, 1, tzinfo=UTC)
+
+    # --- changing the wiki: each change is logged in recentchanges ----------------------
+
+    def edit(self, pageid: int, content: str) -> WikiPage:
+        page = next(p for p in self.pages if p.pageid == pageid)
+        old, page.content, page.revid = page.revid, content, self._next_revid()
+        self._log({"type": "edit", "ns": page.ns, "title": page.title, "pageid": page.pageid, "revid": page.revid, "old_revid": old})
+        return page
+
+    def create(self, title: str, content: str) -> WikiPage:
+        page = WikiPage(max(p.pageid for p in self.pages) + 1, title, content, self._next_revid())
+        self.pages.append(page)
+        self._log({"type": "new", "ns": 0, "title": title, "pageid": page.pageid, "revid": page.revid, "old_revid": 0})
+        return page
+
+    def delete(self, title: str) -> None:
+        self.pages = [p for p in self.pages if p.title != title]
+        # A deletion's log entry keeps no page id (rc_cur_id is 0 once the page is gone).
+        self._log({"type": "log", "ns": 0, "title": title, "pageid": 0, "revid": 0, "old_revid": 0, "logtype": "delete", "logaction": "delete", "logparams": {}})
+
+    def _next_revid(self) -> int:
+        return max(p.revid for p in self.pages) + 1
+
+    def _log(self, entry: dict) -> None:
+        self.clock += timedelta(minutes=1)
+        self.changes.append({**entry, "rcid": len(self.changes) + 1, "timestamp": _iso(self.clock)})
 
     def content_requests(self) -> list[dict]:
         return [r for r in self.requests if r.get("prop")]
@@ -66,9 +96,13 @@ class MediaWiki:
     # --- the Action API --------------------------------------------------------------
 
     def query(self, q: dict) -> dict:
+        if q.get("curtimestamp") is not None and not q.get("prop") and not q.get("list"):
+            return {"batchcomplete": True, "curtimestamp": _iso(self.clock)}
         if q.get("prop"):
             return self._revisions(q)
         kind = q.get("list")
+        if kind == "recentchanges":
+            return self._recentchanges(q)
         if kind == "allpages":
             return self._allpages(q)
         if kind == "random":
@@ -86,6 +120,39 @@ class MediaWiki:
         out = {"batchcomplete": True, "query": {"allpages": [{"pageid": p.pageid, "ns": 0, "title": p.title} for p in pages[:limit]]}}
         if len(pages) > limit:
             out["continue"] = {"apcontinue": pages[limit].title.replace(" ", "_"), "continue": "-||"}
+        return out
+
+    def _recentchanges(self, q: dict) -> dict:
+        """list=recentchanges as https://www.mediawiki.org/wiki/API:RecentChanges documents it (rcdir, rcstart, rcnamespace, rctype, rcprop, rclimit, rccontinue)."""
+        direction = q.get("rcdir", "older")
+        if direction not in ("older", "newer"):
+            return {"error": {"code": "badvalue", "info": f"Unrecognized value for parameter \"rcdir\": {direction}."}}
+        for name, allowed in (("rctype", RC_TYPES), ("rcprop", RC_PROPS)):
+            unknown = set(q.get(name, "").split("|")) - allowed - {""}
+            if unknown:
+                return {"error": {"code": "badvalue", "info": f"Unrecognized value for parameter \"{name}\": {sorted(unknown)[0]}."}}
+        limit = 500 if q.get("rclimit") == "max" else int(q.get("rclimit", 10))
+        if not 1 <= limit <= 500:
+            return {"error": {"code": "badinteger", "info": f"Invalid value \"{limit}\" for integer parameter \"rclimit\": must be between 1 and 500."}}
+        try:
+            start = _parse_ts(q["rcstart"]) if "rcstart" in q else None
+            after = int(q["rccontinue"].split("|")[1]) if "rccontinue" in q else None
+        except (ValueError, IndexError):
+            return {"error": {"code": "badtimestamp", "info": "Invalid value for parameter \"rcstart\" or \"rccontinue\"."}}
+        types = set(q.get("rctype", "|".join(sorted(RC_TYPES))).split("|"))
+        namespaces = {int(n) for n in q["rcnamespace"].split("|")} if "rcnamespace" in q else None
+        entries = self.changes if direction == "newer" else self.changes[::-1]
+        picked = [
+            e for e in entries
+            if e["type"] in types and (namespaces is None or e["ns"] in namespaces)
+            and (start is None or (_parse_ts(e["timestamp"]) >= start if direction == "newer" else _parse_ts(e["timestamp"]) <= start))
+            and (after is None or (e["rcid"] >= after if direction == "newer" else e["rcid"] <= after))
+        ]
+        props = set(q.get("rcprop", "title|timestamp|ids").split("|"))
+        out = {"batchcomplete": True, "query": {"recentchanges": [_rc_entry(e, props) for e in picked[:limit]]}}
+        if len(picked) > limit:
+            following = picked[limit]
+            out["continue"] = {"rccontinue": f"{_parse_ts(following['timestamp']):%Y%m%d%H%M%S}|{following['rcid']}", "continue": "-||"}
         return out
 
     def _random(self, q: dict) -> dict:
@@ -151,6 +218,34 @@ class MediaWiki:
         shares = [total // months + (1 if i < total % months else 0) for i in range(months)]
         items = [{"project": m.group(1), "article": m.group(2), "granularity": "monthly", "timestamp": f"20230{i + 1}0100", "access": "all-access", "agent": "user", "views": v} for i, v in enumerate(shares)]
         return 200, {"items": items}
+
+
+RC_TYPES = {"edit", "new", "log", "external", "categorize"}
+RC_PROPS = {"user", "userid", "comment", "parsedcomment", "flags", "timestamp", "title", "ids", "sizes", "redirect", "patrolled", "loginfo", "tags", "sha1"}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_ts(text: str) -> datetime:
+    """ISO 8601 or MediaWiki's 14 digits, both of which the API takes."""
+    if re.fullmatch(r"\d{14}", text):
+        return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _rc_entry(entry: dict, props: set[str]) -> dict:
+    out = {"type": entry["type"], "ns": entry["ns"]}
+    if "title" in props:
+        out["title"] = entry["title"]
+    if "ids" in props:
+        out |= {k: entry[k] for k in ("pageid", "revid", "old_revid", "rcid")}
+    if "timestamp" in props:
+        out["timestamp"] = entry["timestamp"]
+    if "loginfo" in props and entry["type"] == "log":
+        out |= {"logid": entry["rcid"], "logtype": entry["logtype"], "logaction": entry["logaction"], "logparams": entry["logparams"]}
+    return out
 
 
 def _handler(wiki_: MediaWiki):

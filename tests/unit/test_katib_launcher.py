@@ -195,5 +195,7 @@ def test_the_launcher_component_finds_the_cluster_through_kubeconfig(validator, 
     # The run's one S3 Secret and service account, not a second setting of each under tune.katib.
     assert trial_pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "team-a-s3"}}] and trial_pod["serviceAccountName"] == "pipeline-runner"
     assert outputs.best_params["lora.r"] == 64 and outputs.best_adapter.startswith("s3://resumo/tune/resumo-")
-    assert metrics.metrics == {"best_rougeLsum": 0.4123, "trials": 3}
+    assert {k: metrics.metrics[k] for k in ("best_rougeLsum", "trials")} == {"best_rougeLsum": 0.4123, "trials": 3}
+    # tune.policy unset: `always` searched; the cost figures beside a full run's (resumo.run_cost).
+    assert (metrics.metrics["policy_searched"], metrics.metrics["cost_tune_trials"], metrics.metrics["cost_full_tune_trials"]) == (1, 3, cfg.tune.max_trials)
     assert (tmp_path / "experiment" / "experiment.yaml").is_file() and (tmp_path / "experiment" / "best.json").is_file()

@@ -212,7 +212,10 @@ def test_component_logs_the_counts_as_kfp_metrics(tmp_path, smoke_config):
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     component.python_func(config=smoke_config.scrape.model_dump(mode="json"), articles=SimpleNamespace(path=str(tmp_path / "articles")), metrics=metrics)
     stats = json.loads((tmp_path / "articles" / "stats.json").read_text())
-    assert metrics.metadata == {**stats["counts"], **{f"split_{k}": v for k, v in stats["splits"].items()}}
+    cost = {k: v for k, v in metrics.metadata.items() if k.startswith("cost_")}
+    assert {k: v for k, v in metrics.metadata.items() if k not in cost} == {**stats["counts"], **{f"split_{k}": v for k, v in stats["splits"].items()}}
+    # Nothing cached: every page read is cleaned, as in a full run (resumo.run_cost).
+    assert cost == {"cost_pages_read": 73, "cost_pages_cleaned": 73, "cost_full_pages_read": 73, "cost_full_pages_cleaned": 73}
     assert metrics.metadata["kept"] == 65 and metrics.metadata["redirect"] == 3
 
 
