@@ -117,8 +117,8 @@ def test_a_retried_launcher_waits_on_its_first_attempts_experiment(cfg, validato
     # one transient failure left two Experiments' GPU trials running; now the run id names it.
     with _api("succeeded", validator) as api:
         first = katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE, run_id="run-1")
-        api.create("team-a", first)  # the first attempt created it, then its pod was lost
-        api.get("team-a", first["metadata"]["name"])  # ... after the Experiment had started (Created)
+        api.create("experiments", "team-a", first)  # the first attempt created it, then its pod was lost
+        api.get("experiments", "team-a", first["metadata"]["name"])  # ... after the Experiment had started (Created)
         result = katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), default_image=TRAIN_IMAGE, run_id="run-1")
         assert len(api.experiments) == 1
         assert [m for m, *_ in api.requests] == ["POST", "GET", "GET"]  # refused create (409), the owner check (Running), Succeeded
@@ -130,7 +130,7 @@ def test_an_experiment_of_another_run_under_the_same_name_is_not_adopted(cfg, va
         body = katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE, run_id="run-1")
         other = json.loads(json.dumps(body))
         other["metadata"]["annotations"][katib.RUN_ID_ANNOTATION] = "run-0"
-        api.create("team-a", other)
+        api.create("experiments", "team-a", other)
         with pytest.raises(katib.KatibError, match=r"belongs to run 'run-0', not 'run-1'; delete it, or set tune.katib.name_prefix"):
             katib.launch(body, api.client(), cfg.tune)
 

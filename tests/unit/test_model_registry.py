@@ -89,7 +89,8 @@ def test_a_rerun_registers_nothing_new_and_the_label_follows_production(server, 
     assert writes == [("POST", "/registered_models"), ("POST", "/model_versions"), ("POST", f"/model_versions/{versions(server)[first.version]['id']}/artifacts")]
 
     rerun = promote.run(cfg, adapter, scores(0.3), lineage=LINEAGE)  # a retried task: same inputs
-    assert not rerun.promoted and server.writes() == writes and len(server.versions) == 1
+    # It reports the first attempt's promotion (resumo.promote) and registers nothing new.
+    assert rerun.promoted and rerun.version == first.version and server.writes() == writes and len(server.versions) == 1
 
     second = promote.run(cfg, adapter, scores(0.4), lineage={**LINEAGE, "kfp_run_id": "run-5678"})
     assert second.promoted and labelled(server) == [second.version]
@@ -128,7 +129,7 @@ def test_a_registry_failure_after_the_move_keeps_production_and_the_retry_regist
     assert len(server.artifacts) == 0
 
     retry = promote.run(cfg, adapter, scores(0.3), lineage=LINEAGE)  # KFP's retry: same inputs, a new version id
-    assert not retry.promoted  # production is the first attempt's version, and nothing beats itself
+    assert retry.promoted and retry.version == production["version"]  # the first attempt's promotion, reported again
     assert list(versions(server)) == [production["version"]] and labelled(server) == [production["version"]]
     (artifact,) = server.artifacts.values()
     assert artifact["uri"] == production["model"] and artifact["modelFormatName"] == "peft-lora"
@@ -218,7 +219,7 @@ def test_registry_list_and_show_read_both_registries(server, s3, adapter):
 
     cfg = config(s3, server.url)
     first = promote.run(cfg, adapter, scores(0.3), lineage=LINEAGE)
-    second = promote.run(cfg, adapter, scores(0.4), lineage=LINEAGE)
+    second = promote.run(cfg, adapter, scores(0.4), lineage={**LINEAGE, "kfp_run_id": "run-5678"})  # the next run
     storage.write_text(storage.join(cfg.registry, "models/20990101T000000000000Z/model/x"), "cut off")  # a crash mid-publish
     sets = ["--set", f"promote.registry={cfg.registry}", "--set", f"promote.model_registry.url={server.url}"]
 
@@ -238,7 +239,7 @@ def test_registry_list_and_show_read_both_registries(server, s3, adapter):
     assert shown.exit_code == 0, shown.output
     described = json.loads(shown.output)
     assert described["resumo"]["production"] and described["resumo"]["scores"]["rougeLsum"] == 0.4
-    assert described["resumo"]["lineage"]["kfp_run_id"] == "run-1234"
+    assert described["resumo"]["lineage"]["kfp_run_id"] == "run-5678"
     mr = described["model_registry"]
     assert mr["production"] and mr["artifact"]["uri"] == described["resumo"]["model"] and mr["artifact"]["format"] == "peft-lora 0.17.1"
     assert mr["storage_uri"] == f"model-registry://resumo/{second.version}"
