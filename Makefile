@@ -69,8 +69,11 @@ real-models: install  ## the real students for `--profile cpu-real` and `make be
 # Each tests/bench/bench_*.py is a script: a ratio against a baseline measured in the
 # same run, printed as a table and written to runs/bench/NAME.json. One: make bench BENCH=scrape
 BENCH ?= *
+# real_model (about 40 min, needs `make real-models`) runs only when named: make bench BENCH=real_model
 bench: install  ## benchmarks (ratios against a baseline in the same run)
-	@set -e; for script in tests/bench/bench_$(BENCH).py; do echo "== $$script"; $(BIN)/python $$script; done
+	@set -e; for script in tests/bench/bench_$(BENCH).py; do \
+	  case "$$script" in *bench_real_model.py) [ "$(BENCH)" = real_model ] || continue;; esac; \
+	  echo "== $$script"; $(BIN)/python $$script; done
 
 compile: install  ## the full pipeline for a cluster
 	$(BIN)/resumo compile --profile full --output resumo-pipeline.yaml
