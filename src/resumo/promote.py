@@ -43,6 +43,7 @@ from resumo import artifacts, model_registry, report, storage, tune_policy
 from resumo.artifacts import CARD, MANIFEST, POINTER
 from resumo.config import PromoteConfig
 from resumo.errors import ConfigError, DataError
+from resumo.judge import untrusted_opponents
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class PromoteResult:
     production_score: float | None
     version: str | None
     gates: list[Gate] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a position-biased judge, whose win rates mean nothing
 
     @property
     def metrics(self) -> dict[str, int]:
@@ -93,9 +95,14 @@ def run_stage(
         score_data = json.loads(storage.read_text(scores_file))
     except (storage.StorageError, json.JSONDecodeError) as err:
         raise DataError(f"scores {scores_file}: {err}") from None
-    verdicts = json.loads(storage.read_text(f"{judge}/{artifacts.JUDGE_RESULT}"))["opponents"] if judge else {}
-    lineage = {"kfp_run_id": run_id, "pipeline_version": resumo.__version__, "judge": verdicts}
+    judged = json.loads(storage.read_text(f"{judge}/{artifacts.JUDGE_RESULT}")) if judge else {}
+    # Win rates are lineage, never a gate; a position-biased judge's are flagged as void besides.
+    untrusted = untrusted_opponents(judged)
+    for warning in report.judge_warnings(judged):
+        log.warning("promote: %s", warning)
+    lineage = {"kfp_run_id": run_id, "pipeline_version": resumo.__version__, "judge": judged.get("opponents", {}), "judge_untrusted": untrusted}
     result = run(cfg, artifacts.adapter_in(model), score_data, report_html=report_html, lineage=lineage, **options)
+    result.warnings = report.judge_warnings(judged)
     if decision_file is not None:
         storage.write_text(decision_file, json.dumps(asdict(result), indent=2))
     return result

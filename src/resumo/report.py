@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from resumo import artifacts, storage, text
+from resumo.judge import untrusted_opponents
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ def judge_scalars(judge: dict) -> dict[str, float]:
     for opponent, result in (judge.get("opponents") or {}).items():
         flat |= {f"judge_{opponent}_{k}": v for k, v in result.items() if k != "interval"}
         flat |= _bounds(f"judge_{opponent}_win_rate", result.get("interval"))
+    untrusted = untrusted_opponents(judge)
+    flat |= {f"judge_{opponent}_trusted": int(opponent not in untrusted) for opponent in judge.get("opponents") or {}}
     return _numbers(flat)
 
 
@@ -153,6 +156,7 @@ def render_markdown(scores: dict, judge: dict | None = None) -> str:
         lines += [f"Brackets: {_interval_label(scores)}."]
     if judge and judge.get("opponents"):
         lines += ["", f"## LLM judge: {judge.get('candidate', 'candidate')} against each model", "", *_judge_rows(judge)]
+        lines += ["", *(f"**{line}**" for line in judge_warnings(judge))]
     return "\n".join(lines) + "\n"
 
 
@@ -236,6 +240,7 @@ def render_html(scores: dict, predictions: pd.DataFrame, curves_png: bytes | Non
         body += ["<h2>Summary lengths</h2>", _img(_length_plot(lengths), "histogram of summary lengths in words")]
     if judge and judge.get("opponents"):
         body += [f"<h2>LLM judge: {e(str(judge.get('candidate', 'candidate')))} against each model</h2>", _judge_html(judge), _img(_judge_plot(judge), "judge win rates")]
+        body += [f"<p class='warning'><strong>{e(line)}</strong></p>" for line in judge_warnings(judge)]
     if curves_png:
         body += ["<h2>Training curves</h2>", _img(curves_png, "training and validation loss")]
     body += ["<h2>Examples</h2>", _examples_html(predictions, n_examples)]
@@ -303,9 +308,18 @@ def _judge_rows(judge: dict) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"] + ["| " + " | ".join(cells) + " |" for _, cells in rows]
 
 
+def judge_warnings(judge: dict) -> list[str]:
+    """One line per opponent whose win rate the judge's own position bias voids (judge.untrusted_opponents)."""
+    return [
+        f"Warning: the judge is not to be trusted against {opponent}: {why}. Its win rate there says nothing about the summaries, and gates nothing."
+        for opponent, why in untrusted_opponents(judge).items()
+    ]
+
+
 def _judge_table(judge: dict) -> list[tuple[str, list[str]]]:
     head = ["opponent", "win rate", "interval", "wins / ties / losses", "articles", "invalid verdicts", "same verdict both orders", "picked first position"]
     rows = [("th", head)]
+    untrusted = untrusted_opponents(judge)
     for opponent, r in judge["opponents"].items():
         interval = r.get("interval")
         rows.append(
@@ -313,7 +327,7 @@ def _judge_table(judge: dict) -> list[tuple[str, list[str]]]:
                 "td",
                 [
                     opponent,
-                    _fmt(r.get("win_rate"), "{:.1%}"),
+                    _fmt(r.get("win_rate"), "{:.1%}") + (" (void: position-biased judge)" if opponent in untrusted else ""),
                     f"[{interval[0]:.1%}, {interval[1]:.1%}]" if interval else "",
                     f"{r.get('wins', '')} / {r.get('ties', '')} / {r.get('losses', '')}",
                     _fmt(r.get("n_articles"), "{}"),

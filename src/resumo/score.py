@@ -212,7 +212,7 @@ def _generate_once(name: str, ref: str, test: pd.DataFrame, shared_prompt: Promp
 
 def _fingerprint(ref: str) -> list | None:
     """Names, sizes and modification times of a local model folder's files; None for a hub id or s3:// prefix."""
-    path = Path(model_refs.resolve(ref)) if ref.startswith("tiny:") else Path(ref.removeprefix("file://"))
+    path = Path(model_refs.resolve(ref)) if ref.startswith(("tiny:", "real:")) else Path(ref.removeprefix("file://"))
     if not path.is_dir():
         return None
     return sorted([str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns] for f in path.rglob("*") if f.is_file())

@@ -163,6 +163,7 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path, callba
     bf16 = cfg.bf16 and cuda and torch.cuda.is_bf16_supported()
     student = models.resolve(cfg.student)
     tokenizer = AutoTokenizer.from_pretrained(student)
+    generation.require_chat_template(tokenizer, cfg.student)  # trl renders every example with it
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation=cfg.attn_implementation)

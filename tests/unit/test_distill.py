@@ -68,6 +68,13 @@ def test_clean_summary_keeps_a_colon_that_announces_no_summary():
             "Fue reconstruida después del terremoto de 1755 y hoy es el principal centro político del país.",
             "not_portuguese",
         ),
+        # The prompt echoed back, as SmolLM2 served by llama.cpp answered: Portuguese, the right length.
+        (
+            "Você é um assistente que escreve resumos de textos em português. O resumo deverá ter no máximo 100 palavras "
+            "e conter todas as informações principais do texto. Lisboa é a capital de Portugal.",
+            "prompt_echo",
+        ),
+        ("Escreva um resumo do texto acima com no máximo 100 palavras. " + GOOD, "prompt_echo"),
         ("Lisboa é a capital de Portugal.", "too_short"),
         (" ".join([GOOD] * 5), "too_long"),
         (GOOD, None),
@@ -161,3 +168,10 @@ def test_default_prompt_says_what_the_original_study_said():
     text = prompts.PROMPTS["pt-v1"].render("O texto.", 100)
     assert "resumos de textos em português" in text and text.count("no máximo 100 palavras") == 2
     assert "informações principais" in text and "O texto." in text
+
+
+def test_no_bundled_article_reads_as_an_echo_of_the_prompt(smoke_config):
+    """An extractive summary copies its article: the echo check must find none in the corpus's own words."""
+    from resumo import wiki
+
+    assert not any(distill.echoes_prompt(text, smoke_config.distill) for text in wiki.bundled_texts())
