@@ -31,7 +31,7 @@ def predictions():
 
 def judged(tmp_path, predictions, answer, **values) -> dict:
     with judge_server.serve(answer) as server:
-        cfg = JudgeConfig(base_url=server.url, model="judge-test", max_retries=0, timeout_s=10, bootstrap_resamples=200, **values)
+        cfg = JudgeConfig(base_url=server.url, model="judge-test", api_key_env=None, max_retries=0, timeout_s=10, bootstrap_resamples=200, **values)
         return judge.run(cfg, predictions, tmp_path / "judge")
 
 
