@@ -45,8 +45,9 @@ def key_material(article_id: str, revision: str | None, text: str, teacher: Teac
         "format": CACHE_FORMAT,
         "article": {"id": str(article_id), "revision": revision or "text-sha256:" + _sha256(text)},
         "prompt": {"version": prompt.version, "messages_sha256": _sha256(json.dumps(messages, ensure_ascii=False, sort_keys=True))},
-        # The extractive teacher has no model; its only setting is the word limit, already in the prompt.
-        "teacher": {"backend": teacher.backend, "model": None if teacher.backend == "extractive" else teacher.model},
+        # The extractive teacher has no model, only its rule (its word limit is in the prompt): a
+        # new rule misses the answers of the old one ("lead-nearest" replaced whole-sentences-that-fit).
+        "teacher": {"backend": teacher.backend, "model": "lead-nearest" if teacher.backend == "extractive" else teacher.model},
         "generation": {"greedy": True, "max_new_tokens": teacher.max_new_tokens},
     }
 

@@ -56,16 +56,23 @@ def teacher_name(teacher: TeacherConfig) -> str:
 
 
 def lead_sentences(text: str, n_words: int) -> str:
-    """The first sentences of `text` that fit in `n_words` words (at least one, cut if longer)."""
+    """The lead sentences of `text` whose total is nearest `n_words` words (at least one, cut to `n_words` if it alone is longer).
+
+    Nearest, not "whole sentences that fit": this teacher stands in for one asked for about
+    n_words, as the judge's rubric is. The bundled corpus's sentences average 24 words, so
+    sentences that fit in 40 averaged 31 words (76% of the target), and a student tuned on them
+    learned that length. Ties keep fewer; the total stays under 2 x n_words (distill's too_long).
+    """
     kept: list[str] = []
     total = 0
     for sentence in split_sentences(text):
         n = len(words(sentence))
-        if kept and total + n > n_words:
+        if kept and total + n - n_words >= n_words - total:  # adding it lands no nearer
             break
         kept.append(sentence)
         total += n
-    return " ".join(words(" ".join(kept))[:n_words])
+    lead = words(" ".join(kept))
+    return " ".join(lead[:n_words] if len(kept) == 1 else lead)
 
 
 @dataclass

@@ -12,9 +12,13 @@ GOOD = (
 )
 
 
-def test_extractive_teacher_takes_whole_lead_sentences():
-    text = "Primeira frase curta. Segunda frase também curta. Terceira frase que já não cabe no limite."
+def test_extractive_teacher_takes_the_lead_sentences_nearest_n_words():
+    text = "Primeira frase curta. Segunda frase também curta. Terceira frase que já não cabe no limite."  # 3, 4, 9 words
     assert teachers.lead_sentences(text, 7) == "Primeira frase curta. Segunda frase também curta."
+    # 7 words are 3 short of 10 and 16 are 6 over: stop at 7. For 12, 16 (4 over) is nearer than 7 (5 short).
+    assert teachers.lead_sentences(text, 10) == "Primeira frase curta. Segunda frase também curta."
+    assert teachers.lead_sentences(text, 12) == text
+    assert teachers.lead_sentences(text, 5) == "Primeira frase curta."  # a tie (2 short, 2 over) keeps fewer
     # A first sentence longer than the limit is cut to it.
     assert teachers.lead_sentences(text, 2) == "Primeira frase"
 
@@ -103,12 +107,15 @@ def test_distill_keeps_every_article_and_labels_it(articles_dir, pairs_dir, smok
         assert set(pairs["prompt_version"]) == {"pt-v1"}
         usable = pairs[pairs["filter_reason"].isna()]
         assert len(usable) >= 0.9 * len(pairs)
-        assert all(len(words(s)) <= smoke_config.distill.prompt.n_words for s in usable["summary"])
+        # The lead nearest n_words: under 2 x n_words, and on average near it (the corpus's sentences average 24 words).
+        lengths = [len(words(s)) for s in usable["summary"]]
+        assert max(lengths) < 2 * smoke_config.distill.prompt.n_words
+        assert abs(sum(lengths) / len(lengths) - smoke_config.distill.prompt.n_words) < 0.25 * smoke_config.distill.prompt.n_words
         assert all(text.startswith(summary[:20]) for text, summary in zip(usable["text"], usable["summary"]))
 
 
 def test_rejected_rows_stay_with_their_reason(articles_dir):
-    # Leads of at most 40 words, of which at least 38 are required: some pass, the rest are kept as too_short.
+    # Leads near 40 words, of which at least 38 are required: some pass, the rest are kept as too_short.
     cfg = load_config("smoke", ["distill.min_words=38"]).distill
     articles = distill.read_articles(articles_dir)
     pairs, counts = distill.distill_articles(cfg, articles)
