@@ -38,6 +38,8 @@ TRAIN_METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"  # the Trainer writes it last: a checkpoint without it is incomplete
 ADAPTER_CONFIG = "adapter_config.json"  # peft's: a folder holding it is an adapter, not a whole model
+MODEL_CONFIG = "config.json"  # transformers': a whole model's architecture
+TOKENIZER_CONFIG = "tokenizer_config.json"  # transformers': a folder holding it carries its tokenizer
 MODEL_META = "resumo_model.json"  # beside every tuned model: what it was tuned from and with which prompt
 TRIAL_FILES = (ADAPTER, TRAIN_METRICS, CURVES)  # what a Katib trial copies out of its model folder
 

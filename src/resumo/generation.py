@@ -78,7 +78,7 @@ def load(ref: str, device: str | None = None) -> LoadedModel:
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     # An adapter folder may lack the tokenizer; a hub id or full model folder has it.
-    has_tokenizer = not Path(path).is_dir() or (Path(path) / "tokenizer_config.json").exists()
+    has_tokenizer = not Path(path).is_dir() or (Path(path) / artifacts.TOKENIZER_CONFIG).exists()
     tokenizer = AutoTokenizer.from_pretrained(path if has_tokenizer else models.resolve(meta["base_model"]))
     require_chat_template(tokenizer, ref)
     tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly

@@ -246,7 +246,7 @@ def _model_format(pointer: dict) -> tuple[str, str]:
     adapter_config = storage.join(pointer["model"], artifacts.ADAPTER_CONFIG)
     if storage.exists(adapter_config):
         return "peft-lora", str(json.loads(storage.read_text(adapter_config)).get("peft_version") or "unknown")
-    config = storage.join(pointer["model"], "config.json")
+    config = storage.join(pointer["model"], artifacts.MODEL_CONFIG)
     version = json.loads(storage.read_text(config)).get("transformers_version") if storage.exists(config) else None
     return "transformers", str(version or "unknown")
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from resumo import artifacts
+
 MAGIC = b"E5S1"
 FLOAT32, Q4 = 0, 1
 Q4_BLOCK = 32
@@ -168,7 +170,7 @@ def write_tokenizer(b: Bundle, out: Path) -> None:
     # normaliser itself and drops this one, which changes the tokens of some texts.
     special = dict(bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>")
     config = dict(tokenizer_class="PreTrainedTokenizerFast", model_max_length=b.sizes["max_positions"], **special, **({"mask_token": "<mask>"} if has_mask else {}))
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    (out / artifacts.TOKENIZER_CONFIG).write_text(json.dumps(config, indent=2))
 
 
 def convert(bundle_path: Path, out: Path) -> None:
@@ -200,5 +202,5 @@ def convert(bundle_path: Path, out: Path) -> None:
         bos_token_id=b.special["bos"],
         eos_token_id=b.special["eos"],
     )
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / artifacts.MODEL_CONFIG).write_text(json.dumps(config, indent=2))
     write_tokenizer(b, out)
