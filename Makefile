@@ -54,7 +54,7 @@ test-real: real-models  ## the real pretrained students load, compute what their
 # this machine's kernels (AVX2 here, AVX-512 or AMX on CI's) fails here, not on someone else's.
 KERNELS ?= default
 test-kernels: install  ## the numerically sensitive tests under ATEN_CPU_CAPABILITY=$(KERNELS), 2 torch threads
-	ATEN_CPU_CAPABILITY=$(KERNELS) OMP_NUM_THREADS=2 $(BIN)/pytest -n 0 -q -m numerics
+	ATEN_CPU_CAPABILITY=$(KERNELS) OMP_NUM_THREADS=2 $(BIN)/pytest -n 0 -q -m numerics --ignore=tests/real
 
 # The tiny models are shipped (src/resumo/data/tiny), not built per machine: a build's floats
 # depend on the CPU's kernels and thread count. Rebuild after changing the corpus or a builder.

@@ -110,11 +110,12 @@ REAL_ENCODERS = {
 
 def model_dir(name: str) -> Path:
     """The cached folder of `real:<name>`, built on first use."""
-    if name not in REAL_MODELS and name not in REAL_ENCODERS:
+    spec = REAL_MODELS.get(name) or REAL_ENCODERS.get(name)
+    if spec is None:
         raise ConfigError(f"model {PREFIX}{name} is not a known real model; use one of {[PREFIX + n for n in [*REAL_MODELS, *REAL_ENCODERS]]}")
+    builder = build if isinstance(spec, RealModel) else build_encoder
     target = models.cache_dir() / "real" / f"{name}-v{BUILD_VERSION}"
-    make = (lambda folder: build(REAL_MODELS[name], folder)) if name in REAL_MODELS else (lambda folder: build_encoder(REAL_ENCODERS[name], folder))
-    return models._made_once(target, BUILT, make)
+    return models._made_once(target, BUILT, lambda folder: builder(spec, folder))
 
 
 def build_encoder(spec: RealEncoder, out: Path) -> Path:
