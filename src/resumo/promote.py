@@ -64,7 +64,7 @@ class PromoteResult:
     promoted: bool
     reason: str
     candidate_score: float
-    production_score: float | None
+    production_score: float | None  # what the gates compared with: production on these articles, else as it was promoted
     version: str | None
     gates: list[Gate] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. a position-biased judge, whose win rates mean nothing
@@ -144,9 +144,10 @@ def _gate_and_publish(cfg, model_dir, scores, candidate, report_html, version, l
         log.info("promote: %s", reason)
         gates = [Gate(**g) for g in production.get("gates", [])]  # as the first attempt judged them
         return PromoteResult(True, reason, candidate_scores[cfg.metric], None, production["version"], gates)
-    gates = check_gates(cfg, candidate_scores, _production_scores(cfg, scores, production))
+    compared = _production_scores(cfg, scores, production)  # production on these articles, or as promoted
+    gates = check_gates(cfg, candidate_scores, compared)
     if not all(g.passed for g in gates):
-        return _kept(cfg, candidate_scores, production, gates)
+        return _kept(cfg, candidate_scores, production, gates, compared)
 
     pointer = _publish_version(cfg, version, Path(model_dir), scores, candidate, candidate_scores, production, gates, report_html)
     pointer["lineage"] = lineage or {}
@@ -162,14 +163,15 @@ def _gate_and_publish(cfg, model_dir, scores, candidate, report_html, version, l
                 log.info("promote: kept production; %s", reason)
                 return PromoteResult(False, reason, candidate_scores[cfg.metric], _score(production, cfg.metric), None, gates)
             # Only the pointer's stored scores describe the model that just landed.
-            gates = check_gates(cfg, candidate_scores, _pointer_scores(production, cfg.metric))
+            compared = _pointer_scores(production, cfg.metric)
+            gates = check_gates(cfg, candidate_scores, compared)
             if not all(g.passed for g in gates):
-                return _kept(cfg, candidate_scores, production, gates)
+                return _kept(cfg, candidate_scores, production, gates, compared)
             pointer["previous"] = production and production["version"]
             continue
         reason = "; ".join(g.detail for g in gates)
         log.info("promote: published %s (%s)", version, reason)
-        return PromoteResult(True, reason, candidate_scores[cfg.metric], _score(production, cfg.metric), version, gates)
+        return PromoteResult(True, reason, candidate_scores[cfg.metric], compared.get(cfg.metric) if compared else None, version, gates)
     raise storage.StaleWrite(f"{pointer_uri} kept moving during {MAX_POINTER_ATTEMPTS} attempts; {version} is published but not in production")
 
 
@@ -264,10 +266,10 @@ def _pointer_scores(pointer: dict | None, metric: str) -> dict[str, float] | Non
     return pointer.get("scores") or {pointer.get("metric", metric): pointer.get("score")}
 
 
-def _kept(cfg: PromoteConfig, candidate: dict[str, float], production: dict | None, gates: list[Gate]) -> PromoteResult:
+def _kept(cfg: PromoteConfig, candidate: dict[str, float], production: dict | None, gates: list[Gate], compared: dict[str, float] | None) -> PromoteResult:
     reason = "; ".join(g.detail for g in gates if not g.passed)
     log.info("promote: kept production %s; %s", production and production["version"], reason)
-    return PromoteResult(False, reason, candidate[cfg.metric], _score(production, cfg.metric), None, gates)
+    return PromoteResult(False, reason, candidate[cfg.metric], compared.get(cfg.metric) if compared else None, None, gates)
 
 
 def _score(pointer: dict | None, metric: str) -> float | None:

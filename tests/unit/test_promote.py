@@ -90,6 +90,7 @@ def test_margin_and_same_article_production_scores(registry, model_dir):
     # Production scored on the same articles (0.40) is what counts, not its stored 0.30.
     same = promote.run(cfg, model_dir, scores(0.36, production={"rougeLsum": 0.40, "bertscore_f1": 0.7}))
     assert not same.promoted and same.gates[0].detail.endswith("production 0.4000 by more than 0.05")
+    assert same.production_score == 0.40  # the number the gate names, not the pointer's 0.30
     result = promote.run(cfg, model_dir, scores(0.36))
     assert result.promoted and result.production_score == 0.30
     assert promote.current_production(registry)["previous"] is not None
