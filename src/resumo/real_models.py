@@ -11,7 +11,9 @@ four part packages, Q4_K_M, Gemma Terms of Use). transformers reads GGUF through
 returns carries a `quantization_config` that refuses `save_pretrained`; so its weights are
 copied into a fresh model built from the same config and saved as safetensors, with the
 tokenizer, a chat template (Gemma's turn markers for the base Gemma, which has none) and a
-generation config that stops at the template's end-of-turn token. The folder is made once per
+generation config that stops at the template's end-of-turn token; for the base Gemma, whose
+<end_of_turn> was never trained, that token's embedding row becomes a copy of <eos>'s
+(`RealModel.end_of_turn_from`). The folder is made once per
 cache, like an s3:// model, and never committed: the weights are only as good as 4-bit
 quantisation left them, which is what a fine-tune on CPU starts from here.
 
