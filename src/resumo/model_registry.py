@@ -102,8 +102,25 @@ def follow_production(cfg: PromoteConfig) -> Registration | None:
     return registration
 
 
+def _import_client() -> None:
+    """Import the model-registry client without the `logging.basicConfig` it calls on import.
+
+    Where the root logger has no handler yet (resumo called as a library, a test runner), that
+    call installs a StreamHandler bound to the sys.stderr of that moment and sets the root level to
+    WARNING: the process's later log lines go to a stream that may have closed since ("Logging
+    error ... I/O operation on closed file"), and its INFO lines vanish. The CLI and KFP's
+    executor configure logging before this runs, and then the call does nothing."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    import model_registry  # noqa: F401
+
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 def connect(cfg: ModelRegistryConfig):
     """The client, authenticated as it does it: a bearer token from `token_env`, else `token_file`, else the client's default file."""
+    _import_client()
     from model_registry import ModelRegistry
     from model_registry.exceptions import StoreError
 
@@ -343,6 +360,7 @@ def describe(cfg: PromoteConfig, version: str) -> dict:
 
 
 def _is_registry_failure(err: Exception) -> bool:
+    _import_client()
     import aiohttp
     from model_registry.exceptions import StoreError
     from mr_openapi.exceptions import ApiException

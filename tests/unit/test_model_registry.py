@@ -2,7 +2,10 @@
 that speaks (and checks) the spec in ../shared/schemas, and resumo's registry on a real S3 endpoint."""
 
 import json
+import logging
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -225,7 +228,7 @@ def test_registry_list_and_show_read_both_registries(server, s3, adapter):
 
     listed = CliRunner().invoke(app, ["registry", "list", *sets])
     assert listed.exit_code == 0, listed.output
-    lines = listed.output.splitlines()
+    lines = listed.stdout.splitlines()  # the listing; a log line on stderr is not part of it
     ids = {name: v["id"] for name, v in versions(server).items()}
     assert lines[1:] == [
         f"{'20990101T000000000000Z':26}  {'incomplete':10}  not registered",
@@ -233,11 +236,11 @@ def test_registry_list_and_show_read_both_registries(server, s3, adapter):
         f"{first.version:26}  {'published':10}  id {ids[first.version]}, LIVE",
     ]
     off = CliRunner().invoke(app, ["registry", "list", "--set", f"promote.registry={cfg.registry}"])
-    assert off.exit_code == 0 and off.output.splitlines()[2] == f"{second.version:26}  production"
+    assert off.exit_code == 0 and off.stdout.splitlines()[2] == f"{second.version:26}  production"
 
     shown = CliRunner().invoke(app, ["registry", "show", second.version, *sets])
     assert shown.exit_code == 0, shown.output
-    described = json.loads(shown.output)
+    described = json.loads(shown.stdout)
     assert described["resumo"]["production"] and described["resumo"]["scores"]["rougeLsum"] == 0.4
     assert described["resumo"]["lineage"]["kfp_run_id"] == "run-5678"
     mr = described["model_registry"]
@@ -298,3 +301,22 @@ def _self_signed(tmp_path):
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     return cert_path, key_path
+
+
+def test_importing_the_client_leaves_the_root_logger_as_it_was():
+    # model_registry's client calls logging.basicConfig on import. In a process whose root logger
+    # has no handler (a library caller, a test worker), that bound a handler to the sys.stderr of
+    # the moment: a CliRunner's, closed once it returned, so every later log line in the worker
+    # printed "Logging error ... I/O operation on closed file" into other tests' output. Checked in a
+    # fresh interpreter, where nothing has imported the client yet.
+    check = (
+        "import logging, sys\n"
+        "from resumo import model_registry\n"
+        "model_registry._import_client()\n"
+        "assert 'model_registry._client' in sys.modules\n"
+        "root = logging.getLogger()\n"
+        "print(len(root.handlers), root.level)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", str(logging.WARNING)]  # no handler, and the default level
