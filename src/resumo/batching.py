@@ -29,6 +29,7 @@ real tokens/s of plain padded batches, and length-grouped padded batches at
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -38,11 +39,49 @@ from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 
-def collator(batching: str, pad_token_id: int) -> DataCollatorForLanguageModeling:
-    """trl's collator for `TrainConfig.batching` (the order of examples is the sampler's business)."""
-    if batching == "padding_free":
-        return PaddingFreeCollator(pad_token_id=pad_token_id, padding_free=True)
-    return DataCollatorForLanguageModeling(pad_token_id=pad_token_id)
+MICRO_BATCHES = "micro_batches"
+
+
+def collator(batching: str, pad_token_id: int, micro_batch_tokens: int | None = None):
+    """trl's collator for `TrainConfig.batching` (the order of examples is the sampler's business);
+    with a token budget, one optimizer step's examples cut into micro-batches of at most that many tokens."""
+    inner = PaddingFreeCollator(pad_token_id=pad_token_id, padding_free=True) if batching == "padding_free" else DataCollatorForLanguageModeling(pad_token_id=pad_token_id)
+    return TokenBudgetCollator(inner, micro_batch_tokens, padded=batching != "padding_free") if micro_batch_tokens else inner
+
+
+def token_budget_groups(lengths: list[int], budget: int, padded: bool) -> list[list[int]]:
+    """The examples' indices cut into as few micro-batches as first-fit decreasing finds, each costing at most
+    `budget` tokens: the sum of its lengths in a padding-free row, longest x count when padded.
+
+    Longest first, so a padded micro-batch's first example is its longest and
+    similar lengths share a micro-batch. An example longer than the budget gets one
+    of its own (TrainConfig makes the budget at least max_length, so it does not happen).
+    """
+    groups: list[list[int]] = []
+    costs: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        for g, group in enumerate(groups):
+            cost = lengths[group[0]] * (len(group) + 1) if padded else costs[g] + lengths[i]
+            if cost <= budget:
+                group.append(i)
+                costs[g] = cost
+                break
+        else:
+            groups.append([i])
+            costs.append(lengths[i])
+    return groups
+
+
+class TokenBudgetCollator:
+    """A whole optimizer step's examples in, `{"micro_batches": [batch, ...]}` out: each batch is what
+    `inner` makes of the examples of one token-budget group. `BudgetedSFTTrainer` runs them."""
+
+    def __init__(self, inner, budget: int, padded: bool):
+        self.inner, self.budget, self.padded = inner, budget, padded
+
+    def __call__(self, examples):
+        groups = token_budget_groups([len(e["input_ids"]) for e in examples], self.budget, self.padded)
+        return {MICRO_BATCHES: [self.inner([examples[i] for i in group]) for group in groups]}
 
 
 class PaddingFreeCollator(DataCollatorForLanguageModeling):
@@ -95,7 +134,8 @@ class Throughput(TrainerCallback):
 
 
 class StepGroupedSFTTrainer(SFTTrainer):
-    """trl's SFTTrainer whose length groups are the same whatever the number of processes.
+    """trl's SFTTrainer with token-budget micro-batches, and length groups that are the same whatever
+    the number of processes.
 
     transformers' `group_by_length` sampler groups by `per-device batch x
     accumulation`, one process's share of an optimizer step, and draws its order
@@ -108,12 +148,57 @@ class StepGroupedSFTTrainer(SFTTrainer):
     from a generator seeded per epoch that every rank and a resumed run share.
     """
 
+    # --- token-budget micro-batches (TokenBudgetCollator) ----------------------------------------
+    # The dataloader hands over one optimizer step's examples (gradient_accumulation_steps is 1);
+    # each micro-batch is a forward and backward, and the loss of each is its summed token losses
+    # over the step's label tokens (num_items_in_batch), so the gradient is the step's mean, as with
+    # transformers' own gradient accumulation. DDP syncs gradients after the last micro-batch only.
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        micro_batches = inputs.get(MICRO_BATCHES)
+        if micro_batches is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        if num_items_in_batch is None:
+            raise RuntimeError("token-budget micro-batches need the step's label count (transformers' num_items_in_batch); it was not counted")
+        total = 0.0
+        for i, micro in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(model):
+                total = total + super().training_step(model, micro, num_items_in_batch)
+        return total
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        return super()._get_num_items_in_batch(_flatten(batch_samples), device)
+
+    def _track_num_input_tokens(self, inputs):
+        for micro in _flatten([inputs]):
+            super()._track_num_input_tokens(micro)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        micro_batches = inputs.get(MICRO_BATCHES)
+        if micro_batches is None:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        # Each micro-batch's loss is the mean over its label tokens: weigh them by those counts.
+        losses, counts = [], []
+        for micro in micro_batches:
+            loss, _, _ = super().prediction_step(model, micro, True, ignore_keys)
+            losses.append(loss.float())
+            counts.append((micro["labels"][..., 1:] != -100).sum().float())
+        counts_tensor = torch.stack(counts)
+        return (torch.stack(losses) * counts_tensor).sum() / counts_tensor.sum().clamp(min=1), None, None
+
+    # --- length groups ----------------------------------------------------------------------------
+
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
         if not isinstance(sampler, LengthGroupedSampler):
             return sampler
         step = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
         return StepLengthGroupedSampler(sampler.lengths, step, seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+
+
+def _flatten(batches: list[dict]) -> list[dict]:
+    return [micro for batch in batches for micro in batch.get(MICRO_BATCHES, [batch])]
 
 
 class StepLengthGroupedSampler(LengthGroupedSampler):
@@ -129,3 +214,36 @@ class StepLengthGroupedSampler(LengthGroupedSampler):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+# --- memory: when a micro-batch needs gradient checkpointing -----------------------------------
+
+# Of the GPU's memory, the share a micro-batch's activations may take: the rest is the weights, the
+# optimizer's state, the backward pass's temporaries and the allocator's fragmentation.
+ACTIVATION_SHARE = 0.7
+
+
+def activation_bytes_per_token(model_config, lora_r: int, lora_targets: int, lora_dropout: float, liger: bool, dtype_bytes: int = 2) -> int:
+    """Bytes of activations a LoRA step keeps per token for the backward pass, without checkpointing.
+
+    Counted per decoder layer from what autograd saves (the frozen base weights keep no input;
+    each LoRA branch keeps its input, a dropped-out copy and a 1-byte mask when dropout is on):
+    two RMSNorms (transformers': their float32 input and the normed output, 6 bytes an element;
+    Liger's: the input alone), attention's q, k, v and output, the SwiGLU MLP's gate, up and
+    activation (Liger recomputes the activation), and the LoRA branches. On Qwen2.5-0.5B (r=64,
+    7 targets, dropout 0.05, no Liger) it counts 1.8 MB a token; GPU.md measured about 2 MB.
+    """
+    hidden, inter, layers = model_config.hidden_size, model_config.intermediate_size, model_config.num_hidden_layers
+    head_dim = getattr(model_config, "head_dim", None) or hidden // model_config.num_attention_heads
+    kv = model_config.num_key_value_heads * head_dim
+    norms = 2 * hidden * (dtype_bytes if liger else 6)
+    attention = dtype_bytes * (2 * hidden + 2 * kv)
+    mlp = dtype_bytes * inter * (2 if liger else 3)
+    branch_inputs = (18 * hidden + 3 * inter) if lora_dropout else dtype_bytes * (2 * hidden + inter)  # dropout: 6 hidden-wide + down's, 3 bytes each
+    low_rank = lora_targets * lora_r * dtype_bytes
+    return layers * (norms + attention + mlp + branch_inputs + low_rank)
+
+
+def needs_checkpointing(tokens: int, bytes_per_token: int, device_bytes: int) -> bool:
+    """Whether a micro-batch of `tokens` keeps more activations than ACTIVATION_SHARE of the device holds."""
+    return tokens * bytes_per_token > ACTIVATION_SHARE * device_bytes

@@ -300,14 +300,33 @@ class TrainConfig(Section):
         "On CPU, N > 1 runs N gloo processes (tests). `resumo train --nproc-per-node` sets it.",
     )
     max_length: int = Field(6000, ge=16, description="Longest prompt + summary in tokens; longer examples are truncated from the right (original study: 6,000).")
-    gradient_checkpointing: bool = Field(True, description="Trade compute for memory (about a third more time); needed for 4k-token articles on one GPU. Applies on GPU only.")
-    batching: Literal["length_grouped", "padding_free", "padded"] = Field(
-        "length_grouped",
-        description="`length_grouped`: padded batches of similar lengths. `padding_free`: a micro-batch is one row of its examples end to end, position ids restarting at 0 in each, no padding and no attention across examples (resumo.batching); pair it with `attn_implementation=flash_attention_2`, since with `sdpa`/`eager` the masked attention spans the whole row and `make bench BENCH=train` measured it at 0.75x padded throughput on CPU. `padded`: trl's plain padded batches in random order. The examples in each optimizer step are the same for `padding_free` and `padded`.",
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto",
+        description="Recompute activations in the backward pass instead of keeping them (about a third more time). `auto`: on only where a micro-batch's activations would not fit "
+        "the GPU's memory (resumo.batching.needs_checkpointing). Applies on GPU only.",
     )
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
-        "sdpa",
-        description="Attention kernel. `flash_attention_2` (GPU, needs the flash-attn package) attends within each example of a padding-free row, so its attention work is sum(l^2) instead of (sum l)^2; `sdpa` and `eager` use a block-diagonal mask over the row.",
+    batching: Literal["length_grouped", "padding_free", "padded"] = Field(
+        "padding_free",
+        description="`padding_free`: a micro-batch is one row of its examples end to end, position ids restarting at 0 in each, no padding and no attention across examples "
+        "(resumo.batching); needs an attention that keeps examples apart without a mask over the row: `varlen` (or `flash_attention_2`); on a GPU, `sdpa`/`eager` are refused. "
+        "`length_grouped`: padded batches of similar lengths. `padded`: trl's plain padded batches in random order.",
+    )
+    micro_batch_tokens: int = Field(
+        16384,
+        ge=0,
+        description="Cut each optimizer step's batch_size x gradient_accumulation examples into micro-batches of at most this many tokens (padding-free: their sum; padded: "
+        "longest x count), instead of gradient_accumulation micro-batches of batch_size examples; the global batch is the same. At least max_length. 0: by count.",
+    )
+    attn_implementation: Literal["varlen", "sdpa", "eager", "flash_attention_2"] = Field(
+        "varlen",
+        description="Attention kernel. `varlen` (resumo.attention) attends within each example of a padding-free row: on a GPU through PyTorch's own flash-attention varlen "
+        "kernel (torch >= 2.10, no extra package), elsewhere sdpa per example; batches that are not padding-free rows use sdpa. `flash_attention_2` does the same through "
+        "the flash-attn package, which must be installed. `sdpa` and `eager` attend through a mask over the whole row.",
+    )
+    liger_kernel: bool = Field(
+        True,
+        description="On a GPU: Liger's fused Triton kernels for RMSNorm, SwiGLU and RoPE (liger-kernel, in the train image), which keep fewer activations and launch fewer kernels. "
+        "Ignored on CPU. The loss is trl's own, which projects only the summary tokens through the LM head.",
     )
     bf16: bool = Field(True, description="Train and evaluate in bfloat16 on a GPU that supports it; float32 on CPU regardless.")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every this many optimizer steps; None checkpoints at the end of each epoch. A killed run resumes from the last complete checkpoint.")
@@ -319,6 +338,15 @@ class TrainConfig(Section):
     eval_samples: int | None = Field(None, ge=1, description="Validation articles summarised to compute ROUGE-Lsum at the end of each epoch; None uses all (slow for 1,000 articles: cap it).")
     max_new_tokens: int = Field(256, ge=1, description="Generation limit when summarising validation articles.")
     seed: int = Field(42, description="Seed of adapter initialisation and data order.")
+
+    @model_validator(mode="after")
+    def _budget_holds_the_longest_example(self) -> TrainConfig:
+        if self.micro_batch_tokens and self.micro_batch_tokens < self.max_length:
+            raise ValueError(
+                f"micro_batch_tokens={self.micro_batch_tokens} is below max_length={self.max_length}: the longest example would not fit a micro-batch; "
+                f"raise micro_batch_tokens to at least {self.max_length}, or set it to 0 to cut micro-batches by count"
+            )
+        return self
 
 
 # --- tune -------------------------------------------------------------------

@@ -35,6 +35,7 @@ rank 0 writes outputs and prints these lines.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from dataclasses import dataclass
@@ -42,9 +43,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from resumo import artifacts, batching, checkpoints, generation, launch, metrics, models, prompts, storage, tables
+from resumo import artifacts, attention, batching, checkpoints, generation, launch, metrics, models, prompts, storage, tables
 from resumo.config import TrainConfig
-from resumo.errors import DataError
+from resumo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -161,14 +162,21 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path, callba
 
     cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 and cuda and torch.cuda.is_bf16_supported()
+    _refuse_slow_attention(cfg, cuda)
     student = models.resolve(cfg.student)
     tokenizer = AutoTokenizer.from_pretrained(student)
     generation.require_chat_template(tokenizer, cfg.student)  # trl renders every example with it
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    attention.register()
     model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation=cfg.attn_implementation)
+    if cfg.liger_kernel and cuda:
+        _apply_liger(model)
     processes = launch.world_size()
     per_device_batch, accumulation = launch.split_batch(cfg.batch_size, cfg.gradient_accumulation, processes)  # the configured batch is the global one
+    if cfg.micro_batch_tokens:  # one optimizer step's share a dataloader batch, cut by tokens (resumo.batching)
+        per_device_batch, accumulation = per_device_batch * accumulation, 1
+    checkpointing = cuda and _checkpointing(cfg, model.config)
     args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,
@@ -187,7 +195,7 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path, callba
         padding_free=False,
         train_sampling_strategy="group_by_length" if cfg.batching == "length_grouped" else "random",
         include_num_input_tokens_seen=batching.tokens_seen_mode(cfg.batching),
-        gradient_checkpointing=cfg.gradient_checkpointing and cuda,
+        gradient_checkpointing=checkpointing,
         bf16=bf16,
         use_cpu=not cuda,
         eval_strategy="epoch",
@@ -213,13 +221,46 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path, callba
     return batching.StepGroupedSFTTrainer(
         model=model,
         args=args,
-        data_collator=batching.collator(cfg.batching, tokenizer.pad_token_id),
+        data_collator=batching.collator(cfg.batching, tokenizer.pad_token_id, cfg.micro_batch_tokens),
         train_dataset=to_chat_dataset(train_rows, cfg),
         eval_dataset=to_chat_dataset(val_rows, cfg),
         processing_class=tokenizer,
         peft_config=lora,
         callbacks=list(callbacks),
     )
+
+
+def _refuse_slow_attention(cfg: TrainConfig, cuda: bool) -> None:
+    """A padding-free row under sdpa or eager attends through a mask over the whole row: on a GPU that
+    ran at a third of padded batches' speed (GPU.md), so it is refused there, not slowly trained."""
+    if cuda and cfg.batching == "padding_free" and cfg.attn_implementation in ("sdpa", "eager"):
+        raise ConfigError(
+            f"train.batching=padding_free with train.attn_implementation={cfg.attn_implementation} on a GPU masks attention over the whole row "
+            "(a third of the speed of padded batches); set train.attn_implementation=varlen (PyTorch's varlen flash kernel), or train.batching=length_grouped"
+        )
+    if cfg.attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError("train.attn_implementation=flash_attention_2 needs the flash-attn package, which this environment lacks; use train.attn_implementation=varlen (no package needed)")
+
+
+def _checkpointing(cfg: TrainConfig, model_config) -> bool:
+    """train.gradient_checkpointing, with `auto` resolved against this GPU's memory."""
+    if cfg.gradient_checkpointing != "auto":
+        return cfg.gradient_checkpointing
+    import torch
+
+    tokens = cfg.micro_batch_tokens or cfg.batch_size * cfg.max_length
+    per_token = batching.activation_bytes_per_token(model_config, cfg.lora.r, len(cfg.lora.target_modules), cfg.lora.dropout, cfg.liger_kernel)
+    device_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    needed = batching.needs_checkpointing(tokens, per_token, device_bytes)
+    log.info("train: a micro-batch of %d tokens keeps ~%.1f GiB of activations on a %.0f GiB GPU: gradient checkpointing %s", tokens, tokens * per_token / 2**30, device_bytes / 2**30, "on" if needed else "off")
+    return needed
+
+
+def _apply_liger(model) -> None:
+    """Liger's RMSNorm, SwiGLU and RoPE kernels; the loss stays trl's (it scores only the summary tokens)."""
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False)
 
 
 def _save_adapter(trainer, cfg: TrainConfig, adapter_dir: Path) -> Path:

@@ -1,0 +1,113 @@
+"""Token-budget micro-batches (resumo.batching.TokenBudgetCollator) and the varlen attention
+(resumo.attention): the same step, cut by tokens instead of by count, trains the same model."""
+
+import random
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from resumo import attention, batching, models, train
+from resumo.config import load_config
+from resumo.errors import ConfigError
+
+# A float32 value: trl scores each summary token's log-probability in float32 (trl/kernels/chunked_logprob.py,
+# ChunkedLogProbFunction: `tile.float()` before the log-sum-exp), whatever the model's dtype, and the loss is their
+# sum over the step's label tokens. Two orders of summing n float32 terms of one sign differ by at most
+# 2 (n - 1) 2**-24 of the sum, so the loss of a step agrees to that. The gradients are float64 sums of terms
+# each carrying one such float32 factor; we hold them to the same relative bound, scaled by the largest
+# gradient. A normalisation slip (each micro-batch divided by its own label count) is off by a factor of
+# the number of micro-batches, orders of magnitude beyond either.
+F32_STEP = 2**-24
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_groups_hold_every_example_once_within_the_budget(padded):
+    rng = random.Random(0)
+    lengths = [rng.randint(50, 400) for _ in range(64)]
+    groups = batching.token_budget_groups(lengths, 1000, padded)
+    assert sorted(i for g in groups for i in g) == list(range(64))
+    for group in groups:
+        cost = max(lengths[i] for i in group) * len(group) if padded else sum(lengths[i] for i in group)
+        assert cost <= 1000
+    # First-fit decreasing wastes little: at most one group more than the tokens need.
+    assert len(groups) <= sum(lengths) // 1000 + 2 or padded
+
+
+def test_an_example_longer_than_the_budget_gets_a_group_of_its_own():
+    assert batching.token_budget_groups([50, 2000, 60], 1000, padded=False) == [[1], [2, 0]]
+
+
+def test_a_budget_below_max_length_is_refused():
+    with pytest.raises(ConfigError, match="micro_batch_tokens=512 is below max_length=1024"):
+        load_config("smoke", ["train.micro_batch_tokens=512"])
+
+
+def test_varlen_attention_keeps_the_examples_of_a_row_apart():
+    """Each example's logits in a padding-free row equal those of the example run alone (float64, sdpa)."""
+    attention.register()
+    path = models.resolve("tiny:qwen2")
+    row_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64, attn_implementation="varlen").eval()
+    alone_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64, attn_implementation="sdpa").eval()
+    generator = torch.Generator().manual_seed(0)
+    examples = [torch.randint(5, 4000, (n,), generator=generator) for n in (7, 13, 5)]
+    positions = torch.cat([torch.arange(len(e)) for e in examples])[None]
+    with torch.no_grad():
+        row = row_model(input_ids=torch.cat(examples)[None], position_ids=positions, use_cache=False).logits[0]
+        alone = [alone_model(input_ids=e[None], use_cache=False).logits[0] for e in examples]
+    # Per example the same float64 ops on the same values (sdpa on the example's slice); only the
+    # matmuls' row blocking differs, so the two agree to float64 rounding (2**-52 = 2.2e-16) amplified by
+    # the depth of the network: 1e-9 relative is nine orders of magnitude below a leak (logits move by ~1).
+    for got, want in zip(row.split([len(e) for e in examples]), alone):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def _trainer(pairs_dir, out, budget):
+    sets = ["train.epochs=1", "train.batching=padding_free", "train.attn_implementation=varlen", "train.lora.dropout=0", "train.batch_size=4", "train.gradient_accumulation=2", "train.max_length=512"]
+    cfg = load_config("smoke", sets + [f"train.micro_batch_tokens={budget}"]).train
+    rows = train._usable_pairs(pairs_dir, "train").head(8)
+    trainer = train._build_trainer(cfg, rows, rows.head(2), out)
+    trainer.model.to(torch.float64)
+    return trainer
+
+
+def _one_step(trainer):
+    """The loss and LoRA gradients of the first optimizer step's examples, as training_step computes them."""
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    trainer.model.zero_grad()
+    num_items = trainer._get_num_items_in_batch([batch], trainer.args.device)
+    loss = trainer.training_step(trainer.model, batch, num_items)
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    return batch, float(loss), grads, int(num_items)
+
+
+def test_a_step_cut_by_tokens_gives_the_gradient_of_the_whole_step(pairs_dir, tmp_path):
+    whole_batch, whole_loss, whole_grads, n = _one_step(_trainer(pairs_dir, tmp_path / "whole", 100_000))
+    cut_batch, cut_loss, cut_grads, _ = _one_step(_trainer(pairs_dir, tmp_path / "cut", 512))
+    assert len(whole_batch[batching.MICRO_BATCHES]) == 1 and len(cut_batch[batching.MICRO_BATCHES]) > 2
+    assert sum(m["input_ids"].numel() for m in cut_batch[batching.MICRO_BATCHES]) == whole_batch[batching.MICRO_BATCHES][0]["input_ids"].numel()
+    bound = 2 * n * F32_STEP
+    assert cut_loss == pytest.approx(whole_loss, rel=bound)
+    assert any(g.abs().sum() > 0 for g in whole_grads.values())
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(cut_grads[name], grad, rtol=bound, atol=bound * grad.abs().max().item(), msg=name)
+
+
+def test_padding_free_rows_with_sdpa_are_refused_on_a_gpu():
+    cfg = load_config("smoke", ["train.batching=padding_free", "train.attn_implementation=sdpa"]).train
+    with pytest.raises(ConfigError, match="set train.attn_implementation=varlen"):
+        train._refuse_slow_attention(cfg, cuda=True)
+    train._refuse_slow_attention(cfg, cuda=False)  # on CPU the mask is the only way, and it is correct
+
+
+def test_checkpointing_goes_on_only_where_the_activations_would_not_fit():
+    from transformers import Qwen2Config
+
+    qwen_05b = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2)
+    per_token = batching.activation_bytes_per_token(qwen_05b, 64, 7, 0.05, liger=False)
+    assert 1.5e6 < per_token < 2.5e6  # GPU.md measured about 2 MB a token at these shapes
+    assert batching.activation_bytes_per_token(qwen_05b, 64, 7, 0.05, liger=True) < per_token
+    assert batching.activation_bytes_per_token(qwen_05b, 64, 7, 0.0, liger=False) < per_token
+    gib = 2**30
+    assert not batching.needs_checkpointing(16384, per_token, 80 * gib)  # the default budget on an 80 GB card
+    assert batching.needs_checkpointing(16384, per_token, 24 * gib)  # ... and on a 24 GB one
