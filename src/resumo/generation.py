@@ -67,19 +67,16 @@ def load(ref: str, device: str | None = None) -> LoadedModel:
     meta = _meta(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    is_adapter = (Path(path) / artifacts.ADAPTER_CONFIG).exists()
-    if is_adapter and "base_model" not in meta:
-        raise DataError(f"{ref} holds a LoRA adapter but no {MODEL_META} naming its base model; it was not saved by `resumo train`")
-    if is_adapter:
+    base_path, adapter = base_and_adapter(ref)
+    if adapter:
         from peft import PeftModel
 
-        base = AutoModelForCausalLM.from_pretrained(models.resolve(meta["base_model"]), dtype=dtype)
-        model = PeftModel.from_pretrained(base, path)
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype), adapter)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     # An adapter folder may lack the tokenizer; a hub id or full model folder has it.
     has_tokenizer = not Path(path).is_dir() or (Path(path) / artifacts.TOKENIZER_CONFIG).exists()
-    tokenizer = AutoTokenizer.from_pretrained(path if has_tokenizer else models.resolve(meta["base_model"]))
+    tokenizer = AutoTokenizer.from_pretrained(path if has_tokenizer else base_path)
     require_chat_template(tokenizer, ref)
     tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
     if tokenizer.pad_token is None:
@@ -87,6 +84,17 @@ def load(ref: str, device: str | None = None) -> LoadedModel:
     model.to(device).eval()
     prompt = PromptConfig.model_validate(meta["prompt"]) if "prompt" in meta else None
     return LoadedModel(model, tokenizer, prompt)
+
+
+def base_and_adapter(ref: str) -> tuple[str, str | None]:
+    """(the full model to load, the LoRA adapter folder over it or None) for a model reference."""
+    path = models.resolve(ref)
+    if not (Path(path) / artifacts.ADAPTER_CONFIG).exists():
+        return path, None
+    meta = _meta(path)
+    if "base_model" not in meta:
+        raise DataError(f"{ref} holds a LoRA adapter but no {MODEL_META} naming its base model; it was not saved by `resumo train`")
+    return models.resolve(meta["base_model"]), path
 
 
 def require_chat_template(tokenizer, ref: str) -> None:
@@ -129,28 +137,83 @@ def _meta(path: str) -> dict:
     return json.loads(meta_file.read_text()) if meta_file.exists() else {}
 
 
-def summarize(loaded: LoadedModel, texts: list[str], prompt: PromptConfig, batch_size: int, max_new_tokens: int, desc: str = "summarize") -> list[str]:
-    """Greedy summaries of `texts`, in order. Batches are sorted by length so little is padding."""
+# Engines of the transformers path (every image has it). `auto` picks by device: see resolve_engine.
+ENGINES = ("dynamic", "static", "continuous")
+
+
+def resolve_engine(engine: str, device) -> str:
+    """`auto`: transformers' continuous batching on a GPU (paged KV cache and CUDA graphs; the fastest of the
+    three in `make bench-gpu`), today's `generate` with a dynamic cache on CPU, where continuous batching's
+    scheduler thread costs more than it saves."""
+    if engine != "auto":
+        return engine
+    return "continuous" if str(device).startswith("cuda") else "dynamic"
+
+
+def summarize(loaded: LoadedModel, texts: list[str], prompt: PromptConfig, batch_size: int, max_new_tokens: int, desc: str = "summarize", engine: str = "auto") -> list[str]:
+    """Greedy summaries of `texts`, in order."""
     chats = [prompts.user_message(text, prompt) for text in texts]
-    return generate_chat(loaded, chats, batch_size, max_new_tokens, desc)
+    return generate_chat(loaded, chats, batch_size, max_new_tokens, desc, engine)
 
 
-def generate_chat(loaded: LoadedModel, chats: list[list[dict]], batch_size: int, max_new_tokens: int, desc: str = "generate") -> list[str]:
-    import torch
+def generate_chat(loaded: LoadedModel, chats: list[list[dict]], batch_size: int, max_new_tokens: int, desc: str = "generate", engine: str = "auto") -> list[str]:
+    """Greedy answers to `chats`, in order, through one of ENGINES (every engine gives the same tokens):
 
+    - `dynamic`: `generate` on batches of `batch_size`, sorted by length so little is padding;
+    - `static`: the same batches with a static KV cache, whose decoding step transformers compiles
+      (torch.compile, CUDA graphs) on a GPU;
+    - `continuous`: transformers' continuous batching (`generate_batch`): a paged KV cache that
+      admits a new prompt as soon as another finishes, so no batch waits for its longest answer.
+    """
+    engine = resolve_engine(engine, loaded.model.device)
+    if engine not in ENGINES:
+        raise ConfigError(f"generation engine {engine!r} is not one of {('auto', *ENGINES)}; `vllm` is score.engine's, in the vllm image")
     tokenizer, model = loaded.tokenizer, loaded.model
     stops = stop_token_ids(tokenizer, model)
     rendered = [tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) for chat in chats]
+    if engine == "continuous":
+        new_tokens = _continuous(loaded, rendered, max_new_tokens, stops, desc)
+    else:
+        new_tokens = _batched(loaded, rendered, batch_size, max_new_tokens, stops, desc, static=engine == "static")
+    return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def _batched(loaded: LoadedModel, rendered: list[str], batch_size: int, max_new_tokens: int, stops: list[int], desc: str, static: bool) -> list[list[int]]:
+    """The new tokens of each prompt, in order, up to and including its stop token."""
+    import torch
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    options = {"cache_implementation": "static"} if static else {}
     order = sorted(range(len(rendered)), key=lambda i: -len(rendered[i]))
-    outputs: list[str] = [""] * len(rendered)
+    outputs: list[list[int]] = [[] for _ in rendered]
     with tqdm(total=len(rendered), desc=desc, unit="text") as bar:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             encoded = tokenizer([rendered[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             with torch.inference_mode():
-                generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)
-            new_tokens = generated[:, encoded["input_ids"].shape[1] :]
-            for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
-                outputs[i] = text.strip()
+                generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, **options)
+            for i, tokens in zip(batch, generated[:, encoded["input_ids"].shape[1] :].tolist()):
+                outputs[i] = _until_stop(tokens, stops)
             bar.update(len(batch))
     return outputs
+
+
+def _until_stop(tokens: list[int], stops: list[int]) -> list[int]:
+    """A row of `generate`'s output cut after its first stop token (the rest is padding)."""
+    end = next((i for i, t in enumerate(tokens) if t in stops), len(tokens) - 1)
+    return tokens[: end + 1]
+
+
+def _continuous(loaded: LoadedModel, rendered: list[str], max_new_tokens: int, stops: list[int], desc: str) -> list[list[int]]:
+    """The new tokens of each prompt, in order, from transformers' continuous batching."""
+    from transformers import GenerationConfig
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    inputs = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)
+    log.info("%s: %d prompts through continuous batching", desc, len(inputs))
+    results = list(model.generate_batch(inputs=inputs, generation_config=config, progress_bar=True).values())
+    failed = [r.request_id for r in results if r.error is not None]
+    if len(results) != len(inputs) or failed:
+        raise DataError(f"{desc}: continuous batching returned {len(results)} of {len(inputs)} answers ({len(failed)} failed: {failed[:5]}); rerun with engine=dynamic")
+    return [list(r.generated_tokens) for r in results]
