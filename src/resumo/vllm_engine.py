@@ -51,3 +51,82 @@ def _visible_gpus() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+# --- score through vLLM (score.engine = vllm, in the vLLM image) ---------------------------------
+
+# Ranks vLLM's LoRA kernels are built for; an adapter's rank is served by the next one up.
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def lora_rank(adapter_dir: str) -> int:
+    """The rank of a peft adapter folder (adapter_config.json's `r`)."""
+    import json
+    from pathlib import Path
+
+    return int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"])
+
+
+def served_rank(ranks: list[int]) -> int:
+    """max_lora_rank for adapters of these ranks: the smallest supported rank that holds them all."""
+    top = max(ranks)
+    for rank in LORA_RANKS:
+        if rank >= top:
+            return rank
+    raise ValueError(f"LoRA rank {top} is above the {LORA_RANKS[-1]} vLLM serves")
+
+
+def score_engine_args(base: str, adapter_ranks: list[int], max_model_len: int, gpu_memory_utilization: float = 0.9) -> dict:
+    """`vllm.LLM` arguments for one base model and the adapters over it that score asks in the same engine."""
+    args = {"model": base, "dtype": "auto", "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization, "tensor_parallel_size": max(_visible_gpus(), 1)}
+    if adapter_ranks:
+        args |= {"enable_lora": True, "max_lora_rank": served_rank(adapter_ranks), "max_loras": len(adapter_ranks)}
+    return args
+
+
+class ScoreEngine:
+    """Score's generation through vLLM: one engine per base model, its adapters as LoRA requests.
+
+    `plan` maps each scored name to (base, adapter folder or None); the untuned student
+    and every adapter tuned from it share one engine, built once with `max_lora_rank`
+    from their adapters. An engine is freed before the next base model loads.
+    """
+
+    def __init__(self, plan: dict[str, tuple[str, str | None]], max_model_len: int):
+        self.plan, self.max_model_len = plan, max_model_len
+        self._base: str | None = None
+        self._llm = None
+        self._lora_ids = {name: i + 1 for i, name in enumerate(n for n, (_, adapter) in plan.items() if adapter)}
+
+    def generate(self, name: str, chats: list[list[dict]], max_new_tokens: int, stop_token_ids: list[int]) -> list[str]:
+        from vllm import SamplingParams
+
+        base, adapter = self.plan[name]
+        llm = self._engine(base)
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stop_token_ids)
+        request = self._lora_request(name, adapter) if adapter else None
+        return [out.outputs[0].text.strip() for out in llm.chat(chats, params, use_tqdm=True, lora_request=request)]
+
+    def close(self) -> None:
+        import gc
+
+        self._llm, self._base = None, None
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _engine(self, base: str):
+        if self._base != base:
+            self.close()
+            from vllm import LLM
+
+            ranks = [lora_rank(adapter) for b, adapter in self.plan.values() if b == base and adapter]
+            self._llm, self._base = LLM(**score_engine_args(base, ranks, self.max_model_len)), base
+        return self._llm
+
+    def _lora_request(self, name: str, adapter: str):
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest(name, self._lora_ids[name], adapter)
