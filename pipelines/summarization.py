@@ -146,9 +146,11 @@ def build(cfg: PipelineConfig):
             # Retried: a retry resumes from the checkpoints kept in train.checkpoint_store (resumo.checkpoints).
             _talks_to_network(cfg, _with_model_hub(_with_s3(tuned, secrets), secrets))
         # 5. Untuned against tuned student (and production, and reference models) on the test split.
-        scores = score(
-            config=score_config, train_config=train_config, promote_config=promote_config, pairs=pairs.outputs["pairs"], model=tuned.outputs["model"]
-        ).set_display_name("score")
+        #    On this run's GPU: each model generates a summary of every test article (1,000 in the study).
+        scores = _on_gpu(
+            score(config=score_config, train_config=train_config, promote_config=promote_config, pairs=pairs.outputs["pairs"], model=tuned.outputs["model"]).set_display_name("score"),
+            on_gpu,
+        )
         _talks_to_network(cfg, _with_model_hub(_with_s3(scores, secrets), secrets))
         # 6. An LLM judge, where one is configured: the tuned student against every other model.
         judged = {}

@@ -13,11 +13,12 @@ STAGES = ["scrape", "distill", "tune", "train", "score", "report", "promote"]
 # Which tasks ask for a GPU, by how the run tunes (the full profile's vllm teacher distils on one).
 # Katib: tune is a CPU launcher whose trials are GPU pods (test_katib_trials_get_the_runs_gpu_parameters),
 # and train hands the best trial's adapter on, so it needs a GPU only to retrain. optuna: the
-# study trains in the tune task itself, then train trains the winner again.
+# study trains in the tune task itself, then train trains the winner again. score generates every
+# model's summaries of the test split on the run's GPU, under every backend.
 GPU_TASKS = {
-    ("katib", "false"): {"distill"},
-    ("katib", "true"): {"distill", "train"},
-    ("optuna", "false"): {"distill", "tune", "train"},
+    ("katib", "false"): {"distill", "score"},
+    ("katib", "true"): {"distill", "train", "score"},
+    ("optuna", "false"): {"distill", "tune", "train", "score"},
 }
 # Retried: they talk to S3, an endpoint or the Kubernetes API, and train resumes from the
 # checkpoints it keeps in S3 (resumo.checkpoints); report only reads its input artifacts.
