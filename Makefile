@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-kernels test-real tiny-models real-models bench compile clean images image-requirements images-test submit schedule
+.PHONY: install run test test-kernels test-real tiny-models real-models bench bench-gpu compile clean images image-requirements images-test submit schedule
 
 # Image registry and tag for `make images` and `make compile`; components/__init__.py reads
 # them as RESUMO_IMAGE_PREFIX / RESUMO_IMAGE_TAG (unset: ghcr.io/resumo-ml and the version).
@@ -78,6 +78,11 @@ bench: install  ## benchmarks (ratios against a baseline in the same run)
 	@set -e; for script in tests/bench/bench_$(BENCH).py; do \
 	  case "$$script" in *bench_real_model.py) [ "$(BENCH)" = real_model ] || continue;; esac; \
 	  echo "== $$script"; $(BIN)/python $$script; done
+
+# On a machine with a CUDA GPU: training variants and generation engines at the study's shapes, written to
+# runs/bench/gpu.json (tests/bench/bench_gpu.py; tests/bench/gpu_machine.sh is the one-call form for a bare GPU host).
+bench-gpu: install  ## GPU throughput: training tokens/s, MFU and peak memory per variant; generation tokens/s per engine
+	$(BIN)/python tests/bench/bench_gpu.py
 
 compile: install  ## the full pipeline for a cluster
 	$(BIN)/resumo compile --profile full --output resumo-pipeline.yaml
