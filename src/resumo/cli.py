@@ -99,7 +99,7 @@ def train(
     """LoRA-tune the student; rerun with the same --out (or --run-id) to resume.  Example: resumo train --pairs runs/pairs --out runs/model --set train.merge=true
     On a cluster: resumo train --backend trainjob --dry-run --pairs s3://resumo/pairs --out trainjob.yaml -p full"""
     pairs, out = _uri(pairs, "--pairs"), _uri(out, "--out")  # before the heavy imports
-    from resumo import artifacts, launch, storage
+    from resumo import artifacts, distributed, launch, storage
     from resumo.errors import ConfigError
 
     flags = {"train.nproc_per_node": nproc_per_node, "train.backend": backend}
@@ -123,7 +123,7 @@ def train(
     with _local_folder(out, "--out") as folder:
         launch.train(cfg, pairs, folder, run_id)
         merged = (folder / artifacts.MERGED).exists()
-    if not launch.is_main():  # under a TrainJob's torchrun: rank 0 says where the model is
+    if not distributed.is_main():  # under a TrainJob's torchrun: rank 0 says where the model is
         return
     typer.echo(f"adapter: {storage.join(out, artifacts.ADAPTER)}")
     if merged:

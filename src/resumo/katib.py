@@ -40,7 +40,7 @@ from typing import Any
 from resumo import artifacts, storage
 from resumo.config import ClusterConfig, GpuConfig, SearchSpace, TrainConfig, TuneConfig, train_field
 from resumo.errors import ConfigError, ResumoError
-from resumo.tune import train_params, trial_count
+from resumo.tune import train_params
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def experiment(
     if storage.parse(pairs_uri).scheme != "s3":
         raise ConfigError(f"pairs {pairs_uri!r}: Katib trial pods cannot read a local folder; give the s3:// URI of the distill output")
     parameters = [_parameter_spec(name_, getattr(cfg.space, name_)) for name_ in cfg.search]
-    max_trials = trial_count(cfg)
+    max_trials = cfg.space.trial_count(cfg.search, cfg.algorithm, cfg.max_trials)
     spec = k.V1beta1ExperimentSpec(
         objective=k.V1beta1ObjectiveSpec(
             type="maximize",

@@ -42,7 +42,7 @@ from pathlib import Path
 from resumo import artifacts, storage
 from resumo.config import ClusterConfig, GpuConfig, TrainConfig
 from resumo.errors import ConfigError, ResumoError
-from resumo.launch import split_batch
+from resumo.distributed import split_batch
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +192,7 @@ def node_script() -> str:
 
 def run_step(cfg: TrainConfig, params: dict, pairs_uri: str, out_dir: str | Path, run_id: str, gpu: GpuConfig, default_image: str, cluster: ClusterConfig | None = None):
     """The pipeline's train step on a TrainJob: `run` with `params` (dotted train.* overrides, tune's best) applied."""
-    from resumo.tune import apply_params
-
-    return run(apply_params(cfg, params), pairs_uri, out_dir, run_id=run_id, gpu=gpu, default_image=default_image, cluster=cluster)
+    return run(cfg.with_params(params), pairs_uri, out_dir, run_id=run_id, gpu=gpu, default_image=default_image, cluster=cluster)
 
 
 def run(

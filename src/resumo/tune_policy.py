@@ -139,7 +139,7 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir:
     decision = decide_without_training(cfg)
     result = None
     if not decision.searched and policy_of(cfg) == "on_regression":
-        trained = train.run(tune.apply_params(train_cfg, decision.reused), pairs_dir, out_dir / REUSED_TRIAL)
+        trained = train.run(train_cfg.with_params(decision.reused), pairs_dir, out_dir / REUSED_TRIAL)
         decision = judge_reused(cfg, decision, trained.metrics[cfg.objective])
         if not decision.searched:
             trial = {"trial": REUSED_TRIAL, "params": decision.reused, **trained.metrics}
