@@ -33,6 +33,7 @@ from pathlib import Path
 
 from resumo import artifacts, storage
 from resumo.config import SearchSpace, TrainConfig, TuneConfig
+from resumo.registry_pointer import current_production
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def production_training(registry: str | None) -> tuple[dict | None, dict, dict]:
     """(production pointer or None, its hyperparameters, its validation scores), read from the registry."""
     if not registry:
         return None, {}, {}
-    pointer, _ = artifacts.read_pointer(registry)
+    pointer = current_production(registry)
     if pointer is None:
         return None, {}, {}
     return pointer, dict(pointer.get("hyperparameters") or {}), dict(pointer.get("validation") or {})
