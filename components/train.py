@@ -13,9 +13,9 @@ def train(config: dict, params: dict, pairs: Input[Dataset], model: Output[Model
     `metrics` gets the last epoch's eval_loss and rougeLsum and train_tokens_per_second.
     Checkpoints are also kept in train.checkpoint_store under a key of these inputs: a retried pod resumes from them.
     """
-    from resumo import checkpoints, train
+    from resumo import checkpoints, launch
     from resumo.config import TrainConfig, validate
 
-    result = train.run_step(validate(TrainConfig, config), params, pairs.path, model.path, best_adapter, checkpoints.inputs_key(config, params, pairs.uri))
+    result = launch.run_step(validate(TrainConfig, config), params, pairs.path, model.path, best_adapter, checkpoints.inputs_key(config, params, pairs.uri))
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

@@ -99,19 +99,19 @@ def train(
     """LoRA-tune the student; rerun with the same --out (or --run-id) to resume.  Example: resumo train --pairs runs/pairs --out runs/model --set train.merge=true
     On a cluster: resumo train --backend trainjob --dry-run --pairs s3://resumo/pairs --out trainjob.yaml -p full"""
     pairs, out = _uri(pairs, "--pairs"), _uri(out, "--out")  # before the heavy imports
-    from resumo import artifacts, launch, storage
+    from resumo import artifacts, distributed, launch, storage
     from resumo.errors import ConfigError
 
     flags = {"train.nproc_per_node": nproc_per_node, "train.backend": backend}
     full = _config(profile, (sets or []) + [f"{key}={value}" for key, value in flags.items() if value])
     cfg = full.train
     if cfg.backend == "trainjob":
-        from resumo import trainjob
+        from resumo import kube, trainjob
         from resumo.components import TRAIN_IMAGE  # the image names, not KFP: components/__init__.py imports only os
 
         if dry_run:
             body = trainjob.render(cfg, pairs, run_id, gpu=full.cluster.gpu, default_image=TRAIN_IMAGE, cluster=full.cluster)
-            storage.write_text(out, trainjob.to_yaml(body))
+            storage.write_text(out, kube.to_yaml(body))
             typer.echo(f"TrainJob {body['metadata']['name']} -> {out} (apply with: kubectl create -f {out})")
             return
         with _local_folder(out, "--out") as folder:
@@ -123,7 +123,7 @@ def train(
     with _local_folder(out, "--out") as folder:
         launch.train(cfg, pairs, folder, run_id)
         merged = (folder / artifacts.MERGED).exists()
-    if not launch.is_main():  # under a TrainJob's torchrun: rank 0 says where the model is
+    if not distributed.is_main():  # under a TrainJob's torchrun: rank 0 says where the model is
         return
     typer.echo(f"adapter: {storage.join(out, artifacts.ADAPTER)}")
     if merged:
@@ -159,12 +159,12 @@ def tune(
             result, decision = tune_policy.run(cfg.tune, cfg.train, pairs, folder)
         typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": str(result.best_adapter), "policy": decision.reason}))
         return
-    from resumo import katib
+    from resumo import katib, kube
     from resumo.components import TRAIN_IMAGE  # the image names, not KFP: components/__init__.py imports only os
 
     if dry_run:
         body = katib.render(cfg.tune, cfg.train, pairs, cfg.cluster.gpu, default_image=TRAIN_IMAGE, run_id=run_id, cluster=cfg.cluster)
-        storage.write_text(_uri(out, "--out"), katib.to_yaml(body))
+        storage.write_text(_uri(out, "--out"), kube.to_yaml(body))
         typer.echo(f"Katib Experiment {body['metadata']['name']} -> {out} (apply with: kubectl create -f {out})")
         return
     from resumo import tune_policy

@@ -8,6 +8,7 @@ work starts, and a bad value names its field, the value and what is allowed.
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -348,6 +349,13 @@ class TrainConfig(Section):
             )
         return self
 
+    def with_params(self, params: dict[str, Any]) -> TrainConfig:
+        """A copy with dotted train.* overrides (a trial's, tune's best), validated like any config."""
+        values = self.model_dump()
+        for key, value in params.items():
+            set_dotted(values, key, value)
+        return validate(TrainConfig, values)
+
 
 # --- tune -------------------------------------------------------------------
 
@@ -420,6 +428,14 @@ class SearchSpace(Section):
                 except ValidationError as err:
                     raise ValueError(f"{name}: {value!r} is not a valid train.{self.TRAIN_KEYS[name]} ({err.errors()[0]['msg']})") from None
         return self
+
+    def grid_size(self, search: list[str]) -> int:
+        """Points of the grid over the entries `search` names (each a list of values)."""
+        return math.prod(len(getattr(self, name).values) for name in search)
+
+    def trial_count(self, search: list[str], algorithm: str, max_trials: int) -> int:
+        """Trials either tune backend runs: `max_trials`, or every point of a smaller grid."""
+        return min(max_trials, self.grid_size(search)) if algorithm == "grid" else max_trials
 
 
 def _range_form(entry: dict) -> str | None:

@@ -33,8 +33,10 @@ REGISTRY_REF = "registry"
 
 def production_model(registry: str) -> str:
     """The URI of the registry's production model, from the pointer promote maintains."""
+    from resumo.registry_pointer import current_production
+
     pointer_uri = storage.join(registry, artifacts.POINTER)
-    pointer, _ = artifacts.read_pointer(registry)
+    pointer = current_production(registry)
     if pointer is None:
         raise ConfigError(f"model {REGISTRY_REF!r}: there is no {pointer_uri}; no model has been promoted to registry {registry} (set promote.registry)")
     if "model" not in pointer:

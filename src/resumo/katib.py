@@ -29,18 +29,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resumo import artifacts, storage
+from resumo import artifacts, kube, storage
 from resumo.config import ClusterConfig, GpuConfig, SearchSpace, TrainConfig, TuneConfig, train_field
 from resumo.errors import ConfigError, ResumoError
-from resumo.tune import train_params, trial_count
+from resumo.tune import train_params
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +49,6 @@ CONTAINER = "training"
 WORKDIR = "/workspace"
 # Katib terminal condition types (pkg/apis/controller/experiments/v1beta1).
 SUCCEEDED, FAILED = "Succeeded", "Failed"
-# Consecutive failed status reads tolerated while waiting: an API server restart
-# or a dropped connection during hours of waiting must not lose the Experiment.
-MAX_READ_ERRORS = 5
-# Which pipeline run an Experiment belongs to: a retried launcher waits only on its own run's.
-RUN_ID_ANNOTATION = "resumo.dev/pipeline-run-id"
 
 
 class KatibError(ResumoError):
@@ -100,7 +93,7 @@ def experiment(
     if storage.parse(pairs_uri).scheme != "s3":
         raise ConfigError(f"pairs {pairs_uri!r}: Katib trial pods cannot read a local folder; give the s3:// URI of the distill output")
     parameters = [_parameter_spec(name_, getattr(cfg.space, name_)) for name_ in cfg.search]
-    max_trials = trial_count(cfg)
+    max_trials = cfg.space.trial_count(cfg.search, cfg.algorithm, cfg.max_trials)
     spec = k.V1beta1ExperimentSpec(
         objective=k.V1beta1ObjectiveSpec(
             type="maximize",
@@ -142,11 +135,8 @@ def render(
     cluster: ClusterConfig | None = None,
 ) -> dict:
     """The Experiment of run `run_id` (a fresh one without), in tune.katib.namespace or else this pod's own (`default` off-cluster)."""
-    name, namespace = experiment_name(cfg.katib.name_prefix, run_id), cfg.katib.namespace or _own_namespace()
-    body = experiment(cfg, train_cfg, pairs_uri, name, namespace, gpu, default_image, cluster)
-    if run_id:
-        body["metadata"]["annotations"] = {RUN_ID_ANNOTATION: run_id}
-    return body
+    name, namespace = experiment_name(cfg.katib.name_prefix, run_id), cfg.katib.namespace or kube.own_namespace()
+    return kube.mark_run(experiment(cfg, train_cfg, pairs_uri, name, namespace, gpu, default_image, cluster), run_id)
 
 
 def experiment_name(prefix: str, run_id: str | None = None) -> str:
@@ -235,20 +225,6 @@ def trial_script(cfg: TuneConfig) -> str:
     return "(\n" + "\n".join(lines) + "\n)"
 
 
-def to_yaml(obj: dict) -> str:
-    """YAML for people: multi-line strings (the trial script) as literal blocks."""
-    import yaml
-
-    class Dumper(yaml.SafeDumper):
-        pass
-
-    def text(dumper, value: str):
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
-
-    Dumper.add_representer(str, text)
-    return yaml.dump(obj, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1000)
-
-
 def _parameter_spec(name: str, entry):
     from kubeflow_katib_api import models as k
 
@@ -304,11 +280,11 @@ def run(
     cluster: ClusterConfig | None = None,
 ) -> KatibResult:
     """Create the Experiment (or find run `run_id`'s), wait for it, and read its best trial; the Experiment YAML and result go to `out_dir`."""
-    api_client = api_client or kube_client()
+    api_client = api_client or kube.client(RESOURCE)
     body = render(cfg, train_cfg, pairs_uri, gpu, default_image, run_id, cluster)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / artifacts.EXPERIMENT).write_text(to_yaml(body))
+        (Path(out_dir) / artifacts.EXPERIMENT).write_text(kube.to_yaml(body))
     result = launch(body, api_client, cfg)
     if out_dir is not None:
         (Path(out_dir) / artifacts.BEST).write_text(json.dumps(_summary(result, cfg), indent=2))
@@ -316,91 +292,12 @@ def run(
 
 
 def launch(body: dict, api_client, cfg: TuneConfig) -> KatibResult:
-    """Create the Experiment `body`, wait for it, read its best trial; delete it afterwards if tune.katib.delete."""
-    from kubernetes import client as k8s
-
-    api = k8s.CustomObjectsApi(api_client)
-    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-    _create_or_find(api, body)
-    try:
-        status = wait(api, name, namespace, timeout_s=cfg.katib.timeout_s, poll_s=cfg.katib.poll_s)
-        return best_trial(status, name, namespace, cfg)
-    finally:
-        if cfg.katib.delete:
-            _delete(api, name, namespace)
-
-
-def _create_or_find(api, body: dict) -> None:
-    """Create the Experiment; on a retry of the same run, whose first attempt created it, wait on that one instead."""
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
-    name, namespace, run_id = body["metadata"]["name"], body["metadata"]["namespace"], _run_id(body)
-    what = f"create Experiment {namespace}/{name}"
-    try:
-        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-    except ApiException as err:
-        if err.status != 409 or run_id is None:
-            raise _api_error(err, what) from None
-        existing = _call(api.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name, what=f"read Experiment {namespace}/{name}")
-        if _run_id(existing) != run_id:
-            raise KatibError(
-                f"cannot {what}: an Experiment of that name belongs to run {_run_id(existing)!r}, not {run_id!r}; "
-                "delete it, or set tune.katib.name_prefix to another prefix"
-            ) from None
-        log.info("tune: Katib Experiment %s/%s exists from an earlier attempt of run %s; waiting on it instead of launching again", namespace, name, run_id)
-        return
-    except HTTPError as err:
-        raise KatibError(f"cannot {what}: the Kubernetes API is unreachable ({err})") from None
-    log.info("tune: created Katib Experiment %s/%s (%s, up to %d trials)", namespace, name, body["spec"]["algorithm"]["algorithmName"], body["spec"]["maxTrialCount"])
-
-
-def _run_id(obj: dict) -> str | None:
-    return (obj.get("metadata", {}).get("annotations") or {}).get(RUN_ID_ANNOTATION)
-
-
-def wait(api, name: str, namespace: str, *, timeout_s: float, poll_s: float) -> dict:
-    """Read the Experiment until it Succeeded (its status) or Failed, or `timeout_s` passed (KatibError)."""
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
-    deadline = time.monotonic() + timeout_s
-    last, errors, status = None, 0, {}
-    while True:
-        try:
-            obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-            errors = 0
-        except (ApiException, HTTPError) as err:
-            status_code = getattr(err, "status", None)
-            if status_code == 404:
-                raise KatibError(f"Katib Experiment {namespace}/{name} disappeared while the launcher waited for it (deleted?)") from None
-            if isinstance(err, ApiException) and status_code is not None and status_code < 500 and status_code != 429:
-                raise _api_error(err, f"read Experiment {namespace}/{name}") from None
-            errors += 1
-            reason = f"HTTP {err.status} {err.reason}" if isinstance(err, ApiException) else str(err)
-            if errors > MAX_READ_ERRORS:
-                raise KatibError(f"cannot read Experiment {namespace}/{name}: {errors} reads in a row failed ({reason}); it may still be running") from None
-            log.warning("tune: reading Experiment %s/%s failed (%s); retrying", namespace, name, reason)
-        else:
-            status = obj.get("status") or {}
-            condition = _current_condition(status)
-            if condition and condition.get("type") != last:
-                last = condition["type"]
-                log.info("tune: %s/%s %s: %s", namespace, name, last, _progress(status))
-            if _is_true(status, SUCCEEDED):
-                return status
-            if _is_true(status, FAILED):
-                failed = _condition(status, FAILED)
-                raise KatibError(
-                    f"Katib Experiment {namespace}/{name} failed: {failed.get('reason', '?')}: {failed.get('message', '')} "
-                    f"(failed trials: {status.get('failedTrialList') or []}); see `kubectl -n {namespace} describe experiment {name}`"
-                )
-        if time.monotonic() >= deadline:
-            raise KatibError(
-                f"Katib Experiment {namespace}/{name} did not finish within {timeout_s:g} s (last condition: {last or 'none'}, {_progress(status)}); "
-                "raise tune.katib.timeout_s, or read its result later with `kubectl get experiment`"
-            )
-        time.sleep(poll_s)
+    """Create the Experiment `body` (or, on a retry of its run, wait on the one its first attempt made),
+    wait for it, read its best trial; delete it afterwards if tune.katib.delete."""
+    settings, spec = cfg.katib, body["spec"]
+    summary = f"{spec['algorithm']['algorithmName']}, up to {spec['maxTrialCount']} trials"
+    status = kube.launch(RESOURCE, body, api_client, timeout_s=settings.timeout_s, poll_s=settings.poll_s, delete=settings.delete, summary=summary)
+    return best_trial(status, body["metadata"]["name"], body["metadata"]["namespace"], cfg)
 
 
 def best_trial(status: dict, name: str, namespace: str, cfg: TuneConfig) -> KatibResult:
@@ -428,77 +325,9 @@ def best_trial(status: dict, name: str, namespace: str, cfg: TuneConfig) -> Kati
     )
 
 
-def kube_client():
-    """An ApiClient from the pod's service account, else from ~/.kube/config (KUBECONFIG)."""
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        try:
-            # KUBECONFIG read now, not when the kubernetes package was imported.
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-        except (config.ConfigException, OSError) as err:
-            raise KatibError(f"no Kubernetes credentials: run in a pod with a service account, or set KUBECONFIG ({err})") from None
-    return client.ApiClient()
-
-
-def _own_namespace() -> str:
-    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    return path.read_text().strip() if path.is_file() else "default"
-
-
-def _call(method, *args, what: str):
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
-    try:
-        return method(*args)
-    except ApiException as err:
-        raise _api_error(err, what) from None
-    except HTTPError as err:
-        raise KatibError(f"cannot {what}: the Kubernetes API is unreachable ({err})") from None
-
-
-def _api_error(err, what: str) -> KatibError:
-    hints = {
-        401: "the credentials were refused",
-        403: f"the service account lacks RBAC: it needs create/get/delete on {PLURAL}.{GROUP} in this namespace (see manifests/)",
-        404: f"not found: is Katib installed (CRD {PLURAL}.{GROUP}/{VERSION}) and does the namespace exist?",
-        409: "an Experiment of that name exists already; launch again for a new name, or give the run id it was made for",
-    }
-    reason = _status_message(err)
-    return KatibError(f"cannot {what}: HTTP {err.status} {hints.get(err.status, '')} ({reason})".replace("  ", " "))
-
-
-def _status_message(err) -> str:
-    try:
-        return json.loads(err.body).get("message", "")
-    except (TypeError, ValueError, AttributeError):
-        return str(err.reason)
-
-
-def _delete(api, name: str, namespace: str) -> None:
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        log.info("tune: deleted Katib Experiment %s/%s (its trials go with it; adapters stay on S3)", namespace, name)
-    except ApiException as err:
-        if err.status != 404:
-            log.warning("tune: could not delete Experiment %s/%s: %s", namespace, name, _api_error(err, "delete it"))
-
-
-def _condition(status: dict, kind: str) -> dict:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
-
-
-def _is_true(status: dict, kind: str) -> bool:
-    return _condition(status, kind).get("status") == "True"
-
-
-def _current_condition(status: dict) -> dict | None:
-    true = [c for c in status.get("conditions") or [] if c.get("status") == "True"]
+def _state(status: dict) -> str | None:
+    """The condition that is True now (Created, Running, Succeeded...), None before the first."""
+    true = kube.true_conditions(status)
     return true[-1] if true else None
 
 
@@ -516,3 +345,26 @@ def _summary(result: KatibResult, cfg: TuneConfig) -> dict:
         "metrics": result.metrics,
         "adapter": result.best_adapter,
     }
+
+
+# The Experiment as resumo.kube launches it (below the helpers it names).
+RESOURCE = kube.Kind(
+    GROUP,
+    VERSION,
+    PLURAL,
+    KIND,
+    label="Katib Experiment",
+    stage="tune",
+    error=KatibError,
+    done=SUCCEEDED,
+    failed=FAILED,
+    state=_state,
+    progress=_progress,
+    failure=lambda status: f"failed trials: {status.get('failedTrialList') or []}",
+    inspect="kubectl -n {namespace} describe experiment {name}",
+    operator="Katib",
+    rbac="manifests/",
+    name_prefix="tune.katib.name_prefix",
+    timeout_hint="raise tune.katib.timeout_s, or read its result later with `kubectl get experiment`",
+    deleted_note="its trials go with it; adapters stay on S3",
+)

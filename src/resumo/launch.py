@@ -13,8 +13,14 @@ ranks as JSON in the environment (so they train exactly what was validated
 here, once), waits, and reads the result rank 0 wrote.
 
 The configured batch is the global one: `batch_size x gradient_accumulation`
-examples per optimizer step whatever the world size (`split_batch`), so a run
-on 8 GPUs takes the same optimizer steps as one on 1 GPU, 8 times faster.
+examples per optimizer step whatever the world size (`resumo.distributed.split_batch`),
+so a run on 8 GPUs takes the same optimizer steps as one on 1 GPU, 8 times faster.
+
+`run_step` is the pipeline's train step on top of it: `train` with tune's
+parameters applied, or a Katib trial's outputs adopted without training again.
+This module sits above `resumo.train` (it imports it, inside functions, as the
+training stack is heavy); `resumo.train` asks `resumo.distributed`, not this
+module, where its process stands.
 """
 
 from __future__ import annotations
@@ -25,9 +31,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from resumo import artifacts, storage
 from resumo.config import TrainConfig
-from resumo.errors import ConfigError, ResumoError
+from resumo.distributed import is_main, split_batch, under_torchrun
+from resumo.errors import ResumoError
+
+if TYPE_CHECKING:
+    from resumo.train import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -46,42 +58,7 @@ def nproc_per_node(cfg: TrainConfig) -> int:
     return cfg.nproc_per_node or max(visible_gpus(), 1)
 
 
-def under_torchrun() -> bool:
-    """torchrun (or a TrainJob's torchrun) started this process: it is one rank of a world."""
-    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1")) if under_torchrun() else 1
-
-
-def is_main() -> bool:
-    """Rank 0 of the world (of every node): the one process that writes outputs and prints metric lines."""
-    return not under_torchrun() or int(os.environ.get("RANK", "0")) == 0
-
-
-def split_batch(batch_size: int, gradient_accumulation: int, processes: int) -> tuple[int, int]:
-    """(per-device batch, accumulation steps) that give `batch_size x gradient_accumulation` examples
-    per optimizer step over `processes` processes.
-
-    Each process takes global / processes examples per step, in micro-batches of
-    the largest size that divides its share and is at most `batch_size`: the
-    configured micro-batch fits in memory, so a smaller one does too. 16 x 4 on 2
-    GPUs is 16 x 2 each; on 8 GPUs, 8 x 1 each.
-    """
-    global_batch = batch_size * gradient_accumulation
-    if global_batch % processes:
-        raise ConfigError(
-            f"train.batch_size x train.gradient_accumulation = {batch_size} x {gradient_accumulation} = {global_batch} examples per optimizer step "
-            f"do not split over {processes} processes; run a number of processes that divides {global_batch} (--nproc-per-node, train.nproc_per_node) "
-            f"or set a global batch that {processes} divides"
-        )
-    share = global_batch // processes
-    per_device = max(b for b in range(1, min(batch_size, share) + 1) if share % b == 0)
-    return per_device, share // per_device
-
-
-def train(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path, run_id: str | None = None):
+def train(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path, run_id: str | None = None) -> TrainResult:
     """`resumo.train.run` on `nproc_per_node(cfg)` processes; the TrainResult that rank 0 wrote."""
     from resumo import train as stage
 
@@ -98,7 +75,37 @@ def train(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path, run_id: 
     code = _run_forwarding_sigterm(command, env)
     if code:
         raise ResumoError(f"train: torchrun with {nproc} processes failed (exit code {code}); the failing rank's error is printed above")
-    return stage.result_of(out_dir)
+    return result_of(out_dir)
+
+
+def run_step(cfg: TrainConfig, params: dict, pairs_dir: str | Path, out_dir: str | Path, best_adapter: str = "", run_id: str | None = None) -> TrainResult:
+    """The pipeline's train step: `train` with `params` (dotted train.* overrides) applied, or, given a
+    tuning trial's `best_adapter`, that trial's outputs handed on without training again."""
+    return adopt_trial(best_adapter, out_dir) if best_adapter else train(cfg.with_params(params), pairs_dir, out_dir, run_id)
+
+
+def adopt_trial(adapter_uri: str, out_dir: str | Path) -> TrainResult:
+    """A tuning trial's outputs as this step's, downloaded rather than trained again.
+
+    A Katib trial's folder is a `model` folder (resumo.artifacts: its adapter, metrics and
+    curves); the best trial's adapter was trained with the very parameters a
+    retrain would use, so the train step hands it on (unless `tune.retrain_best`).
+    """
+    out_dir = Path(out_dir)
+    storage.download(artifacts.model_of(adapter_uri), out_dir)  # the trial's folder is exactly its outputs
+    result = result_of(out_dir)
+    log.info("train: adopted the best trial's adapter %s (%d metrics)", adapter_uri, len(result.metrics))
+    return result
+
+
+def result_of(out_dir: str | Path) -> TrainResult:
+    """The TrainResult a finished run wrote under `out_dir` (another process's: torchrun's rank 0, a trial, a TrainJob)."""
+    from resumo.train import TrainResult
+
+    out_dir = Path(out_dir)
+    metrics_file = out_dir / artifacts.TRAIN_METRICS
+    scores = json.loads(metrics_file.read_text())["metrics"] if metrics_file.exists() else {}
+    return TrainResult(adapter_dir=out_dir / artifacts.ADAPTER, metrics=scores)
 
 
 def _run_forwarding_sigterm(command: list[str], env: dict) -> int:

@@ -38,6 +38,7 @@ from pathlib import Path
 from resumo import artifacts, storage
 from resumo.config import ModelRegistryConfig, PromoteConfig
 from resumo.errors import ConfigError, ResumoError
+from resumo.registry_pointer import current_production
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,10 @@ class Registration:
 
 def follow_production(cfg: PromoteConfig) -> Registration | None:
     """Register resumo's production version in Model Registry and move the label to it; None when off or nothing is in production."""
-    from resumo import promote
-
     mr = cfg.model_registry
     if mr.url is None:
         return None
-    pointer = promote.current_production(cfg.registry)
+    pointer = current_production(cfg.registry)
     if pointer is None:
         log.info("model registry: nothing in production in %s yet; nothing to register", cfg.registry)
         return None
@@ -77,7 +76,7 @@ def follow_production(cfg: PromoteConfig) -> Registration | None:
         for _ in range(MAX_POINTER_READS):
             registration = _register_and_label(client, mr, cfg.registry, pointer)
             # Another promotion may have moved the pointer (and labelled its version) meanwhile: follow it.
-            now = promote.current_production(cfg.registry)
+            now = current_production(cfg.registry)
             if now["version"] == pointer["version"]:
                 break
             pointer = now
@@ -314,9 +313,7 @@ def _describe(mv) -> dict:
 
 def listing(cfg: PromoteConfig) -> list[dict]:
     """Every version in either registry: published (with a manifest) or cut off in resumo's, production, and Model Registry's view."""
-    from resumo import promote
-
-    pointer = promote.current_production(cfg.registry)
+    pointer = current_production(cfg.registry)
     keys = storage.list_keys(storage.join(cfg.registry, "models"))
     published = {k.split("/")[0] for k in keys}
     complete = {k.split("/")[0] for k in keys if k.count("/") == 1 and k.endswith(f"/{artifacts.MANIFEST}")}
@@ -333,10 +330,9 @@ def listing(cfg: PromoteConfig) -> list[dict]:
 
 def describe(cfg: PromoteConfig, version: str) -> dict:
     """One version as resumo's registry and Model Registry hold it."""
-    from resumo import promote
     from resumo.errors import DataError
 
-    pointer = promote.current_production(cfg.registry)
+    pointer = current_production(cfg.registry)
     prefix = storage.join(cfg.registry, f"models/{version}")
     manifest_uri = storage.join(prefix, artifacts.MANIFEST)
     resumo_side = None

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from resumo import storage
 from resumo.errors import ConfigError
+from resumo.model_cache import cache_dir, made_once
 
 TINY_MODELS = ("tiny:qwen2", "tiny:bert")
 # Bump a kind's version when its builder below changes; `make tiny-models` then rebuilds it.
@@ -39,10 +37,6 @@ QWEN_CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{%- endif %}"
 )
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("RESUMO_CACHE", Path.home() / ".cache" / "resumo"))
 
 
 def resolve(ref: str) -> str:
@@ -68,7 +62,7 @@ def _downloaded(uri: str) -> Path:
         storage.download(uri, folder)
         (folder / DOWNLOADED).write_text(json.dumps({"uri": uri}))
 
-    return _made_once(cache_dir() / "s3" / hashlib.sha256(uri.encode()).hexdigest()[:16], DOWNLOADED, download)
+    return made_once(cache_dir() / "s3" / hashlib.sha256(uri.encode()).hexdigest()[:16], DOWNLOADED, download)
 
 
 def tiny_model_dir(kind: str) -> Path:
@@ -114,30 +108,6 @@ def build_tiny_model(kind: str, out: Path) -> Path:
     marker = {**tiny_build_inputs(kind), "note": "tiny random model for tests; not for quality claims", "files": file_digests(out)}
     (out / TINY_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return out
-
-
-def _made_once(target: Path, marker: str, make) -> Path:
-    """`target`, made by `make(folder)` the first time, which writes `marker` last.
-
-    It is made in a folder beside the target and renamed into place, so parallel
-    processes (test workers, pods sharing a cache) never see half of it.
-    """
-    if (target / marker).exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        make(staging)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / marker).exists():  # left by an older layout without the marker
-                shutil.rmtree(target)
-                staging.rename(target)
-            # else another process finished first; what it made is the same
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def _build_tiny_qwen2(texts: list[str], out: Path) -> None:

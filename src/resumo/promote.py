@@ -44,6 +44,8 @@ from resumo.artifacts import CARD, MANIFEST, POINTER
 from resumo.config import PromoteConfig
 from resumo.errors import ConfigError, DataError
 from resumo.judge import untrusted_opponents
+from resumo.registry_pointer import check_file as _check_file
+from resumo.registry_pointer import current_production  # noqa: F401 - the pointer's readers moved there; promote's tests still read it here
 
 log = logging.getLogger(__name__)
 
@@ -206,24 +208,6 @@ def check_gates(cfg: PromoteConfig, candidate: dict[str, float], production: dic
     return gates
 
 
-def current_production(registry: str, verify: bool = False) -> dict | None:
-    """The production pointer, or None; with `verify`, every file of its manifest is read back and checked."""
-    pointer, _ = artifacts.read_pointer(registry)
-    if pointer is not None and verify:
-        verify_version(pointer)
-    return pointer
-
-
-def verify_version(pointer: dict) -> None:
-    """Check the manifest's hash and every file's size and sha256; raise DataError on the first mismatch."""
-    raw = storage.read_bytes(pointer["manifest"])
-    if hashlib.sha256(raw).hexdigest() != pointer["manifest_sha256"]:
-        raise DataError(f"{pointer['manifest']} does not match the sha256 in the pointer; the version {pointer['version']} was altered")
-    manifest = json.loads(raw)
-    for key, expected in manifest["files"].items():
-        _check_file(storage.join(manifest["prefix"], key), expected)
-
-
 def _candidate_scores(cfg: PromoteConfig, scores: dict, candidate: str) -> dict[str, float]:
     models = scores.get("models", {}) if isinstance(scores, dict) else {}
     if candidate not in models:
@@ -313,12 +297,6 @@ def _publish_version(cfg, version, model_dir, scores, candidate, candidate_score
         "scores": {k: v for k, v in candidate_scores.items() if k in report.CARD_SCORES},
         "gates": [asdict(g) for g in gates],
     }
-
-
-def _check_file(uri: str, expected: dict) -> None:
-    data = storage.read_bytes(uri)
-    if len(data) != expected["size"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
-        raise DataError(f"{uri} reads back as {len(data)} bytes that do not match its manifest entry {expected}; the pointer was not moved")
 
 
 def _model_meta(model_dir: Path) -> dict:

@@ -30,8 +30,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from resumo import models
 from resumo.errors import ConfigError
+from resumo.model_cache import cache_dir, made_once
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,8 @@ def model_dir(name: str) -> Path:
     if spec is None:
         raise ConfigError(f"model {PREFIX}{name} is not a known real model; use one of {[PREFIX + n for n in [*REAL_MODELS, *REAL_ENCODERS]]}")
     builder = build if isinstance(spec, RealModel) else build_encoder
-    target = models.cache_dir() / "real" / f"{name}-v{BUILD_VERSION}"
-    return models._made_once(target, BUILT, lambda folder: builder(spec, folder))
+    target = cache_dir() / "real" / f"{name}-v{BUILD_VERSION}"
+    return made_once(target, BUILT, lambda folder: builder(spec, folder))
 
 
 def build_encoder(spec: RealEncoder, out: Path) -> Path:

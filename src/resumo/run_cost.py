@@ -13,7 +13,6 @@ Stage components log their part as KFP Metrics named `cost_<figure>` and
 from __future__ import annotations
 
 from resumo.config import TuneConfig
-from resumo.tune import trial_count
 
 
 def scrape_figures(counts: dict) -> dict[str, int]:
@@ -29,9 +28,10 @@ def distill_figures(counts: dict) -> dict[str, int]:
 def tune_figures(cfg: TuneConfig, trainings: int, seconds: float, gpu_count: int) -> dict[str, float]:
     """The tune step's trainings and GPU-hours; the full run's GPU-hours are estimated from this run's
     hours per training, so they are left out when nothing was trained here (reuse under optuna)."""
-    figures = {"cost_tune_trials": trainings, "cost_full_tune_trials": trial_count(cfg), "cost_gpu_hours_requested": round(seconds / 3600 * gpu_count, 6)}
+    full_trials = cfg.space.trial_count(cfg.search, cfg.algorithm, cfg.max_trials)
+    figures = {"cost_tune_trials": trainings, "cost_full_tune_trials": full_trials, "cost_gpu_hours_requested": round(seconds / 3600 * gpu_count, 6)}
     if trainings:
-        figures["cost_full_gpu_hours_requested"] = round(seconds / trainings * trial_count(cfg) / 3600 * gpu_count, 6)
+        figures["cost_full_gpu_hours_requested"] = round(seconds / trainings * full_trials / 3600 * gpu_count, 6)
     return figures
 
 

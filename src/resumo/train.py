@@ -43,7 +43,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from resumo import artifacts, attention, batching, checkpoints, generation, launch, metrics, models, prompts, storage, tables
+from resumo import artifacts, attention, batching, checkpoints, distributed, generation, metrics, models, prompts, tables
 from resumo.config import TrainConfig
 from resumo.errors import ConfigError, DataError
 
@@ -82,7 +82,7 @@ def run(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path, run_id: st
 
     adapter_dir = out_dir / artifacts.ADAPTER
     scores = _final_scores(trainer.state.log_history, throughput)
-    if not launch.is_main():  # under torchrun every rank trained the same model; rank 0 writes it
+    if not distributed.is_main():  # under torchrun every rank trained the same model; rank 0 writes it
         return TrainResult(adapter_dir=adapter_dir, metrics=scores)
     _save_adapter(trainer, cfg, adapter_dir)
     if cfg.merge:
@@ -95,36 +95,6 @@ def run(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path, run_id: st
     if remote:  # rank 0 alone: the other ranks returned above
         checkpoints.clean(remote)
     return TrainResult(adapter_dir=adapter_dir, metrics=scores)
-
-
-def result_of(out_dir: str | Path) -> TrainResult:
-    """The result a finished run wrote under `out_dir` (another process's: torchrun's rank 0, a trial, a TrainJob)."""
-    out_dir = Path(out_dir)
-    metrics_file = out_dir / artifacts.TRAIN_METRICS
-    scores = json.loads(metrics_file.read_text())["metrics"] if metrics_file.exists() else {}
-    return TrainResult(adapter_dir=out_dir / artifacts.ADAPTER, metrics=scores)
-
-
-def run_step(cfg: TrainConfig, params: dict, pairs_dir: str | Path, out_dir: str | Path, best_adapter: str = "", run_id: str | None = None) -> TrainResult:
-    """The pipeline's train step: `run` with `params` (dotted train.* overrides) applied, or, given a
-    tuning trial's `best_adapter`, that trial's outputs handed on without training again."""
-    from resumo.tune import apply_params
-
-    return adopt_trial(best_adapter, out_dir) if best_adapter else launch.train(apply_params(cfg, params), pairs_dir, out_dir, run_id)
-
-
-def adopt_trial(adapter_uri: str, out_dir: str | Path) -> TrainResult:
-    """A tuning trial's outputs as this step's, downloaded rather than trained again.
-
-    A Katib trial's folder is a `model` folder (resumo.artifacts: its adapter, metrics and
-    curves); the best trial's adapter was trained with the very parameters a
-    retrain would use, so the train step hands it on (unless `tune.retrain_best`).
-    """
-    out_dir = Path(out_dir)
-    storage.download(artifacts.model_of(adapter_uri), out_dir)  # the trial's folder is exactly its outputs
-    result = result_of(out_dir)
-    log.info("train: adopted the best trial's adapter %s (%d metrics)", adapter_uri, len(result.metrics))
-    return result
 
 
 def last_checkpoint(checkpoints_dir: Path) -> Path | None:
@@ -172,8 +142,8 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path, callba
     model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.bfloat16 if bf16 else torch.float32, attn_implementation=cfg.attn_implementation)
     if cfg.liger_kernel and cuda:
         _apply_liger(model)
-    processes = launch.world_size()
-    per_device_batch, accumulation = launch.split_batch(cfg.batch_size, cfg.gradient_accumulation, processes)  # the configured batch is the global one
+    processes = distributed.world_size()
+    per_device_batch, accumulation = distributed.split_batch(cfg.batch_size, cfg.gradient_accumulation, processes)  # the configured batch is the global one
     if cfg.micro_batch_tokens:  # one optimizer step's share a dataloader batch, cut by tokens (resumo.batching)
         per_device_batch, accumulation = per_device_batch * accumulation, 1
     checkpointing = cuda and _checkpointing(cfg, model.config)
@@ -301,7 +271,7 @@ class _ValidationRouge(TrainerCallback):
         score = metrics.rouge(predictions, list(self.rows["summary"]))["rougeLsum"]
         state.log_history.append({"eval_rougeLsum": score, "epoch": state.epoch, "step": state.global_step})
         log.info("train: epoch %.2f validation ROUGE-Lsum %.4f on %d articles", state.epoch, score, len(self.rows))
-        if launch.is_main():
+        if distributed.is_main():
             print_metric_lines({"eval_loss": kwargs["metrics"]["eval_loss"], "rougeLsum": score})  # each epoch: one report for medianstop
 
 

@@ -19,7 +19,8 @@ The launcher waits for the Complete or Failed condition (or train.trainjob.timeo
 also the TrainJob's activeDeadlineSeconds), downloads those outputs into the
 task's model artifact and deletes the TrainJob if train.trainjob.delete. The name
 comes from the KFP run id, so a retried task meets its TrainJob (HTTP 409),
-reads it and keeps waiting instead of training twice.
+reads it and, when its run annotation names this run, keeps waiting instead of
+training twice; another run's TrainJob of that name is refused (resumo.kube).
 
 RBAC the launcher's service account needs, in the TrainJob's namespace only
 (manifests/trainjob-rbac.yaml):
@@ -35,14 +36,13 @@ import hashlib
 import json
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from resumo import artifacts, storage
+from resumo import artifacts, kube, storage
 from resumo.config import ClusterConfig, GpuConfig, TrainConfig
 from resumo.errors import ConfigError, ResumoError
-from resumo.launch import split_batch
+from resumo.distributed import split_batch
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ NODE = "node"  # the torch-distributed runtime's replicated job and container
 WORKDIR = "/workspace"
 # Trainer v2's condition types (pkg/apis/trainer/v1alpha1/trainjob_types.go).
 COMPLETE, FAILED = "Complete", "Failed"
-MAX_READ_ERRORS = 5  # consecutive failed status reads tolerated: an API server restart must not lose the TrainJob
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 OUTPUT_FILES = (*artifacts.TRIAL_FILES, artifacts.MERGED)  # what node 0 uploads: the model folder without checkpoints
 
@@ -158,7 +157,8 @@ def render(
 ) -> dict:
     """The TrainJob of this run (named from `run_id`, random without), in train.trainjob.namespace or this pod's own."""
     settings = cfg.trainjob
-    return trainjob(cfg, pairs_uri, job_name(settings.name_prefix, run_id), settings.namespace or _own_namespace(), gpu, default_image, cluster)
+    body = trainjob(cfg, pairs_uri, job_name(settings.name_prefix, run_id), settings.namespace or kube.own_namespace(), gpu, default_image, cluster)
+    return kube.mark_run(body, run_id)
 
 
 def output_of(output: str, name: str) -> str:
@@ -192,9 +192,7 @@ def node_script() -> str:
 
 def run_step(cfg: TrainConfig, params: dict, pairs_uri: str, out_dir: str | Path, run_id: str, gpu: GpuConfig, default_image: str, cluster: ClusterConfig | None = None):
     """The pipeline's train step on a TrainJob: `run` with `params` (dotted train.* overrides, tune's best) applied."""
-    from resumo.tune import apply_params
-
-    return run(apply_params(cfg, params), pairs_uri, out_dir, run_id=run_id, gpu=gpu, default_image=default_image, cluster=cluster)
+    return run(cfg.with_params(params), pairs_uri, out_dir, run_id=run_id, gpu=gpu, default_image=default_image, cluster=cluster)
 
 
 def run(
@@ -208,14 +206,14 @@ def run(
     cluster: ClusterConfig | None = None,
 ):
     """Create (or, on a retry, find) this run's TrainJob, wait for it, and download its outputs into `out_dir`."""
-    api_client = api_client or _kube_client()
+    api_client = api_client or kube.client(RESOURCE)
     body = render(cfg, pairs_uri, run_id, gpu, default_image, cluster)
     launch(body, api_client, cfg)
     out_dir, output = Path(out_dir), output_of(cfg.trainjob.output, body["metadata"]["name"])
     out_dir.mkdir(parents=True, exist_ok=True)
     if storage.list_keys(output):
         storage.download(output, out_dir)
-    (out_dir / artifacts.TRAINJOB).write_text(to_yaml(body))
+    (out_dir / artifacts.TRAINJOB).write_text(kube.to_yaml(body))
     adapter_dir, metrics_file = out_dir / artifacts.ADAPTER, out_dir / artifacts.TRAIN_METRICS
     if not (adapter_dir / artifacts.ADAPTER_CONFIG).exists():
         raise TrainJobError(f"TrainJob {body['metadata']['name']} completed but wrote no adapter under {output}; see its node 0 logs")
@@ -225,124 +223,37 @@ def run(
 
 
 def launch(body: dict, api_client, cfg: TrainConfig) -> dict:
-    """Create the TrainJob `body`, or meet it when it exists (a retried task), and wait for it; its final status."""
-    from kubernetes import client as k8s
-    from kubernetes.client.exceptions import ApiException
-
-    api = k8s.CustomObjectsApi(api_client)
-    settings = cfg.trainjob
-    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-    what = f"TrainJob {namespace}/{name}"
-    try:
-        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-        trainer = body["spec"]["trainer"]
-        log.info("train: created %s (%d x %s %s)", what, trainer["numNodes"], trainer["numProcPerNode"], next(iter(trainer["resourcesPerNode"]["limits"])))
-    except ApiException as err:
-        if err.status != 409:
-            raise _api_error(err, f"create {what}") from None
-        log.info("train: %s exists (this task ran before); waiting for it instead of training again", what)
-    except Exception as err:  # urllib3's connection errors
-        raise TrainJobError(f"cannot create {what}: the Kubernetes API is unreachable ({err})") from None
-    try:
-        return wait(api, name, namespace, timeout_s=settings.timeout_s, poll_s=settings.poll_s)
-    finally:
-        if settings.delete:
-            _delete(api, name, namespace)
-
-
-def wait(api, name: str, namespace: str, *, timeout_s: float, poll_s: float) -> dict:
-    """Read the TrainJob until Complete (its status) or Failed (TrainJobError), or `timeout_s` passed."""
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
-    what = f"TrainJob {namespace}/{name}"
-    deadline = time.monotonic() + timeout_s
-    last, errors, status = None, 0, {}
-    while True:
-        try:
-            status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status") or {}
-            errors = 0
-        except (ApiException, HTTPError) as err:
-            code = getattr(err, "status", None)
-            if code == 404:
-                raise TrainJobError(f"{what} disappeared while the launcher waited for it (deleted?)") from None
-            if isinstance(err, ApiException) and code is not None and code < 500 and code != 429:
-                raise _api_error(err, f"read {what}") from None
-            errors += 1
-            if errors > MAX_READ_ERRORS:
-                raise TrainJobError(f"cannot read {what}: {errors} reads in a row failed ({err}); it may still be running") from None
-            log.warning("train: reading %s failed (%s); retrying", what, err)
-        else:
-            state = _state(status)
-            if state != last:
-                log.info("train: %s %s", what, state)
-                last = state
-            if _is_true(status, COMPLETE):
-                return status
-            if _is_true(status, FAILED):
-                failed = _condition(status, FAILED)
-                raise TrainJobError(
-                    f"{what} failed: {failed.get('reason', '?')}: {failed.get('message', '')}; see `kubectl -n {namespace} logs -l jobset.sigs.k8s.io/jobset-name={name}`"
-                )
-        if time.monotonic() >= deadline:
-            raise TrainJobError(f"{what} did not finish within {timeout_s:g} s (last: {last or 'no status'}); raise train.trainjob.timeout_s")
-        time.sleep(poll_s)
-
-
-def to_yaml(body: dict) -> str:
-    from resumo.katib import to_yaml as yaml_for_people  # multi-line strings as literal blocks
-
-    return yaml_for_people(body)
-
-
-def _kube_client():
-    from resumo.katib import KatibError, kube_client
-
-    try:
-        return kube_client()
-    except KatibError as err:
-        raise TrainJobError(str(err)) from None
-
-
-def _own_namespace() -> str:
-    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    return path.read_text().strip() if path.is_file() else "default"
-
-
-def _api_error(err, what: str) -> TrainJobError:
-    hints = {
-        401: "the credentials were refused",
-        403: f"the service account lacks RBAC: it needs create/get/delete on {PLURAL}.{GROUP} in this namespace (manifests/trainjob-rbac.yaml)",
-        404: f"not found: is Kubeflow Trainer installed (CRD {PLURAL}.{GROUP}/{VERSION}) and does the namespace exist?",
-    }
-    try:
-        reason = json.loads(err.body).get("message", "")
-    except (TypeError, ValueError, AttributeError):
-        reason = str(err.reason)
-    return TrainJobError(f"cannot {what}: HTTP {err.status} {hints.get(err.status, '')} ({reason})".replace("  ", " "))
-
-
-def _delete(api, name: str, namespace: str) -> None:
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        log.info("train: deleted TrainJob %s/%s (its pods go with it; its outputs stay on S3)", namespace, name)
-    except ApiException as err:
-        if err.status != 404:
-            log.warning("train: could not delete TrainJob %s/%s: %s", namespace, name, _api_error(err, "delete it"))
-
-
-def _condition(status: dict, kind: str) -> dict:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
-
-
-def _is_true(status: dict, kind: str) -> bool:
-    return _condition(status, kind).get("status") == "True"
+    """Create the TrainJob `body`, or meet it when this run's exists (a retried task), and wait for it; its final status."""
+    settings, trainer = cfg.trainjob, body["spec"]["trainer"]
+    summary = f"{trainer['numNodes']} x {trainer['numProcPerNode']} {next(iter(trainer['resourcesPerNode']['limits']))}"
+    return kube.launch(RESOURCE, body, api_client, timeout_s=settings.timeout_s, poll_s=settings.poll_s, delete=settings.delete, summary=summary)
 
 
 def _state(status: dict) -> str:
-    true = [c["type"] for c in status.get("conditions") or [] if c.get("status") == "True"]
+    true = kube.true_conditions(status)
     jobs = status.get("jobsStatus") or []
     active = sum(j.get("active", 0) for j in jobs)
     return (true[-1] if true else "Pending") + (f", {active} node job(s) active" if active else "")
+
+
+# The TrainJob as resumo.kube launches it (below the helper it names).
+RESOURCE = kube.Kind(
+    GROUP,
+    VERSION,
+    PLURAL,
+    KIND,
+    label="TrainJob",
+    stage="train",
+    error=TrainJobError,
+    done=COMPLETE,
+    failed=FAILED,
+    state=_state,
+    progress=lambda status: "",
+    failure=lambda status: "",
+    inspect="kubectl -n {namespace} logs -l jobset.sigs.k8s.io/jobset-name={name}",
+    operator="Kubeflow Trainer",
+    rbac="manifests/trainjob-rbac.yaml",
+    name_prefix="train.trainjob.name_prefix",
+    timeout_hint="raise train.trainjob.timeout_s",
+    deleted_note="its pods go with it; its outputs stay on S3",
+)

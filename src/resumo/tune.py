@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from resumo import artifacts
-from resumo.config import ParamRange, SearchSpace, TrainConfig, TuneConfig, set_dotted, train_value, validate
+from resumo.config import ParamRange, SearchSpace, TrainConfig, TuneConfig, train_value
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +44,13 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir:
 
     def objective(trial) -> float:
         params = suggest(trial, cfg)
-        result = launch.train(apply_params(train_cfg, params), pairs_dir, out_dir / artifacts.optuna_trial(trial.number))  # every GPU, as the train step
+        result = launch.train(train_cfg.with_params(params), pairs_dir, out_dir / artifacts.optuna_trial(trial.number))  # every GPU, as the train step
         score = result.metrics[cfg.objective]
         trials.append({"trial": trial.number, "params": params, **result.metrics})
         log.info("tune: trial %d/%d %s -> %s=%.4f", trial.number + 1, n_trials, params, cfg.objective, score)
         return score
 
-    n_trials = trial_count(cfg)
+    n_trials = cfg.space.trial_count(cfg.search, cfg.algorithm, cfg.max_trials)
     study.optimize(objective, n_trials=n_trials)
     best = study.best_trial
     best_params = train_params(best.params)
@@ -70,23 +69,6 @@ def suggest(trial, cfg: TuneConfig) -> dict:
 def train_params(assignments: dict) -> dict:
     """Search-space names and values (numbers, or Katib's strings) to typed dotted train.* overrides."""
     return {SearchSpace.TRAIN_KEYS[name]: train_value(name, value) for name, value in assignments.items()}
-
-
-def apply_params(train_cfg: TrainConfig, params: dict) -> TrainConfig:
-    """A copy of `train_cfg` with dotted overrides, validated like any config."""
-    values = train_cfg.model_dump()
-    for key, value in params.items():
-        set_dotted(values, key, value)
-    return validate(TrainConfig, values)
-
-
-def grid_size(cfg: TuneConfig) -> int:
-    return math.prod(len(getattr(cfg.space, name).values) for name in cfg.search)
-
-
-def trial_count(cfg: TuneConfig) -> int:
-    """Trials either backend runs: `max_trials`, or every point of a smaller grid."""
-    return min(cfg.max_trials, grid_size(cfg)) if cfg.algorithm == "grid" else cfg.max_trials
 
 
 def _suggest(trial, name: str, entry: ParamRange):

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from resumo import artifacts, storage
 from resumo.config import SearchSpace, TrainConfig, TuneConfig
+from resumo.registry_pointer import current_production
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def production_training(registry: str | None) -> tuple[dict | None, dict, dict]:
     """(production pointer or None, its hyperparameters, its validation scores), read from the registry."""
     if not registry:
         return None, {}, {}
-    pointer, _ = artifacts.read_pointer(registry)
+    pointer = current_production(registry)
     if pointer is None:
         return None, {}, {}
     return pointer, dict(pointer.get("hyperparameters") or {}), dict(pointer.get("validation") or {})
@@ -139,7 +140,7 @@ def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir:
     decision = decide_without_training(cfg)
     result = None
     if not decision.searched and policy_of(cfg) == "on_regression":
-        trained = train.run(tune.apply_params(train_cfg, decision.reused), pairs_dir, out_dir / REUSED_TRIAL)
+        trained = train.run(train_cfg.with_params(decision.reused), pairs_dir, out_dir / REUSED_TRIAL)
         decision = judge_reused(cfg, decision, trained.metrics[cfg.objective])
         if not decision.searched:
             trial = {"trial": REUSED_TRIAL, "params": decision.reused, **trained.metrics}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resumo import generation, katib, storage, tables
+from resumo import generation, katib, kube, storage, tables
 from resumo.components import TRAIN_IMAGE
 from resumo.config import load_config
 from resumo.errors import ConfigError
@@ -42,7 +42,7 @@ def test_experiment_validates_against_the_katib_crd_schema(schema_errors, algori
     assert spec["algorithm"].get("algorithmSettings", []) == ([] if algorithm == "grid" else [{"name": "random_state", "value": "42"}])
     assert ("earlyStopping" in spec) == (early_stopping == "medianstop")
     # And the YAML the dry run writes reads back to the same object.
-    assert yaml.safe_load(katib.to_yaml(exp)) == exp
+    assert yaml.safe_load(kube.to_yaml(exp)) == exp
 
 
 @pytest.mark.parametrize(

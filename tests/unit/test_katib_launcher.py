@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from resumo import katib
+from resumo import katib, kube
 from resumo.components import TRAIN_IMAGE
 from resumo.config import load_config
 from tests.servers import kube_api
@@ -71,7 +71,7 @@ def test_a_stuck_experiment_times_out_and_stays_unless_asked(cfg, validator):
     cfg.tune.katib.timeout_s = 1
     cfg.tune.katib.poll_s = 0.05
     with _api("stuck", validator) as api:
-        with pytest.raises(katib.KatibError, match=r"did not finish within 1 s \(last condition: Running, 3 trials \(0 succeeded, 3 running"):
+        with pytest.raises(katib.KatibError, match=r"did not finish within 1 s \(last: Running, 3 trials \(0 succeeded, 3 running"):
             katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), default_image=TRAIN_IMAGE)
         reads = sum(1 for m, *_ in api.requests if m == "GET")
         assert 2 <= reads <= 60  # polled, bounded by the timeout
@@ -129,7 +129,7 @@ def test_an_experiment_of_another_run_under_the_same_name_is_not_adopted(cfg, va
     with _api("succeeded", validator) as api:
         body = katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE, run_id="run-1")
         other = json.loads(json.dumps(body))
-        other["metadata"]["annotations"][katib.RUN_ID_ANNOTATION] = "run-0"
+        other["metadata"]["annotations"][kube.RUN_ID_ANNOTATION] = "run-0"
         api.create("experiments", "team-a", other)
         with pytest.raises(katib.KatibError, match=r"belongs to run 'run-0', not 'run-1'; delete it, or set tune.katib.name_prefix"):
             katib.launch(body, api.client(), cfg.tune)
@@ -183,7 +183,7 @@ def test_the_launcher_component_finds_the_cluster_through_kubeconfig(validator, 
         )
         body = api.requests[0][2]
     # Named after its inputs, the same on each retry of the task (not the run id: that would miss KFP's cache).
-    run_key = body["metadata"]["annotations"][katib.RUN_ID_ANNOTATION]
+    run_key = body["metadata"]["annotations"][kube.RUN_ID_ANNOTATION]
     assert body["metadata"]["name"] == katib.experiment_name("resumo", run_key) and len(run_key) == 16
     assert api.requests[0][1].startswith("/apis/kubeflow.org/v1beta1/namespaces/default/experiments")  # no pod namespace here
     assert {e["name"]: e.get("value") for e in body["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["env"]}[

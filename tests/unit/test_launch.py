@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from resumo import launch, tables
+from resumo import distributed, launch, tables
 from resumo.config import load_config
 from resumo.errors import ConfigError
 
@@ -28,14 +28,14 @@ RESUMO = str(Path(sys.executable).parent / "resumo")
     ],
 )
 def test_the_configured_batch_is_the_global_one(batch_size, accumulation, processes, expected):
-    per_device, steps = launch.split_batch(batch_size, accumulation, processes)
+    per_device, steps = distributed.split_batch(batch_size, accumulation, processes)
     assert (per_device, steps) == expected
     assert per_device * steps * processes == batch_size * accumulation and per_device <= batch_size
 
 
 def test_a_global_batch_that_does_not_split_is_refused_before_anything_starts(pairs_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"16 x 4 = 64 examples per optimizer step do not split over 3 processes; .*--nproc-per-node"):
-        launch.split_batch(16, 4, 3)
+        distributed.split_batch(16, 4, 3)
     cfg = load_config("smoke", ["train.nproc_per_node=3"]).train  # 4 x 1 over 3
     with pytest.raises(ConfigError, match="do not split over 3 processes"):
         launch.train(cfg, pairs_dir, tmp_path)
@@ -47,11 +47,11 @@ def test_one_process_per_visible_gpu_else_one(monkeypatch):
     assert launch.nproc_per_node(cfg) == max(launch.visible_gpus(), 1)
     assert launch.nproc_per_node(cfg.model_copy(update={"nproc_per_node": 4})) == 4
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert (launch.under_torchrun(), launch.world_size(), launch.is_main()) == (False, 1, True)
+    assert (distributed.under_torchrun(), distributed.world_size(), distributed.is_main()) == (False, 1, True)
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "16")
     monkeypatch.setenv("RANK", "9")  # node 1's second GPU
-    assert (launch.under_torchrun(), launch.world_size(), launch.is_main()) == (True, 16, False)
+    assert (distributed.under_torchrun(), distributed.world_size(), distributed.is_main()) == (True, 16, False)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from resumo import model_registry, promote, storage
+from resumo import model_registry, promote, registry_pointer, storage
 from resumo.config import PromoteConfig
 from resumo.errors import ConfigError
 from resumo.model_registry import ModelRegistryUnavailable
@@ -59,7 +59,7 @@ def test_promotion_registers_the_model_the_version_its_artifact_and_metadata(ser
     cfg = config(s3, server.url)
     result = promote.run(cfg, adapter, scores(0.3, bert=0.76, not_pt=0.01), lineage=LINEAGE)
     assert result.promoted
-    pointer = promote.current_production(cfg.registry)
+    pointer = registry_pointer.current_production(cfg.registry)
     assert pointer["lineage"] == LINEAGE  # resumo's registry records it too
 
     assert [m["name"] for m in server.models.values()] == ["resumo"]
@@ -125,7 +125,7 @@ def test_a_registry_failure_after_the_move_keeps_production_and_the_retry_regist
     with pytest.raises(ModelRegistryUnavailable) as failed:
         promote.run(failing, adapter, scores(0.3), lineage=LINEAGE)
     message = str(failed.value)
-    production = promote.current_production(cfg.registry, verify=True)
+    production = registry_pointer.current_production(cfg.registry, verify=True)
     assert production is not None and "\n" not in message and message.startswith(f"Model Registry at {failing.model_registry.url}: ")
     assert f"resumo's production is {production['version']}" in message and message.endswith("promoted and kept; a retry registers it")
     assert ("HTTP 503 the registry is restarting (injected)" in message) if fails_at != "down" else ("ClientConnectorError" in message)
@@ -177,7 +177,7 @@ def test_the_component_fails_with_one_line_after_publishing(server, s3, adapter,
     server.fail_next("GET", "/registered_model", status=500)
     with pytest.raises(ModelRegistryUnavailable, match=r"^Model Registry at .*: HTTP 500 .*; a retry registers it$"):
         call()
-    production = promote.current_production(cfg.registry)
+    production = registry_pointer.current_production(cfg.registry)
     assert production["lineage"]["kfp_run_id"] == "run-abcd" and not server.versions
     call()  # the retry
     props = versions(server)[production["version"]]["customProperties"]

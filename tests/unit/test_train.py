@@ -191,4 +191,4 @@ def test_tune_tries_each_rank_and_keeps_the_best(pairs_dir, tmp_path):
     assert result.best_params == best["params"] and result.best_score == best["rougeLsum"]
     assert (result.best_adapter / "adapter_config.json").exists()
     assert json.loads((tmp_path / "best.json").read_text())["params"] == result.best_params
-    assert tune.apply_params(cfg.train, result.best_params).lora.r == result.best_params["lora.r"]
+    assert cfg.train.with_params(result.best_params).lora.r == result.best_params["lora.r"]

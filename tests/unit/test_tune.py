@@ -34,7 +34,7 @@ def test_every_proposal_lies_in_the_space_and_is_a_valid_train_config(algorithm)
         assert params["lora.r"] in (8, 16, 32, 64) and isinstance(params["lora.r"], int)
         assert params["lora.alpha_ratio"] in (1, 2, 4) and params["epochs"] in (2, 3, 4)
         assert 1e-5 <= params["learning_rate"] <= 3e-4 and 0 <= params["lora.dropout"] <= 0.1
-        trained = tune.apply_params(cfg.train, params)
+        trained = cfg.train.with_params(params)
         assert trained.lora.alpha == params["lora.alpha_ratio"] * params["lora.r"]
     # log-uniform: about half the draws fall below the geometric middle (~5.5e-5), far more than a uniform draw would.
     below = sum(p["learning_rate"] < math.sqrt(1e-5 * 3e-4) for p in proposed)
@@ -45,8 +45,9 @@ def test_every_proposal_lies_in_the_space_and_is_a_valid_train_config(algorithm)
 
 def test_grid_tries_each_combination_once():
     cfg = load_config("full", ["tune.algorithm=grid", "tune.search=[lora_r, epochs]"])
-    proposed = sample(cfg, tune.grid_size(cfg.tune))
-    assert tune.grid_size(cfg.tune) == 12
+    grid = cfg.tune.space.grid_size(cfg.tune.search)
+    proposed = sample(cfg, grid)
+    assert grid == 12
     assert sorted((p["lora.r"], p["epochs"]) for p in proposed) == sorted((r, e) for r in (8, 16, 32, 64) for e in (2.0, 3.0, 4.0))
 
 
@@ -54,7 +55,7 @@ def test_unsearched_entries_keep_the_train_value():
     cfg = load_config("smoke")
     proposed = sample(cfg, 2)
     assert [set(p) for p in proposed] == [{"lora.r"}, {"lora.r"}]
-    assert {tune.apply_params(cfg.train, p).learning_rate for p in proposed} == {cfg.train.learning_rate}
+    assert {cfg.train.with_params(p).learning_rate for p in proposed} == {cfg.train.learning_rate}
 
 
 def test_katib_assignments_become_typed_train_overrides():

@@ -6,7 +6,7 @@ import logging
 import pytest
 from kfp import dsl
 
-from resumo import artifacts, katib, model_registry, promote, train, tune_policy
+from resumo import artifacts, katib, model_registry, promote, registry_pointer, train, tune_policy
 from resumo.components import tune as component
 from resumo.config import load_config
 
@@ -37,7 +37,7 @@ def production(tmp_path_factory, pairs_dir):
 
 def test_the_promoted_version_stores_the_hyperparameters_it_was_trained_with(production):
     registry, trained = production
-    pointer = promote.current_production(str(registry))
+    pointer = registry_pointer.current_production(str(registry))
     assert pointer["hyperparameters"] == {"lora.r": 4, "lora.alpha_ratio": 2.0, "learning_rate": 0.02, "lora.dropout": 0.05, "epochs": 1.0}
     assert pointer["validation"]["rougeLsum"] == trained.metrics["rougeLsum"]
     props = model_registry.version_metadata(str(registry), pointer)  # Model Registry's custom properties of the version
@@ -59,7 +59,7 @@ def test_reuse_hands_on_production_hyperparameters_and_trains_nothing(production
     outputs = component.tune.python_func(
         config=cfg.tune.model_dump(mode="json"), train_config=cfg.train.model_dump(mode="json"), pairs=_artifact(dsl.Dataset, pairs_dir), trials=_artifact(dsl.Artifact, out), metrics=metrics
     )
-    assert outputs.best_params == promote.current_production(str(registry))["hyperparameters"]
+    assert outputs.best_params == registry_pointer.current_production(str(registry))["hyperparameters"]
     assert outputs.best_adapter == ""  # the train step trains once with them
     assert metrics.metadata["trials"] == 0 and metrics.metadata["policy_reused"] == 1 and metrics.metadata["policy_searched"] == 0
     assert [p.name for p in out.iterdir()] == [artifacts.BEST]  # no trial folder: nothing was trained here
