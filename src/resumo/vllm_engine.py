@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from resumo import models, prompts
+from resumo import artifacts, models, prompts
 from resumo.config import PromptConfig, TeacherConfig
 
 # The token budget counts the student's tokens (scrape.tokenizer); the teacher's tokenizer may cut the
@@ -64,7 +64,7 @@ def lora_rank(adapter_dir: str) -> int:
     import json
     from pathlib import Path
 
-    return int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"])
+    return int(json.loads((Path(adapter_dir) / artifacts.ADAPTER_CONFIG).read_text())["r"])
 
 
 def served_rank(ranks: list[int]) -> int:
