@@ -70,7 +70,7 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
     if boundaries is None:  # a caller that gave position ids but not the collator's boundaries
         boundaries = sequence_boundaries(position_ids[0])
     max_length = kwargs.get("max_length_q") or int(boundaries.diff().max())
-    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (T, H, D)
+    q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # (T, H, D)
     if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and available_on_cuda():
         out = _flash_varlen(q, k, v, boundaries.to(q.device, torch.int32), max_length, scaling)
     else:
