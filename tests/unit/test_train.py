@@ -84,7 +84,7 @@ def test_tokens_per_second_counts_every_real_token_once(short_run, pairs_dir):
 #   sum of exponentials in float32, and its backward accumulates the head's gradients in float32;
 # - transformers/models/qwen2/modeling_qwen2.py, Qwen2RMSNorm.forward (`hidden_states.to(torch.float32)`,
 #   five norms) and Qwen2RotaryEmbedding.forward (cos and sin of float32 angles).
-# So `wholly_float64` runs those two modules in the model's dtype, `_float64_trainer` trains on a float64
+# So `wholly_float64` (tests/unit/conftest.py) runs those two modules in the model's dtype, `_float64_trainer` trains on a float64
 # cross-entropy (the Trainer's `compute_loss_func`), and the model's own float32 loss is held to a bound
 # that holds for any summation order (`_float32_loss_bound`), not to EQUAL_RTOL.
 EQUAL_RTOL = 1e-9
@@ -95,24 +95,6 @@ EQUAL_RTOL = 1e-9
 LOGGED_LOSS_RTOL = 2 * 2**-23 * 1.01
 # float32's unit roundoff: each float32 operation is exact up to a factor (1 + d), |d| <= 2**-24.
 U32 = 2.0**-24
-
-
-@pytest.fixture
-def wholly_float64(monkeypatch):
-    """Qwen2's RMSNorm and rotary embedding in the model's dtype, as they are in float32 for float32 models."""
-    from transformers.models.qwen2 import modeling_qwen2 as qwen2
-
-    def rms_norm(self, hidden_states):
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
-
-    def rotary(self, x, position_ids):  # the default rope type: no dynamic update to apply
-        freqs = position_ids[..., None].to(x.dtype) * self.inv_freq.to(device=x.device, dtype=x.dtype)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos() * self.attention_scaling, emb.sin() * self.attention_scaling
-
-    monkeypatch.setattr(qwen2.Qwen2RMSNorm, "forward", rms_norm)
-    monkeypatch.setattr(qwen2.Qwen2RotaryEmbedding, "forward", rotary)
 
 
 def _float64_loss(outputs, labels, num_items_in_batch=None):
