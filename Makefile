@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-kernels test-real tiny-models real-models bench bench-gpu compile clean images image-requirements images-test submit schedule
+.PHONY: install run test test-gpu test-kernels test-real tiny-models real-models bench bench-gpu compile clean images image-requirements images-test submit schedule
 
 # Image registry and tag for `make images` and `make compile`; components/__init__.py reads
 # them as RESUMO_IMAGE_PREFIX / RESUMO_IMAGE_TAG (unset: ghcr.io/resumo-ml and the version).
@@ -44,6 +44,11 @@ KUBECTL := $(or $(shell command -v kubectl),.cache/bin/kubectl)
 
 test: install $(KUBECTL)  ## the test suite (unit, contract, local pipeline)
 	$(BIN)/pytest -n 2 --dist loadgroup -q --ignore=tests/real
+
+# What only a GPU shows (tests/gpu): bf16 training steps, greedy tokens on cuda equal to the CPU's,
+# DDP over NCCL on two GPUs. `make test` hides CUDA (tests/conftest.py); this runs with it visible.
+test-gpu: install  ## the GPU tests (skipped where torch sees no CUDA device)
+	$(BIN)/pytest -n 0 -q -m gpu tests/gpu
 
 # The real students as built from their PyPI packages (tests/real): minutes, and 330 MB of packages.
 test-real: real-models  ## the real pretrained students load, compute what their GGUF does, and stop at end-of-turn

@@ -34,7 +34,9 @@ def test_a_padding_free_batch_is_one_row_without_padding_or_attention_mask():
 
 
 # How far packed and alone may differ, against a leak's shift of more than 1e-2 (the test below).
-# sdpa runs wholly in float64: the two sum in other orders, 5e-15 apart here. eager upcasts its softmax
+# With `wholly_float64` (tests/unit/conftest.py: Qwen2's RMSNorm and rotary angles otherwise run in float32)
+# sdpa runs wholly in float64: the two sum in other orders, each sum of K <= 4,096 terms within
+# K * 2**-53 * sum|terms| (5e-13) of exact in any order; 5e-15 apart measured. eager upcasts its softmax
 # to float32 whatever the model's dtype (transformers' eager_attention_forward), so its attention
 # weights carry float32 rounding (2**-24 = 6e-8 relative each), which the value sums and the
 # vocabulary projection of two layers grow to ~1e-6: 1.8e-6 seen on the default kernel set,
@@ -44,7 +46,7 @@ PACKED_ATOL = {"sdpa": 1e-9, "eager": 1e-5}
 
 
 @pytest.mark.parametrize("impl", ["sdpa", "eager"])
-def test_packed_examples_do_not_see_each_other(tiny_lm, impl):
+def test_packed_examples_do_not_see_each_other(tiny_lm, impl, wholly_float64):
     """Each example's logits in a padding-free row equal its logits when run alone."""
     model, examples = tiny_lm[impl], _examples()
     batch = batching.collator("padding_free", pad_token_id=0)(examples)
@@ -60,7 +62,7 @@ def test_packed_examples_do_not_see_each_other(tiny_lm, impl):
 
 
 @pytest.mark.parametrize("slip", [{"attention_mask": "ones"}, {"use_cache": True}])
-def test_a_mask_of_ones_or_a_kv_cache_would_leak_across_examples(tiny_lm, slip):
+def test_a_mask_of_ones_or_a_kv_cache_would_leak_across_examples(tiny_lm, slip, wholly_float64):
     """Why the collator adds no mask and turns the cache off: the test above would catch either."""
     model, examples = tiny_lm["sdpa"], _examples()
     batch = batching.collator("padding_free", pad_token_id=0)(examples)

@@ -73,6 +73,8 @@ def test_always_searches_even_with_a_production_version(production, pairs_dir, t
     assert decision.policy == "always" and decision.searched and len(result.trials) == 2
 
 
+# A retrain's ROUGE, compared with the fixture's: float-sensitive (greedy tokens of a trained model).
+@pytest.mark.numerics
 def test_on_regression_keeps_reused_values_that_hold_their_validation_score(production, pairs_dir, tmp_path):
     registry, trained = production
     cfg = _config(registry, "tune.policy=on_regression")
