@@ -325,9 +325,9 @@ class TrainConfig(Section):
         "the flash-attn package, which must be installed. `sdpa` and `eager` attend through a mask over the whole row.",
     )
     liger_kernel: bool = Field(
-        True,
-        description="On a GPU: Liger's fused Triton kernels for RMSNorm, SwiGLU and RoPE (liger-kernel, in the train image), which keep fewer activations and launch fewer kernels. "
-        "Ignored on CPU. The loss is trl's own, which projects only the summary tokens through the LM head.",
+        False,
+        description="On a GPU: Liger's fused Triton kernels for RMSNorm, SwiGLU and RoPE (liger-kernel, in the train image). Off by default: at the study's shapes on an H200 a "
+        "training step is bound by launching kernels, not by memory or arithmetic, and Liger's Triton launches made it slower (tests/bench/README.md). Ignored on CPU.",
     )
     bf16: bool = Field(True, description="Train and evaluate in bfloat16 on a GPU that supports it; float32 on CPU regardless.")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every this many optimizer steps; None checkpoints at the end of each epoch. A killed run resumes from the last complete checkpoint.")

@@ -69,13 +69,16 @@ QWEN_05B = dict(
 # (name, overrides of the full profile): the default first, then one lever changed at a time.
 TRAIN_VARIANTS = [
     ("default", []),
-    ("old default: length-grouped, sdpa, checkpointing, 16 x 4", ["train.batching=length_grouped", "train.attn_implementation=sdpa", "train.micro_batch_tokens=0", "train.gradient_checkpointing=true", "train.liger_kernel=false"]),
-    ("default without Liger", ["train.liger_kernel=false"]),
+    ("old default: length-grouped, sdpa, checkpointing, 16 x 4", ["train.batching=length_grouped", "train.attn_implementation=sdpa", "train.micro_batch_tokens=0", "train.gradient_checkpointing=true"]),
+    ("default with Liger", ["train.liger_kernel=true"]),
     ("default, LoRA dropout 0", ["train.lora.dropout=0"]),
     ("default with checkpointing", ["train.gradient_checkpointing=true"]),
     ("length-grouped padded micro-batches, sdpa, same budget", ["train.batching=length_grouped", "train.attn_implementation=sdpa"]),
-    ("default, budget 32,768", ["train.micro_batch_tokens=32768"]),
     ("default, budget 8,192", ["train.micro_batch_tokens=8192"]),
+    ("default, budget 16,384", ["train.micro_batch_tokens=16384"]),
+    ("default, budget 24,576", ["train.micro_batch_tokens=24576"]),
+    ("default, budget 28,672", ["train.micro_batch_tokens=28672"]),
+    ("default, budget 32,768", ["train.micro_batch_tokens=32768"]),
 ]
 # (engine, batch, texts); static last: its first batch compiles the decoding step.
 GENERATE_RUNS = [("dynamic", 64, 64), ("continuous", 64, 64), ("continuous", 256, 256), ("static", 64, 64)]
@@ -183,6 +186,37 @@ def train_row(name: str, overrides: list[str], model_dir: Path, rows, out: Path)
     return row
 
 
+def profile_step(model_dir: Path, rows, out: Path, report: Path) -> None:
+    """Where one optimizer step of the default spends its time: host (Python and launches) or GPU kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    from resumo import train
+    from resumo.config import load_config
+
+    cfg = load_config("full", [f"train.student={model_dir}", "train.epochs=1", "train.save_steps=1000"]).train
+
+    class Step(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            prof.step()
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], schedule=schedule(wait=0, warmup=1, active=1, repeat=1)) as prof:
+        trainer = train._build_trainer(cfg, rows.head(GLOBAL_BATCH * 2), rows.head(2), out, callbacks=[Step()])
+        trainer.train()
+    averages = prof.key_averages()
+    cpu_total = sum(e.self_cpu_time_total for e in averages) / 1e6
+    cuda_total = sum(getattr(e, "self_device_time_total", 0) for e in averages) / 1e6
+    launches = sum(e.count for e in averages if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+    lines = [f"one optimizer step: host self time {cpu_total:.2f} s, GPU kernel time {cuda_total:.2f} s, kernel launches {launches}"]
+    lines.append(averages.table(sort_by="self_cpu_time_total", row_limit=25))
+    lines.append(averages.table(sort_by="self_device_time_total", row_limit=15))
+    report.write_text("\n".join(lines))
+    print(lines[0], flush=True)
+    del trainer
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
 def generate_row(engine: str, batch: int, n_texts: int, model_dir: Path, rows, device: str = "cuda") -> dict:
     import torch
 
@@ -195,12 +229,22 @@ def generate_row(engine: str, batch: int, n_texts: int, model_dir: Path, rows, d
     rendered = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
     stops = generation.stop_token_ids(tokenizer, loaded.model)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def generate():
+        if engine == "continuous":
+            return generation._continuous(loaded, rendered, NEW_TOKENS, stops, desc=f"bench {engine}")
+        return generation._batched(loaded, rendered, batch, NEW_TOKENS, stops, f"bench {engine}", static=engine == "static")
+
+    first = None
+    if engine == "static":  # its first call compiles the decoding step for these shapes: timed apart
+        sync()
+        started = time.perf_counter()
+        generate()
+        sync()
+        first = round(time.perf_counter() - started, 1)
     sync()
     started = time.perf_counter()
-    if engine == "continuous":
-        tokens = generation._continuous(loaded, rendered, NEW_TOKENS, stops, desc=f"bench {engine}")
-    else:
-        tokens = generation._batched(loaded, rendered, batch, NEW_TOKENS, stops, f"bench {engine}", static=engine == "static")
+    tokens = generate()
     sync()
     seconds = time.perf_counter() - started
     generated = sum(len(t) for t in tokens)
@@ -208,7 +252,8 @@ def generate_row(engine: str, batch: int, n_texts: int, model_dir: Path, rows, d
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return {"engine": engine, "batch": batch, "texts": n_texts, "new_tokens": NEW_TOKENS, "output_tokens": generated, "seconds": round(seconds, 1), "tokens_per_second": round(generated / seconds)}
+    row = {"engine": engine, "batch": batch, "texts": n_texts, "new_tokens": NEW_TOKENS, "output_tokens": generated, "seconds": round(seconds, 1), "tokens_per_second": round(generated / seconds)}
+    return row | ({"first_call_seconds": first} if first is not None else {})
 
 
 def machine() -> dict:
@@ -232,6 +277,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench" / "gpu.json"))
     parser.add_argument("--budget-s", type=float, default=300, help="skip rows that would start after this many seconds")
     parser.add_argument("--skip", nargs="*", default=[], help="train or generate, to skip a part")
+    parser.add_argument("--only", nargs="*", default=None, help="the rows to run: training variants by name, generation runs as engine:batch")
+    parser.add_argument("--profile", action="store_true", help="also profile one optimizer step of the default (torch.profiler) into <out>.profile.txt")
     parser.add_argument("--cpu-check", action="store_true", help="the script's own check on CPU: tiny model, two training rows, small generations")
     opts = parser.parse_args()
 
@@ -254,7 +301,14 @@ def main() -> None:
         model_dir = build_model(Path(tmp) / "qwen-0.5b-shape")
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         rows = study_rows(tokenizer, GLOBAL_BATCH * (1 + TIMED_STEPS), seed=42)
+        if opts.profile:
+            try:
+                profile_step(model_dir, rows, Path(tmp) / "profile", out.with_suffix(".profile.txt"))
+            except Exception as err:  # noqa: BLE001 - the profile is a diagnosis; the rows still run
+                print(f"profile failed: {type(err).__name__}: {err}", flush=True)
         for name, overrides in ([] if "train" in opts.skip else TRAIN_VARIANTS):
+            if opts.only is not None and name not in opts.only:
+                continue
             if time.perf_counter() - started > opts.budget_s * 0.65:
                 result["skipped"].append(name)
                 continue
@@ -268,6 +322,8 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             save()
         for engine, batch, n_texts in ([] if "generate" in opts.skip else GENERATE_RUNS):
+            if opts.only is not None and f"{engine}:{batch}" not in opts.only:
+                continue
             if time.perf_counter() - started > opts.budget_s:
                 result["skipped"].append(f"generate {engine} {batch}")
                 continue
