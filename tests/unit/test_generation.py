@@ -120,8 +120,8 @@ def test_each_engine_writes_the_greedy_tokens_of_the_dynamic_one(adapter_dir, en
         assert len(set(dynamic)) > 1  # different articles, different answers: the comparison can fail
 
 
-def test_auto_picks_continuous_batching_on_a_gpu_and_dynamic_elsewhere():
-    assert generation.resolve_engine("auto", "cuda:0") == "continuous"
+def test_auto_picks_the_static_cache_on_a_gpu_and_dynamic_elsewhere():
+    assert generation.resolve_engine("auto", "cuda:0") == "static"
     assert generation.resolve_engine("auto", "cpu") == "dynamic"
     assert generation.resolve_engine("static", "cpu") == "static"
 
