@@ -638,6 +638,12 @@ class PromoteConfig(Section):
         description="Refuse a candidate whose share of outputs not in Portuguese is above this (the study's models: 0-1.9%). "
         "scores.json must then have `not_portuguese_share`. 1.0 lets any share pass (the smoke profile: tiny random models write no language); None skips the check (CLI only: a KFP parameter cannot carry None).",
     )
+    min_lead_difference: float | None = Field(
+        None,
+        description="Refuse a candidate unless the lower end of its paired-difference interval on `metric` against the lead of each test article, cut at the candidate's "
+        "own output length (scores.json `versus_lead`), is above this (absolute; 0: it beats copying the opening at score.confidence). None skips the check: the "
+        "default, since the extractive teacher (the smoke profile's) teaches a student to copy the lead. A candidate scored without `versus_lead` is an error.",
+    )
     production_name: str = Field(
         "production",
         description="Name, in scores.json, of the production model scored on the same test articles. When absent, the candidate is compared with the scores stored in the production pointer (a different test set: logged as a warning).",
