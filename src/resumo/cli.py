@@ -212,7 +212,7 @@ def score(
         if not is_file:
             raise ConfigError(f"--pairs {pairs} is a folder: name the models to summarise its test split with --model NAME=REF, or pass a .jsonl/.parquet file of pairs")
         with _local_file(pairs, "--pairs", read=True) as pairs_file, _local_file(out, "--out") as out_file:
-            scores = stage.run_pairs(cfg.score, pairs_file, out_file)
+            scores = stage.run_pairs(cfg.score, pairs_file, out_file, cfg.prompt)
         typer.echo(json.dumps(scores, indent=2))
         return
     if is_file:
@@ -243,21 +243,40 @@ def judge(
 def summarize(
     model: Annotated[str, typer.Option(help="Hub id, path, s3:// prefix, adapter folder (loaded over its base), or `registry`: the production model of promote.registry.")],
     input_file: Annotated[str, typer.Option("--in", help="JSONL or Parquet with a `text` column (path or s3://).")],
-    output_file: Annotated[str, typer.Option("--out", help="Where to write the rows with a `summary` column (.jsonl or .parquet; path or s3://).")],
+    output_file: Annotated[str, typer.Option("--out", help="Where to write the input rows with the summaries added (.jsonl or .parquet; path or s3://).")],
+    column: Annotated[
+        str,
+        typer.Option("--column", help="Name of the column the summaries go in; it must not be a column of the input (a `summary` column of references stays untouched)."),
+    ] = "prediction",
     profile: Profile = "smoke",
     sets: Sets = None,
 ) -> None:
-    """Summarise texts with any model, asked as it was tuned (a model not ours gets `prompt`).  Example: resumo summarize --model registry --in a.jsonl --out s.jsonl"""
-    from resumo import generation, tables
+    """Summarise texts with any model, asked as it was tuned (a model not ours gets `prompt`).
+
+    Example: resumo summarize --model registry --in a.jsonl --out s.jsonl
+
+    Then `resumo score --pairs s.jsonl --out scores.json` scores them, if the rows also have a `reference` column
+    (e.g. --column prediction on a file of text and reference).
+    """
+    from resumo import generation, report, tables
+    from resumo import score as scoring
+    from resumo.errors import ConfigError
 
     cfg = _config(profile, sets)
     with _local_file(input_file, "--in", read=True) as path:
         df = tables.read_table(path, required=("text",))
-    loaded = generation.load(generation.resolve_ref(model, cfg.promote.registry))
-    df["summary"] = generation.summarize(loaded, list(df["text"]), loaded.prompt or cfg.prompt, cfg.score.batch_size, cfg.score.max_new_tokens)
+    if column in df.columns:
+        raise ConfigError(f"--in {input_file} already has a column {column!r}, which --column {column} would overwrite; name another with --column")
+    ref = generation.resolve_ref(model, cfg.promote.registry)
+    texts = list(df["text"])
+    guard = scoring.input_guard(ref, texts)
+    if guard is not None:
+        typer.echo(report.guard_line(model, guard), err=True)
+    loaded = generation.load(ref)
+    df[column] = generation.summarize(loaded, texts, loaded.prompt or cfg.prompt, cfg.score.batch_size, cfg.score.max_new_tokens)
     with _local_file(output_file, "--out") as path:
         df.to_parquet(path, index=False) if path.suffix == ".parquet" else df.to_json(path, orient="records", lines=True, force_ascii=False)
-    typer.echo(f"{len(df)} summaries -> {output_file}")
+    typer.echo(f"{len(df)} summaries in column {column!r} -> {output_file}")
 
 
 @app.command()

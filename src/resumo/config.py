@@ -565,6 +565,19 @@ class ScoreConfig(Section):
     batch_size: int = Field(16, ge=1, description="Articles per generate call and pairs per BERTScore batch.")
     max_new_tokens: int = Field(500, ge=1, description="Generation limit per summary (the teacher's limit in the original study).")
     max_samples: int | None = Field(None, ge=1, description="Test articles scored; None scores the whole test split (original study: 1,000).")
+    min_language_words: int = Field(
+        20,
+        ge=1,
+        description="Outputs with fewer words have an undetermined language: left out of not_portuguese_share and counted in language_undetermined_share. "
+        "langid calls Portuguese 30% of the bundled corpus's sentences cut to 3 words, 92% cut to 10 and 98.8% cut to 20 (docs/scoring.md); 20 is also distill.min_words, "
+        "under which the teacher filter does not judge language either.",
+    )
+    too_short_words: int = Field(
+        30,
+        ge=0,
+        description="Outputs under this many words count in too_short_share (a copy diagnostic: a model that stops after a headline). "
+        "The judge's rubric bound (judge.too_short_words; original study: 30); set both when the prompt's n_words changes.",
+    )
 
     @model_validator(mode="after")
     def _stemming_needs_unicode_tokens(self) -> ScoreConfig:
@@ -668,6 +681,12 @@ class PromoteConfig(Section):
         le=1,
         description="Refuse a candidate whose share of outputs not in Portuguese is above this (the study's models: 0-1.9%). "
         "scores.json must then have `not_portuguese_share`. 1.0 lets any share pass (the smoke profile: tiny random models write no language); None skips the check (CLI only: a KFP parameter cannot carry None).",
+    )
+    min_lead_difference: float | None = Field(
+        None,
+        description="Refuse a candidate unless the lower end of its paired-difference interval on `metric` against the lead of each test article, cut at the candidate's "
+        "own output length (scores.json `versus_lead`), is above this (absolute; 0: it beats copying the opening at score.confidence). None skips the check: the "
+        "default, since the extractive teacher (the smoke profile's) teaches a student to copy the lead. A candidate scored without `versus_lead` is an error.",
     )
     production_name: str = Field(
         "production",

@@ -33,7 +33,7 @@ from resumo.config import DistillConfig
 from resumo.distill_cache import TeacherCache, cache_key, key_material, revision_of
 from resumo.errors import DataError
 from resumo.teachers import TeacherUnavailable, make_teacher, teacher_name
-from resumo.text import unicode_tokens, words
+from resumo.text import words
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,6 @@ _REFUSAL = re.compile(
     r"|\bcomo (?:um )?(?:modelo de linguagem|assistente de ia)\b|\bas an ai\b",
     re.IGNORECASE,
 )
-# Words in a row that a summary may share with the prompt's instructions before it counts as an echo.
-# The instructions are generic ("o resumo deve ter no máximo 40 palavras"), so an article quoting
-# six of their words in order is rare; a base model repeating its prompt shares dozens.
-ECHO_WORDS = 6
 
 
 @dataclass
@@ -210,20 +206,8 @@ def filter_reason(summary: str, cfg: DistillConfig) -> str | None:
 
 
 def echoes_prompt(summary: str, cfg: DistillConfig) -> bool:
-    """Whether the summary repeats ECHO_WORDS words in a row of the prompt's own instructions (the
-    wording around the article, not the article, which an extractive summary rightly copies).
-
-    A small or base teacher often answers with its prompt ("Você é um assistente que escreve
-    resumos de textos em português. O resumo deve ter no máximo..."), which passes every other
-    check: it is Portuguese and about the right length.
-    """
-    template = prompts.PROMPTS[cfg.prompt.version].template
-    runs = set()
-    for part in template.split("{text}"):  # the instructions before and after the article, each on its own
-        said = unicode_tokens(part.format(n_words=cfg.prompt.n_words))
-        runs |= {tuple(said[i : i + ECHO_WORDS]) for i in range(len(said) - ECHO_WORDS + 1)}
-    tokens = unicode_tokens(summary)
-    return any(tuple(tokens[i : i + ECHO_WORDS]) in runs for i in range(len(tokens) - ECHO_WORDS + 1))
+    """The `prompt_echo` rule, shared with score's prompt_echo_share: `resumo.prompts.echoes_instructions`."""
+    return prompts.echoes_instructions(summary, cfg.prompt)
 
 
 def shard_of(article_id: str, shards: int) -> int:

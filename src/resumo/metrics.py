@@ -29,9 +29,10 @@ from typing import Literal
 
 import numpy as np
 
-from resumo import lang, models
+from resumo import lang, models, prompts
+from resumo.config import PromptConfig
 from resumo.errors import ConfigError
-from resumo.text import split_sentences, unicode_tokens, words
+from resumo.text import prose, split_sentences, unicode_tokens, words
 
 log = logging.getLogger(__name__)
 
@@ -166,26 +167,48 @@ def _bertscorer(model: str, num_layers: int | None, batch_size: int, rescale: bo
 # --- output statistics --------------------------------------------------------
 
 
-def output_stats(predictions: Sequence[str], articles: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def output_stats(
+    predictions: Sequence[str],
+    articles: Sequence[str] | None = None,
+    min_language_words: int = 1,
+    too_short_words: int | None = None,
+    prompt: PromptConfig | None = None,
+) -> dict[str, np.ndarray]:
     """Per-output statistics (NaN where undefined); their means are what scores.json reports.
 
     - words: whitespace words (the original study's unit); empty: 1.0 for an output with none.
-    - not_portuguese: 1.0 if resumo.lang does not judge the output Portuguese; NaN for empty outputs.
+    - not_portuguese: 1.0 if resumo.lang does not judge the output Portuguese; NaN for an output
+      under `min_language_words` words (empty ones too), whose language is not judged.
+    - language_undetermined: 1.0 for a non-empty output under `min_language_words` words; NaN for
+      empty ones. A language guess on a few words is mostly wrong (ScoreConfig.min_language_words).
     - repeated_trigram_share: share of the output's trigrams (unicode tokens) that repeat an
       earlier one, a degenerate-loop detector; NaN under three tokens.
+    - too_short (with `too_short_words`): 1.0 for an output under that many words, empty ones too.
+    - prompt_echo (with `prompt`): 1.0 for an output that repeats the prompt's instructions
+      (`resumo.prompts.echoes_instructions`, the distill filter's `prompt_echo` rule).
     - compression_ratio: article words / output words; NaN for empty outputs or without articles.
     - novel_{n}gram_share: share of the output's distinct n-grams absent from the article
       (0 = purely extractive); NaN without articles or n-grams.
+    - verbatim_prefix: 1.0 if the output's unicode tokens are the first tokens of its article (or of
+      the article's prose, `resumo.text.prose`): the output copies the opening. NaN for empty outputs.
+    - longest_copied_span: unicode tokens in the longest run of the output found, in order, in its
+      article; NaN for empty outputs.
     """
     if articles is not None:
         _check_pairs(predictions, articles)
     counts = np.array([len(words(p)) for p in predictions], dtype=float)
+    judged = [0 < c and c >= min_language_words for c in counts]
     stats = {
         "words": counts,
         "empty": (counts == 0).astype(float),
-        "not_portuguese": np.array([np.nan if c == 0 else float(not lang.is_portuguese(p)) for p, c in zip(predictions, counts)]),
+        "not_portuguese": np.array([float(not lang.is_portuguese(p)) if ok else np.nan for p, ok in zip(predictions, judged)]),
+        "language_undetermined": np.array([np.nan if c == 0 else float(not ok) for c, ok in zip(counts, judged)]),
         "repeated_trigram_share": np.array([_repeated_share(_ngrams(unicode_tokens(p), 3)) for p in predictions]),
     }
+    if too_short_words is not None:
+        stats["too_short"] = (counts < too_short_words).astype(float)
+    if prompt is not None:
+        stats["prompt_echo"] = np.array([float(prompts.echoes_instructions(p, prompt)) for p in predictions])
     if articles is None:
         return stats
     article_words = np.array([len(words(a)) for a in articles], dtype=float)
@@ -197,11 +220,27 @@ def output_stats(predictions: Sequence[str], articles: Sequence[str] | None = No
         stats[f"novel_{size}gram_share"] = np.array(
             [_novel_share(set(_ngrams(p, size)), set(_ngrams(a, size))) for p, a in zip(prediction_tokens, article_tokens)]
         )
+    prose_tokens = [unicode_tokens(prose(a)) for a in articles]
+    stats["verbatim_prefix"] = np.array(
+        [np.nan if not p else float(p == a[: len(p)] or p == b[: len(p)]) for p, a, b in zip(prediction_tokens, article_tokens, prose_tokens)]
+    )
+    stats["longest_copied_span"] = np.array([_longest_copied_span(p, a) for p, a in zip(prediction_tokens, article_tokens)])
     return stats
 
 
 # What the mean of a per-output statistic is called in scores.json (the others keep their name).
-MEAN_NAMES = {"words": "words_mean", "empty": "empty_share", "not_portuguese": "not_portuguese_share"}
+MEAN_NAMES = {
+    "words": "words_mean",
+    "empty": "empty_share",
+    "not_portuguese": "not_portuguese_share",
+    "language_undetermined": "language_undetermined_share",
+    "too_short": "too_short_share",
+    "prompt_echo": "prompt_echo_share",
+    "verbatim_prefix": "verbatim_prefix_share",
+    "longest_copied_span": "longest_copied_span_mean",
+}
+# The per-output statistics that say how much a model copies its input rather than summarises it.
+COPY_DIAGNOSTICS = ("verbatim_prefix_share", "longest_copied_span_mean", "prompt_echo_share", "repeated_trigram_share", "too_short_share")
 
 
 def word_quartiles(word_counts: np.ndarray) -> dict[str, float]:
@@ -214,6 +253,25 @@ def _ngrams(tokens: list[str], size: int) -> list[tuple[str, ...]]:
 
 def _repeated_share(grams: list[tuple[str, ...]]) -> float:
     return (len(grams) - len(set(grams))) / len(grams) if grams else float("nan")
+
+
+def _longest_copied_span(output: list[str], article: list[str]) -> float:
+    """Length of the longest run of `output` that appears contiguously in `article` (longest common substring).
+
+    Only the article positions holding the current output token are visited, so the cost is the
+    number of matching token pairs, not len(output) x len(article) (4,000-token articles).
+    """
+    if not output:
+        return float("nan")
+    where: dict[str, list[int]] = {}
+    for j, token in enumerate(article):
+        where.setdefault(token, []).append(j)
+    best, previous = 0, {}
+    for token in output:
+        current = {j: previous.get(j - 1, 0) + 1 for j in where.get(token, ())}
+        best = max(best, max(current.values(), default=0))
+        previous = current
+    return float(best)
 
 
 def _novel_share(summary: set, article: set) -> float:

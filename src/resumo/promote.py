@@ -14,7 +14,8 @@ Registry layout under `promote.registry` (a path or s3:// prefix):
 The gates (PromoteConfig): ROUGE-Lsum above production's by more than
 `min_improvement`; BERTScore F1 not below production's by more than
 `max_bertscore_drop`; share of outputs not in Portuguese at most
-`max_not_portuguese`. A threshold set to None is skipped and says so; a
+`max_not_portuguese`; and, when `min_lead_difference` is set, the low end of
+the candidate's paired interval against the lead at its own length above it. A threshold set to None is skipped and says so; a
 threshold whose score is missing from scores.json is an error, because a gate
 that silently passes is no gate.
 
@@ -49,6 +50,8 @@ from resumo.registry_pointer import current_production  # noqa: F401 - the point
 
 log = logging.getLogger(__name__)
 
+# The candidate's paired difference against the lead at its own length, and its interval's low end, on promote.metric.
+LEAD_DIFFERENCE, LEAD_DIFFERENCE_LOW = "minus_lead_at_own_length", "minus_lead_at_own_length_ci_low"
 # Each retry follows a promotion that landed meanwhile; a handful covers any realistic schedule.
 MAX_POINTER_ATTEMPTS = 5
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
@@ -201,11 +204,31 @@ def check_gates(cfg: PromoteConfig, candidate: dict[str, float], production: dic
     if cfg.max_not_portuguese is None:
         log.info("promote: language gate skipped (promote.max_not_portuguese is None)")
         gates.append(Gate("not_portuguese_share", True, "not checked: promote.max_not_portuguese is None"))
+    elif candidate.get("not_portuguese_share") is None:
+        # Every output empty or under score.min_language_words: no language was judged. Only a
+        # bound that lets any share pass (1.0, the smoke profile's) lets that pass too.
+        ok = cfg.max_not_portuguese >= 1
+        gates.append(Gate("not_portuguese_share", ok, f"no output long enough to judge its language (bound {cfg.max_not_portuguese:.1%})"))
     else:
         share = candidate["not_portuguese_share"]
         ok = share <= cfg.max_not_portuguese
         gates.append(Gate("not_portuguese_share", ok, f"{share:.1%} of outputs not in Portuguese ({'within' if ok else 'above'} {cfg.max_not_portuguese:.1%})"))
+    if cfg.min_lead_difference is not None:
+        gates.append(_lead_gate(cfg, candidate))
     return gates
+
+
+def _lead_gate(cfg: PromoteConfig, candidate: dict[str, float]) -> Gate:
+    """The candidate must beat the lead cut at its own length: the low end of the paired interval above promote.min_lead_difference."""
+    difference, low = candidate.get(LEAD_DIFFERENCE), candidate.get(LEAD_DIFFERENCE_LOW)
+    if difference is None or low is None:
+        return Gate("versus_lead", False, f"no {cfg.metric} difference against the lead at its own length (no article defines one)")
+    ok = low > cfg.min_lead_difference
+    return Gate(
+        "versus_lead",
+        ok,
+        f"{cfg.metric} {difference:+.4f} against the lead at its own length, interval from {low:+.4f}: {'above' if ok else 'not above'} {cfg.min_lead_difference}",
+    )
 
 
 def _candidate_scores(cfg: PromoteConfig, scores: dict, candidate: str) -> dict[str, float]:
@@ -222,7 +245,17 @@ def _candidate_scores(cfg: PromoteConfig, scores: dict, candidate: str) -> dict[
         if key not in values:
             fix = "set promote.max_not_portuguese=null to skip the language gate" if key == "not_portuguese_share" else "score the model again with `resumo score`"
             raise DataError(f"scores have no {key!r} for model {candidate!r}; {fix}")
-    return {k: float(v) for k, v in values.items() if isinstance(v, int | float)}
+    found = {k: float(v) for k, v in values.items() if isinstance(v, int | float)}
+    if cfg.min_lead_difference is not None:
+        versus = (scores.get("versus_lead") or {}).get(candidate, {}).get(cfg.metric)
+        if versus is None:
+            raise DataError(
+                f"scores have no versus_lead.{candidate}.{cfg.metric} (the lead baseline) for promote.min_lead_difference; "
+                "score the model again with `resumo score`, or set promote.min_lead_difference=null"
+            )
+        found[LEAD_DIFFERENCE], found[LEAD_DIFFERENCE_LOW] = versus["difference"], (versus.get("interval") or [None])[0]
+        found = {k: v for k, v in found.items() if v is not None}
+    return found
 
 
 def _production_scores(cfg: PromoteConfig, scores: dict, production: dict | None) -> dict[str, float] | None:

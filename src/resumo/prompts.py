@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass
 
 from resumo.config import PromptConfig
+from resumo.text import unicode_tokens
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,30 @@ PROMPTS = {
         "Escreva um resumo do texto acima com no máximo {n_words} palavras.",
     ),
 }
+
+
+# Words in a row that a summary may share with the prompt's instructions before it counts as an echo.
+# The instructions are generic ("o resumo deve ter no máximo 40 palavras"), so an article quoting
+# six of their words in order is rare; a base model repeating its prompt shares dozens.
+ECHO_WORDS = 6
+
+
+def echoes_instructions(summary: str, cfg: PromptConfig) -> bool:
+    """Whether `summary` repeats ECHO_WORDS words in a row of the prompt's own instructions (the
+    wording around the article, not the article, which an extractive summary rightly copies).
+
+    A small or base model often answers with its prompt ("Você é um assistente que escreve
+    resumos de textos em português. O resumo deve ter no máximo..."), which is Portuguese and
+    about the right length. The distill filter rejects such teacher answers (`prompt_echo`);
+    score counts the student outputs that do it (`prompt_echo_share`).
+    """
+    template = PROMPTS[cfg.version].template
+    runs = set()
+    for part in template.split("{text}"):  # the instructions before and after the article, each on its own
+        said = unicode_tokens(part.format(n_words=cfg.n_words))
+        runs |= {tuple(said[i : i + ECHO_WORDS]) for i in range(len(said) - ECHO_WORDS + 1)}
+    tokens = unicode_tokens(summary)
+    return any(tuple(tokens[i : i + ECHO_WORDS]) in runs for i in range(len(tokens) - ECHO_WORDS + 1))
 
 
 def user_message(text: str, cfg: PromptConfig) -> list[dict[str, str]]:

@@ -9,8 +9,11 @@ Score and judge write numbers only (scores.json, judge.json); this module is the
 one that turns them into tables, pages and metrics, so a number is named and
 formatted the same way in the UI's Metrics, the Markdown, the page and the card.
 Scalars are named `<model>_<metric>`, `<model>_<metric>_ci_low|_ci_high`,
-`<candidate>_minus_<model>_<metric>` (with its `_ci_low|_ci_high`), `n_articles`
-and `judge_<opponent>_<key>` (with `judge_<opponent>_win_rate_ci_low|_ci_high`).
+`<candidate>_minus_<model>_<metric>` (with its `_ci_low|_ci_high`), the lead
+baselines as models (`lead_<metric>`, `lead_at_<model>_<metric>`), each model's
+difference against the lead at its own length as
+`<model>_minus_lead_at_own_length_<metric>` (with its `_ci_low|_ci_high`),
+`n_articles` and `judge_<opponent>_<key>` (with `judge_<opponent>_win_rate_ci_low|_ci_high`).
 
 The Kubeflow UI shows an HTML artifact in a sandboxed iframe that loads nothing
 from outside, so every plot is a base64 PNG inside the page and the page runs
@@ -27,6 +30,7 @@ import io
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -39,10 +43,14 @@ log = logging.getLogger(__name__)
 HTML_FILE, MARKDOWN_FILE, METRICS_FILE = artifacts.REPORT_HTML, artifacts.REPORT_MARKDOWN, artifacts.REPORT_METRICS
 # Plotted with error bars: the overlap-based and embedding-based scores, all on [0, 1].
 QUALITY = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1")
+# How much a model copies its input instead of summarising it (resumo.metrics.output_stats), in this order.
+COPY = ("verbatim_prefix_share", "longest_copied_span_mean", "prompt_echo_share", "repeated_trigram_share", "too_short_share")
 # Shown first in tables, in this order; any other numeric key follows.
-PREFERRED = (*QUALITY, "words_mean", "words_p25", "words_p75", "not_portuguese_share", "empty_share")
+PREFERRED = (*QUALITY, *COPY, "words_mean", "words_p25", "words_p75", "not_portuguese_share", "language_undetermined_share", "empty_share")
 # The model card's scores table, and the scores the production pointer keeps.
 CARD_SCORES = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "words_mean", "not_portuguese_share")
+LEAD, LEAD_AT = "lead", "lead_at_"  # score's names of the lead baselines
+OWN_LENGTH = "lead_at_own_length"
 
 
 def run(
@@ -117,6 +125,16 @@ def scalar_metrics(scores: dict, judge: dict | None = None) -> dict[str, float]:
             key = f"{scores['candidate']}_minus_{other}_{metric}"
             flat[key] = diff["difference"]
             flat |= _bounds(key, diff.get("interval"))
+    baseline_intervals = scores.get("baseline_intervals") or {}
+    for baseline, values in (scores.get("baselines") or {}).items():
+        for metric, value in values.items():
+            flat[f"{baseline}_{metric}"] = value
+            flat |= _bounds(f"{baseline}_{metric}", baseline_intervals.get(baseline, {}).get(metric))
+    for model, values in (scores.get("versus_lead") or {}).items():
+        for metric, diff in values.items():
+            key = f"{model}_minus_{OWN_LENGTH}_{metric}"
+            flat[key] = diff["difference"]
+            flat |= _bounds(key, diff.get("interval"))
     flat["n_articles"] = scores.get("n_articles")
     return _numbers(flat) | judge_scalars(judge or {})
 
@@ -152,6 +170,10 @@ def render_markdown(scores: dict, judge: dict | None = None) -> str:
         lines += ["_Tiny random models: these numbers show the pipeline works, nothing about summary quality._", ""]
     for title, columns in _column_groups(models):
         lines += [f"## {title}", "", *markdown_table(scores, columns), ""]
+    if scores.get("versus_lead"):
+        lines += ["## Against copying the lead", "", lead_explanation(scores), "", *_lead_rows(scores), ""]
+        lines += [f"- {line}" for line in lead_sentences(scores)] + [""]
+    lines += [f"**Warning: {line}.**\n" for line in guard_lines(scores)]
     if scores.get("intervals"):
         lines += [f"Brackets: {_interval_label(scores)}."]
     if judge and judge.get("opponents"):
@@ -161,13 +183,84 @@ def render_markdown(scores: dict, judge: dict | None = None) -> str:
 
 
 def markdown_table(scores: dict, columns: list[str], highlight: str | None = None) -> list[str]:
-    """The lines of a Markdown table of `columns` per model, intervals in brackets; `highlight` in bold."""
-    intervals = scores.get("intervals") or {}
+    """The lines of a Markdown table of `columns` per model, then per lead baseline with any of them, intervals in brackets; `highlight` in bold."""
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for name, values in scores.get("models", {}).items():
-        shown = f"**{name}**" if name == highlight else name
-        lines.append(f"| {shown} | " + " | ".join(_cell(values.get(c), intervals.get(name, {}).get(c), c) for c in columns) + " |")
+    for name, label, values, intervals in _table_rows(scores, columns):
+        shown = f"**{label}**" if name == highlight else f"_{label}_" if name not in scores.get("models", {}) else label
+        lines.append(f"| {shown} | " + " | ".join(_cell(values.get(c), intervals.get(c), c) for c in columns) + " |")
     return lines
+
+
+def lead_explanation(scores: dict) -> str:
+    """The sentence that says what the lead baselines are."""
+    n_words = (scores.get("lead") or {}).get("n_words", "n_words")
+    return (
+        f"The lead is the opening of each article, its headline or byline lines skipped: `lead` cut at the prompt's {n_words} words, "
+        "`lead at <model>'s length` cut at that model's own output length, article by article. "
+        "A model that only copies the opening scores like the lead at its own length; the paired difference below says whether it does better."
+    )
+
+
+def lead_sentences(scores: dict) -> list[str]:
+    """One sentence per model: does it beat the lead at its own length (ROUGE-Lsum, else the first metric)?"""
+    level = (scores.get("config") or {}).get("confidence", 0.95)
+    lines = []
+    for name, differences in (scores.get("versus_lead") or {}).items():
+        if differences:
+            metric = "rougeLsum" if "rougeLsum" in differences else next(iter(differences))
+            lines.append(versus_lead_sentence(name, metric, differences[metric], level))
+    return lines
+
+
+def versus_lead_sentence(name: str, metric: str, difference: dict, confidence: float) -> str:
+    """Whether `name` beats copying the opening of each article at its own length, in one sentence."""
+    value, interval = difference.get("difference"), difference.get("interval") or [None, None]
+    low, high = interval
+    if not all(_is_number(v) and math.isfinite(v) for v in (value, low, high)):
+        return f"{name}: no {metric} difference against the lead at its own length (no article defines one)"
+    verdict = (
+        "beats copying the opening of each text"
+        if low > 0
+        else "does worse than copying the opening of each text"
+        if high < 0
+        else "cannot be told apart from copying the opening of each text"
+    )
+    return f"{name} {verdict} at its own length: {metric} {value:+.3f} [{low:+.3f}, {high:+.3f}] ({confidence:.0%} paired bootstrap over {difference.get('n')} articles)"
+
+
+def guard_lines(scores: dict) -> list[str]:
+    """The input-length warning of each model with inputs outside its training range (scores.json `input_guard`)."""
+    return [guard_line(name, guard) for name, guard in (scores.get("input_guard") or {}).items() if guard.get("longer", 0) + guard.get("shorter", 0)]
+
+
+def guard_line(name: str, guard: dict) -> str:
+    """The one line `summarize` and `score` print about inputs outside the token-length range a model was trained on."""
+    low, high = guard["range"]
+    beyond = guard["longer"] + guard["shorter"]
+    line = f"{name}: {beyond} of {guard['n']} inputs lie outside the {low}-{high} tokens of the texts it was trained on ({guard['longer']} longer, {guard['shorter']} shorter)"
+    if not beyond:
+        return line
+    return line + "; it never learnt to summarise such lengths, so expect outputs that stop early or copy, and scores that say little about texts like its training data"
+
+
+def _lead_table(scores: dict) -> list[list[str]]:
+    """Header and rows: each model's quality metrics, the lead at its own length's, and the paired difference."""
+    level = (scores.get("config") or {}).get("confidence")
+    head = ["model", "metric", "model's score", "lead at its length", f"difference [{level:.0%} interval]" if _is_number(level) else "difference [interval]"]
+    rows = [head]
+    for name, differences in (scores.get("versus_lead") or {}).items():
+        lead = (scores.get("baselines") or {}).get(f"{LEAD_AT}{name}", {})
+        for metric, diff in differences.items():
+            low, high = diff.get("interval") or [None, None]
+            bounds = f" [{low:+.3f}, {high:+.3f}]" if _is_number(low) and _is_number(high) else ""
+            shown = f"{diff['difference']:+.3f}{bounds}" if _is_number(diff.get("difference")) else ""
+            rows.append([name, metric, _cell(scores.get("models", {}).get(name, {}).get(metric), None, metric), _cell(lead.get(metric), None, metric), shown])
+    return rows
+
+
+def _lead_rows(scores: dict) -> list[str]:
+    head, *rows = _lead_table(scores)
+    return ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 # --- model card -------------------------------------------------------------
@@ -211,6 +304,16 @@ def model_card(version: str, meta: dict, scores: dict, candidate: str, productio
     ]
     columns = [k for k in CARD_SCORES if any(k in v for v in scores.get("models", {}).values())]
     lines += markdown_table(scores, columns, highlight=candidate)
+    if scores.get("versus_lead"):
+        lines += ["", "## Against copying the lead", "", lead_explanation(scores), "", *_lead_rows(scores), ""]
+        lines += [f"- {line}" for line in lead_sentences(scores)]
+    copy = [k for k in COPY if k in scores.get("models", {}).get(candidate, {})]
+    if copy:
+        lines += ["", "## Copy diagnostics", "", *markdown_table(scores, copy, highlight=candidate)]
+    trained = meta.get("input_tokens")
+    if trained:
+        lines += ["", "## Inputs", "", f"Trained on {trained.get('n', '?')} texts of {trained['min']}-{trained['max']} tokens; longer or shorter inputs are outside what it learnt."]
+    lines += [f"\n**Warning: {line}.**" for line in guard_lines(scores)]
     lines += ["", "## Promotion gates", "", "| gate | passed | detail |", "|---|---|---|"]
     lines += [f"| {g.name} | {'yes' if g.passed else 'no'} | {g.detail} |" for g in gates]
     lines += ["", f"Files, sizes and sha256 of this version: `{artifacts.MANIFEST}`.", ""]
@@ -231,6 +334,12 @@ def render_html(scores: dict, predictions: pd.DataFrame, curves_png: bytes | Non
 
     for title, columns in _column_groups(models):
         body += [f"<h2>{title}</h2>", _scores_table(scores, columns)]
+    if scores.get("versus_lead"):
+        body += ["<h2>Against copying the lead</h2>", "<p>" + re.sub(r"`([^`]*)`", r"<code>\1</code>", e(lead_explanation(scores))) + "</p>"]
+        head, *rows = _lead_table(scores)
+        body.append(_html_table([("th", head)] + [("td", row) for row in rows]))
+        body += [f"<p class='lead'>{e(line)}</p>" for line in lead_sentences(scores)]
+    body += [f"<p class='warning'><strong>Warning: {e(line)}.</strong></p>" for line in guard_lines(scores)]
     if scores.get("intervals"):
         body.append(f"<p class='ci'>Brackets: {html.escape(_interval_label(scores))}.</p>")
     if any(k in v for v in models.values() for k in QUALITY):
@@ -258,6 +367,8 @@ th, td {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: right; verti
 th:first-child, td:first-child {{ text-align: left; }}
 small, .ci {{ color: #777; font-weight: normal; }}
 .note {{ background: #fff4d6; padding: .5rem; }}
+.warning {{ background: #fde2e2; padding: .5rem; }}
+tr.baseline td {{ font-style: italic; color: #555; }}
 img {{ max-width: 100%; display: block; margin: .5rem 0 1rem; }}
 .example {{ border-top: 2px solid #888; margin-top: 1rem; }}
 .side {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(220px, 1fr)); gap: .8rem; }}
@@ -272,13 +383,29 @@ pre {{ background: #f6f6f6; padding: .5rem; overflow-x: auto; }}
 
 
 def _scores_table(scores: dict, columns: list[str]) -> str:
-    models, intervals = scores.get("models", {}), scores.get("intervals") or {}
     head = "<tr><th>model</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"
+    models = scores.get("models", {})
     rows = [
-        f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{html.escape(_cell(values.get(c), intervals.get(name, {}).get(c), c))}</td>" for c in columns) + "</tr>"
-        for name, values in models.items()
+        ("<tr>" if name in models else "<tr class='baseline'>")
+        + f"<td>{html.escape(label)}</td>"
+        + "".join(f"<td>{html.escape(_cell(values.get(c), intervals.get(c), c))}</td>" for c in columns)
+        + "</tr>"
+        for name, label, values, intervals in _table_rows(scores, columns)
     ]
     return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _table_rows(scores: dict, columns: list[str]) -> list[tuple[str, str, dict, dict]]:
+    """(name, label, values, intervals) of each model, then of each lead baseline that has one of `columns`."""
+    intervals = scores.get("intervals") or {}
+    rows = [(name, name, values, intervals.get(name, {})) for name, values in scores.get("models", {}).items()]
+    baseline_intervals = scores.get("baseline_intervals") or {}
+    n_words = (scores.get("lead") or {}).get("n_words")
+    for name, values in (scores.get("baselines") or {}).items():
+        if any(c in values for c in columns):
+            label = f"lead at {name.removeprefix(LEAD_AT)}'s length" if name.startswith(LEAD_AT) else f"lead ({n_words} words)" if n_words else name
+            rows.append((name, label, values, baseline_intervals.get(name, {})))
+    return rows
 
 
 def _examples_html(predictions: pd.DataFrame, n_examples: int) -> str:
@@ -300,7 +427,12 @@ def _examples_html(predictions: pd.DataFrame, n_examples: int) -> str:
 
 
 def _judge_html(judge: dict) -> str:
-    return "<table>" + "".join(f"<tr>{''.join(f'<{t}>{html.escape(c)}</{t}>' for c in cells)}</tr>" for t, cells in _judge_table(judge)) + "</table>"
+    return _html_table(_judge_table(judge))
+
+
+def _html_table(rows: list[tuple[str, list[str]]]) -> str:
+    """A table of (cell tag, cells) rows, every cell escaped."""
+    return "<table>" + "".join(f"<tr>{''.join(f'<{t}>{html.escape(c)}</{t}>' for c in cells)}</tr>" for t, cells in rows) + "</table>"
 
 
 def _judge_rows(judge: dict) -> list[str]:
@@ -426,16 +558,20 @@ def _columns(models: dict) -> list[str]:
 
 
 def _column_groups(models: dict) -> list[tuple[str, list[str]]]:
-    """Quality scores, then output statistics: two tables a page wide instead of one that scrolls."""
+    """Quality scores, copy diagnostics, then output statistics: tables a page wide instead of one that scrolls."""
     columns = _columns(models)
-    groups = [("Scores", [c for c in columns if c in QUALITY]), ("Output statistics", [c for c in columns if c not in QUALITY])]
+    groups = [
+        ("Scores", [c for c in columns if c in QUALITY]),
+        ("Copy diagnostics", [c for c in columns if c in COPY]),
+        ("Output statistics", [c for c in columns if c not in QUALITY and c not in COPY]),
+    ]
     return [(title, group) for title, group in groups if group]
 
 
 def _cell(value, interval, column: str) -> str:
     if not _is_number(value):
         return ""
-    fmt = "{:.1%}" if column.startswith("share_") or column.endswith("_share") else "{:.0f}" if column.startswith("words_") else "{:.3f}"
+    fmt = "{:.1%}" if column.startswith("share_") or column.endswith("_share") else "{:.0f}" if column.startswith("words_") else "{:.1f}" if column == "longest_copied_span_mean" else "{:.3f}"
     shown = fmt.format(value)
     if interval and len(interval) == 2:
         shown += f" [{fmt.format(interval[0])}, {fmt.format(interval[1])}]"

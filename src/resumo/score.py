@@ -17,15 +17,31 @@ The stage writes numbers only, under `--out` (resumo.report renders them):
       "n_articles":  int,
       "models_scored": {name: model reference},
       "bootstrap":   {"resamples": int, "confidence": 0.95, "seed": int},
+      "baselines":   {"lead": {metric: mean}, "lead_at_<name>": {metric: mean}},   # the lead of each article (below)
+      "baseline_intervals": {baseline: {metric: [low, high]}},
+      "versus_lead": {name: {metric: {"difference": name - lead_at_<name>, "interval": [low, high], "n": articles}}},
+      "lead":        {"n_words": the prompt's n_words, "rule": how the lead is taken},
+      "input_guard": {name: {"range": [low, high], "longer": int, "shorter": int, "n": int, "share": float}},
       "config":      the resolved ScoreConfig
     }
+    Lead baselines (quality metrics only): `lead` is the first prompt.n_words words of each
+    article's prose (leading lines without sentence-final punctuation, a headline or byline,
+    skipped); `lead_at_<name>` is cut, article by article, at <name>'s own output length.
+    `versus_lead` is the number that says whether a model summarises or copies the opening.
+    `input_guard` has the models whose resumo_model.json records the token-length range of
+    their training texts; models.<name>.inputs_beyond_training_share repeats the share.
     Metrics (each present when its group is in `score.metrics`):
       rouge1, rouge2, rougeL, rougeLsum   mean F-measure (tokenizer: config.rouge_tokenizer)
       bertscore_f1                        mean BERTScore F1 (rescaled if config.bertscore_rescale)
       words_mean, words_p25, words_p50, words_p75   whitespace words per output (quartiles: no interval)
       empty_share                         share of outputs without a word
-      not_portuguese_share                share of non-empty outputs resumo.lang does not judge Portuguese
+      not_portuguese_share                share of outputs of at least score.min_language_words words that resumo.lang does not judge Portuguese
+      language_undetermined_share         share of non-empty outputs too short (under score.min_language_words) to judge their language
       repeated_trigram_share              mean share of an output's trigrams that repeat an earlier one
+      too_short_share                     share of outputs under score.too_short_words words
+      prompt_echo_share                   share of outputs that repeat the prompt's instructions (distill's prompt_echo rule)
+      verbatim_prefix_share               share of non-empty outputs that are, token for token, the opening of their article
+      longest_copied_span_mean            mean tokens in an output's longest run found verbatim in its article
       compression_ratio                   mean article words / output words (non-empty outputs)
       novel_1gram_share .. novel_3gram_share   mean share of an output's distinct n-grams not in its article
     A mean over no defined value is null.
@@ -33,8 +49,10 @@ The stage writes numbers only, under `--out` (resumo.report renders them):
 `predictions.parquet`
     one row per test article: `id`, `reference`, `prediction_<name>` and, per
     model, the per-article value of each metric as `<metric>_<name>` (per-article
-    names: rouge1.., bertscore_f1, words, empty, not_portuguese,
-    repeated_trigram_share, compression_ratio, novel_<n>gram_share; NaN where undefined).
+    names: rouge1.., bertscore_f1, words, empty, not_portuguese, language_undetermined,
+    repeated_trigram_share, too_short, prompt_echo, compression_ratio, novel_<n>gram_share,
+    verbatim_prefix, longest_copied_span; NaN where undefined), and the leads' quality
+    metrics as `<metric>_lead` and `<metric>_lead_at_<name>`.
 
 `generated/<name>.json`
     each model's summaries with what they depend on; a rerun into the same
@@ -52,14 +70,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resumo import artifacts, generation, metrics, storage, tables
+from resumo import artifacts, generation, metrics, report, storage, tables
 from resumo import models as model_refs
 from resumo.config import PromoteConfig, PromptConfig, ScoreConfig
 from resumo.errors import ConfigError, DataError
+from resumo.text import lead_words, words
 
 log = logging.getLogger(__name__)
 
 CANDIDATE = "tuned"
+PAIRS = "pairs"  # the one "model" of a pairs file
+# The lead baselines' names in scores.json: the lead at the prompt's n_words, and at a model's own length.
+LEAD, LEAD_AT = "lead", "lead_at_"
+INPUT_TOKENS = "input_tokens"  # resumo_model.json: the token-length range of the training texts
 
 
 def run(
@@ -85,18 +108,29 @@ def run(
 
     predictions: dict[str, list[str]] = {}
     per_article: dict[str, dict[str, np.ndarray]] = {}
+    guards: dict[str, dict] = {}
     for name, ref in all_models.items():
+        prompt_used = generation.tuned_prompt(ref) or shared_prompt
         predictions[name] = _generate_once(name, ref, test, shared_prompt, cfg, out_dir)
-        per_article[name] = evaluate(predictions[name], references, cfg, articles)
+        per_article[name] = evaluate(predictions[name], references, cfg, articles, prompt_used)
+        guard = input_guard(ref, articles)
+        if guard is not None:
+            guards[name] = guard
+            log.log(logging.WARNING if guard["longer"] + guard["shorter"] else logging.INFO, "score: %s", report.guard_line(name, guard))
     result = summarize_scores(per_article, cfg, candidate)
+    lead, lead_per_article = lead_baselines(predictions, per_article, references, articles, cfg, shared_prompt.n_words)
+    for name, guard in guards.items():
+        result["models"][name]["inputs_beyond_training_share"] = guard["share"]
     for name, means in result["models"].items():
         log.info("score: %s %s", name, {k: round(v, 4) for k, v in means.items() if v is not None})
+    for line in report.lead_sentences({**lead, "config": {"confidence": cfg.confidence}}):
+        log.info("score: %s", line)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = {"id": test["id"], "reference": references, **{f"prediction_{n}": p for n, p in predictions.items()}}
-    columns |= {f"{metric}_{name}": values for name, values in per_article.items() for metric, values in values.items()}
+    columns |= {f"{metric}_{name}": values for name, values in (per_article | lead_per_article).items() for metric, values in values.items()}
     pd.DataFrame(columns).to_parquet(out_dir / artifacts.PREDICTIONS, index=False)
-    scores = {**result, "n_articles": len(test), "models_scored": all_models, "config": cfg.model_dump()}
+    scores = {**result, **lead, "input_guard": guards, "n_articles": len(test), "models_scored": all_models, "config": cfg.model_dump()}
     (out_dir / artifacts.SCORES).write_text(json.dumps(_json_safe(scores), indent=2, allow_nan=False))
     return result["models"]
 
@@ -131,23 +165,45 @@ def with_production(models: dict[str, str], registry: str, name: str) -> dict[st
     return {**models, name: production}
 
 
-def run_pairs(cfg: ScoreConfig, pairs_file: str | Path, out_file: str | Path) -> dict:
-    """Score the `prediction`/`reference` rows of a JSONL or Parquet file; a `text` column (the article) adds compression and novel n-grams.
+def run_pairs(cfg: ScoreConfig, pairs_file: str | Path, out_file: str | Path, prompt: PromptConfig | None = None) -> dict:
+    """Score the `prediction`/`reference` rows of a JSONL or Parquet file.
 
-    Writes {rouge1: mean, ..., "intervals": {metric: [low, high]}, "n_pairs", "config"}.
+    A `text` column (the article) adds compression, novel n-grams, the copy diagnostics and the lead
+    baselines (cut at `prompt.n_words`, and at each prediction's own length), with the predictions'
+    paired difference against the latter. `prompt` (default PromptConfig()) is what prompt_echo_share
+    looks for and what sets the lead's length.
+
+    Writes {rouge1: mean, ..., "intervals": {metric: [low, high]}, "n_pairs", "config"} and, with a
+    `text` column, "baselines": {"lead"|"lead_at_own_length": {metric: mean}}, "baseline_intervals"
+    and "versus_lead": {metric: {"difference", "interval", "n"}}.
     """
+    prompt = prompt or PromptConfig()
     df = tables.read_table(pairs_file, required=("prediction", "reference"))
     predictions, references = _strings(df, "prediction", pairs_file), _strings(df, "reference", pairs_file)
     articles = _strings(df, "text", pairs_file) if "text" in df.columns else None
-    result = summarize_scores({"pairs": evaluate(predictions, references, cfg, articles)}, cfg, candidate=None)
-    scores = {**result["models"]["pairs"], "intervals": result["intervals"]["pairs"], "n_pairs": len(df), "bootstrap": result["bootstrap"], "config": cfg.model_dump()}
+    per_article = {PAIRS: evaluate(predictions, references, cfg, articles, prompt)}
+    result = summarize_scores(per_article, cfg, candidate=None)
+    scores = {**result["models"][PAIRS], "intervals": result["intervals"][PAIRS], "n_pairs": len(df), "bootstrap": result["bootstrap"], "config": cfg.model_dump()}
+    if articles is not None:
+        lead, _ = lead_baselines({PAIRS: predictions}, per_article, references, articles, cfg, prompt.n_words)
+        if lead:
+            own = f"{LEAD_AT}{PAIRS}"
+            rename = {own: "lead_at_own_length"}
+            scores["baselines"] = {rename.get(k, k): v for k, v in lead["baselines"].items()}
+            scores["baseline_intervals"] = {rename.get(k, k): v for k, v in lead["baseline_intervals"].items()}
+            scores["versus_lead"] = lead["versus_lead"][PAIRS]
+            scores["lead"] = lead["lead"]
+            for line in report.lead_sentences({**lead, "config": {"confidence": cfg.confidence}}):
+                log.info("score: %s", line.replace(PAIRS, "predictions", 1))
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
     Path(out_file).write_text(json.dumps(_json_safe(scores), indent=2, allow_nan=False))
     return scores
 
 
-def evaluate(predictions: list[str], references: list[str], cfg: ScoreConfig, articles: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Per-article values of every metric in `cfg.metrics`."""
+def evaluate(
+    predictions: list[str], references: list[str], cfg: ScoreConfig, articles: list[str] | None = None, prompt: PromptConfig | None = None
+) -> dict[str, np.ndarray]:
+    """Per-article values of every metric in `cfg.metrics`; `prompt`, the one the model was asked with, adds prompt_echo."""
     per_article: dict[str, np.ndarray] = {}
     if "rouge" in cfg.metrics:
         per_article |= metrics.rouge_per_pair(predictions, references, cfg.rouge_tokenizer, cfg.rouge_stem)
@@ -156,7 +212,7 @@ def evaluate(predictions: list[str], references: list[str], cfg: ScoreConfig, ar
             predictions, references, cfg.bertscore_model, cfg.bertscore_num_layers, cfg.batch_size, cfg.bertscore_rescale, cfg.bertscore_baseline_path
         )
     if "stats" in cfg.metrics:
-        per_article |= metrics.output_stats(predictions, articles)
+        per_article |= metrics.output_stats(predictions, articles, cfg.min_language_words, cfg.too_short_words, prompt)
     return per_article
 
 
@@ -180,11 +236,96 @@ def summarize_scores(per_article: dict[str, dict[str, np.ndarray]], cfg: ScoreCo
     return {"models": means, "intervals": intervals, "candidate": candidate if candidate in per_article else None, "differences": differences, "bootstrap": boot}
 
 
+def lead_baselines(
+    predictions: dict[str, list[str]],
+    per_article: dict[str, dict[str, np.ndarray]],
+    references: list[str],
+    articles: list[str],
+    cfg: ScoreConfig,
+    n_words: int,
+) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+    """The lead of each article scored like a model, and each model's paired difference against it.
+
+    Two leads (`resumo.text.lead_words`: the first words of the article's prose, a headline or
+    byline line skipped): `lead`, cut at the prompt's `n_words`; and `lead_at_<model>`, cut per
+    article at that model's own output length in words, so length alone cannot explain a gap. A
+    model's difference against `lead_at_<model>`, with its paired bootstrap interval, says whether
+    it summarises or copies the opening: an interval above 0 beats copying at cfg.confidence.
+    Only the quality metrics (ROUGE, BERTScore) are computed for leads. Returns scores.json's
+    "baselines", "baseline_intervals", "versus_lead" and "lead" ({} without a quality metric),
+    and the per-article values (for predictions.parquet).
+    """
+    quality = [m for m in cfg.metrics if m != "stats"]
+    if not quality:
+        return {}, {}
+    quality_cfg = cfg.model_copy(update={"metrics": quality})
+    leads = {LEAD: [lead_words(a, n_words) for a in articles]}
+    for name, outputs in predictions.items():
+        leads[f"{LEAD_AT}{name}"] = [lead_words(a, len(words(p))) for a, p in zip(articles, outputs)]
+    lead_per_article = {name: evaluate(outputs, references, quality_cfg) for name, outputs in leads.items()}
+    summary = summarize_scores(lead_per_article, cfg, candidate=None)
+    boot = summary["bootstrap"]
+    versus = {
+        name: {
+            metrics.MEAN_NAMES.get(metric, metric): metrics.paired_difference(per_article[name][metric], own[metric], **boot)
+            for metric in own
+            if metric in per_article[name]
+        }
+        for name in predictions
+        for own in [lead_per_article[f"{LEAD_AT}{name}"]]
+    }
+    lead = {
+        "baselines": summary["models"],
+        "baseline_intervals": summary["intervals"],
+        "versus_lead": versus,
+        "lead": {"n_words": n_words, "rule": "first words of the article after its leading lines without sentence-final punctuation (headline, byline, dateline)"},
+    }
+    return lead, lead_per_article
+
+
+def input_guard(ref: str, texts: list[str]) -> dict | None:
+    """How many `texts` fall outside the token-length range of the texts the model was trained on.
+
+    The range is what `resumo train` records in resumo_model.json (`input_tokens`); models that
+    record none (not ours, or trained before it was recorded) get None. Lengths are counted as
+    train counted them: the model's tokenizer on the text, no special tokens.
+    """
+    path = Path(model_refs.resolve(ref))
+    meta_file = path / artifacts.MODEL_META
+    trained = json.loads(meta_file.read_text()).get(INPUT_TOKENS) if meta_file.is_file() else None
+    if not trained:
+        return None
+    from transformers import AutoTokenizer
+
+    return count_beyond(token_lengths(AutoTokenizer.from_pretrained(path), texts), trained["min"], trained["max"])
+
+
+def token_lengths(tokenizer, texts: list[str]) -> list[int]:
+    """Tokens of each text alone (no special tokens, no prompt): how train records its range and the guard counts."""
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]] if texts else []
+
+
+def training_input_record(tokenizer, texts: list[str]) -> dict:
+    """resumo_model.json's `input_tokens`: the token-length range of the texts a model is trained on."""
+    lengths = token_lengths(tokenizer, texts)
+    return {"min": min(lengths), "max": max(lengths), "n": len(lengths), "unit": "tokens of the article text, the model's tokenizer, no special tokens"}
+
+
+def count_beyond(lengths: list[int], low: int, high: int) -> dict:
+    """scores.json's `input_guard` entry: the range, how many lengths lie above and below it, and their share."""
+    longer, shorter = sum(n > high for n in lengths), sum(n < low for n in lengths)
+    return {"range": [low, high], "longer": longer, "shorter": shorter, "n": len(lengths), "share": (longer + shorter) / len(lengths) if lengths else 0.0}
+
+
 def _comparison_set(models: dict[str, str], reference_models: dict[str, str]) -> dict[str, str]:
     clash = sorted(set(models) & set(reference_models))
     if clash:
         raise ConfigError(f"score.reference_models reuses the name(s) {clash} of a scored model; rename them")
-    return {**models, **reference_models}
+    both = {**models, **reference_models}
+    taken = sorted(name for name in both if name == LEAD or name.startswith(LEAD_AT))
+    if taken:
+        raise ConfigError(f"model name(s) {taken} are kept for the lead baselines ({LEAD!r}, {LEAD_AT!r}<model>); rename them")
+    return both
 
 
 def _generate_once(name: str, ref: str, test: pd.DataFrame, shared_prompt: PromptConfig, cfg: ScoreConfig, out_dir: Path) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Protocol
 from resumo import chat_client, prompts
 from resumo.config import PromptConfig, TeacherConfig
 from resumo.errors import ResumoError
-from resumo.text import split_sentences, words
+from resumo.text import prose, split_sentences, words
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def teacher_name(teacher: TeacherConfig) -> str:
 
 
 def lead_sentences(text: str, n_words: int) -> str:
-    """The lead sentences of `text` whose total is nearest `n_words` words (at least one, cut to `n_words` if it alone is longer).
+    """The lead sentences of `text`'s prose (`resumo.text.prose`: a headline or byline line is skipped) whose
+    total is nearest `n_words` words (at least one, cut to `n_words` if it alone is longer).
 
     Nearest, not "whole sentences that fit": this teacher stands in for one asked for about
     n_words, as the judge's rubric is. The bundled corpus's sentences average 24 words, so
@@ -65,7 +66,7 @@ def lead_sentences(text: str, n_words: int) -> str:
     """
     kept: list[str] = []
     total = 0
-    for sentence in split_sentences(text):
+    for sentence in split_sentences(prose(text)):
         n = len(words(sentence))
         if kept and total + n - n_words >= n_words - total:  # adding it lands no nearer
             break

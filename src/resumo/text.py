@@ -13,6 +13,8 @@ ABBREVIATIONS = frozenset(
     i.e e.g vs""".split()
 )
 
+# A line that ends a sentence: final punctuation, then perhaps closing quotes or brackets.
+_ENDS_A_SENTENCE = re.compile(r"[.!?…][\"'»”)\]]*\s*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'»”)]*\s+(?=[\"'«“(]?[A-ZÀ-ÖØ-Þ0-9])")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -46,3 +48,23 @@ def unicode_tokens(text: str) -> list[str]:
     """NFC, lowercase, maximal runs of Unicode letters or digits: 'Ação-2024' -> ['ação', '2024']."""
     return _WORD.findall(unicodedata.normalize("NFC", text).lower())
 
+
+
+def prose(text: str) -> str:
+    """`text` without its leading lines that are not sentences: a headline, a byline, a dateline.
+
+    A line is a sentence when it ends in sentence-final punctuation (. ! ? …, then perhaps
+    closing quotes or brackets); a news text's "lead" would otherwise be its headline. Only
+    leading lines go, and a text with no such line at all is kept whole (a one-line text cut
+    mid-sentence is still prose).
+    """
+    lines = text.strip().split("\n")
+    for i, line in enumerate(lines):
+        if _ENDS_A_SENTENCE.search(line):
+            return "\n".join(lines[i:]).strip()
+    return text.strip()
+
+
+def lead_words(text: str, n_words: int) -> str:
+    """The first `n_words` words of the text's prose (`prose`): the lead baseline's summary."""
+    return " ".join(words(prose(text))[: max(n_words, 0)])

@@ -84,7 +84,7 @@ def run(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path, run_id: st
     scores = _final_scores(trainer.state.log_history, throughput)
     if not distributed.is_main():  # under torchrun every rank trained the same model; rank 0 writes it
         return TrainResult(adapter_dir=adapter_dir, metrics=scores)
-    _save_adapter(trainer, cfg, adapter_dir)
+    _save_adapter(trainer, cfg, adapter_dir, list(train_rows["text"]))
     if cfg.merge:
         _save_merged(trainer, out_dir / artifacts.MERGED)
     _plot_curves(trainer.state.log_history, out_dir / artifacts.CURVES)
@@ -233,10 +233,14 @@ def _apply_liger(model) -> None:
     _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False)
 
 
-def _save_adapter(trainer, cfg: TrainConfig, adapter_dir: Path) -> Path:
+def _save_adapter(trainer, cfg: TrainConfig, adapter_dir: Path, train_texts: list[str]) -> Path:
+    from resumo import score
+
     trainer.model.save_pretrained(adapter_dir)
     trainer.processing_class.save_pretrained(adapter_dir)
     meta = {"base_model": cfg.student, "prompt": cfg.prompt.model_dump(), "lora": cfg.lora.model_dump(), "config": cfg.model_dump()}
+    # The token-length range of the training texts: summarize and score count inputs outside it (score.input_guard).
+    meta[score.INPUT_TOKENS] = score.training_input_record(trainer.processing_class, train_texts)
     (adapter_dir / generation.MODEL_META).write_text(json.dumps(meta, indent=2))
     return adapter_dir
 

@@ -59,3 +59,11 @@ def test_compile_writes_the_validated_pipeline_with_the_overrides_as_defaults(tm
     train_defaults = spec["root"]["inputDefinitions"]["parameters"]["s4_train"]["defaultValue"]
     assert (train_defaults["lora"]["r"], train_defaults["lora"]["alpha_ratio"]) == (32, 2.0)  # the override, beside the profile's alpha = 2r
     assert train_defaults["student"] == "Qwen/Qwen2.5-0.5B-Instruct"  # the full profile by default
+
+
+def test_summarize_refuses_to_overwrite_an_input_column(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "Um texto curto.", "summary": "Uma referência."}\n')
+    result = resumo("summarize", "--model", "tiny:qwen2", "--in", str(source), "--out", str(tmp_path / "o.jsonl"), "--column", "summary")
+    assert_one_line_error(result, "already has a column 'summary', which --column summary would overwrite")
+    assert not (tmp_path / "o.jsonl").exists()

@@ -23,6 +23,12 @@ def test_extractive_teacher_takes_the_lead_sentences_nearest_n_words():
     assert teachers.lead_sentences(text, 2) == "Primeira frase"
 
 
+def test_extractive_teacher_skips_a_headline_byline_and_dateline():
+    text = "Cidade ganha parque novo\nPor João Lima\nPorto, 3 de maio\nA câmara abriu hoje um parque. Tem dez hectares. Custou milhões."
+    # without the skip the "lead" would be the headline and byline lines (4 + 3 words)
+    assert teachers.lead_sentences(text, 8) == "A câmara abriu hoje um parque. Tem dez hectares."
+
+
 @pytest.mark.parametrize(
     ("raw", "clean"),
     [

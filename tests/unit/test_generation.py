@@ -92,7 +92,7 @@ def test_summarize_command_with_the_registry_model(adapter_dir, tmp_path, suffix
     assert list(out["id"]) == [1, 2] and list(out["text"]) == TEXTS
     # the same generation code and prompt (the adapter's) that scoring uses
     loaded = generation.load(str(adapter_dir), device="cpu")
-    assert list(out["summary"]) == generation.summarize(loaded, TEXTS, loaded.prompt, 2, 5)
+    assert list(out["prediction"]) == generation.summarize(loaded, TEXTS, loaded.prompt, 2, 5)
 
 
 def test_summarize_needs_a_text_column(tmp_path):

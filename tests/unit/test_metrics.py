@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from rouge_score import rouge_scorer
 
-from resumo import metrics, wiki
+from resumo import lang, metrics, wiki
+from resumo.config import PromptConfig, ScoreConfig
 from resumo.errors import ConfigError
 
 pytestmark = pytest.mark.numerics  # make test-kernels reruns these on other CPU kernels
@@ -36,7 +37,9 @@ def test_rouge_score_tokenizer_equals_rouge_score_exactly():
         expected = [scorer.score(r, p)[name].fmeasure for p, r in pairs]
         assert list(ours[name]) == expected  # exact, pair by pair
     means = metrics.rouge(predictions, references, tokenizer="rouge-score")
-    assert means["rougeLsum"] == pytest.approx(np.mean([scorer.score(r, p)["rougeLsum"].fmeasure for p, r in pairs]), abs=1e-15)
+    # Two float64 means of the same len(pairs) values in [0, 1], summed in any order, differ by at most
+    # 2 len(pairs) 2**-53 (each sum's error is bounded by (n - 1) u times the sum of |terms|, here <= n).
+    assert means["rougeLsum"] == pytest.approx(np.mean([scorer.score(r, p)["rougeLsum"].fmeasure for p, r in pairs]), abs=2 * len(pairs) * 2**-53)
 
 
 def test_accents_and_case_are_one_token():
@@ -155,6 +158,47 @@ def test_output_stats_on_crafted_outputs():
     # a copied sentence has no novel n-grams; a paraphrased one has novel bigrams ('cidade que').
     assert stats["novel_1gram_share"][2] == 0.0 and stats["novel_2gram_share"][2] == 0.0
     assert 0 < stats["novel_2gram_share"][3] < 1
+
+
+def test_a_short_portuguese_output_is_undetermined_not_foreign():
+    headline = "Governo anuncia reforma"  # 3 Portuguese words that langid takes for another language
+    assert not lang.is_portuguese(headline)  # what made not_portuguese_share count such outputs as foreign
+    judged_anyway = metrics.output_stats([headline], min_language_words=1)
+    assert judged_anyway["not_portuguese"][0] == 1.0
+    stats = metrics.output_stats([headline, GERMAN, ""], min_language_words=ScoreConfig().min_language_words)
+    np.testing.assert_array_equal(stats["not_portuguese"], [np.nan, 1.0, np.nan])  # left out; a long foreign output still counts
+    np.testing.assert_array_equal(stats["language_undetermined"], [1.0, 0.0, np.nan])  # counted on its own; empty outputs in neither
+    means, _ = metrics.means_and_intervals({metrics.MEAN_NAMES.get(k, k): v for k, v in stats.items()}, resamples=0, confidence=0.95, seed=0)
+    assert means["not_portuguese_share"] == 1.0 and means["language_undetermined_share"] == 0.5
+
+
+GERMAN = "Der Hund läuft jeden Morgen schnell über die breite Straße, bellt laut und kommt erst am Abend müde nach Hause zurück."
+
+
+def test_copy_diagnostics_on_crafted_outputs():
+    article = "Notícia de hoje\nA ponte nova abriu ao trânsito na segunda-feira. Liga as duas margens do rio e custou dez milhões."
+    prompt = PromptConfig(n_words=40)
+    predictions = [
+        "A ponte nova abriu ao trânsito",  # the opening of the prose (the headline line skipped), word for word
+        "Notícia de hoje. A ponte nova",  # the opening of the text itself, punctuation aside
+        "Liga as duas margens do rio. A ponte abriu.",  # copied, but not from the start
+        "Você é um assistente que escreve resumos de textos em português.",  # the prompt's first words
+        "",
+    ]
+    stats = metrics.output_stats(predictions, [article] * 5, too_short_words=7, prompt=prompt)
+    np.testing.assert_array_equal(stats["verbatim_prefix"], [1, 1, 0, 0, np.nan])
+    # unicode tokens in the longest run found in the article: all 6, all 6, 'liga as duas margens do rio', only 'de'
+    np.testing.assert_array_equal(stats["longest_copied_span"], [6, 6, 6, 1, np.nan])
+    np.testing.assert_array_equal(stats["prompt_echo"], [0, 0, 0, 1, 0])
+    np.testing.assert_array_equal(stats["too_short"], [1, 1, 0, 0, 1])  # 6, 6, 9, 11 and 0 words against 7
+
+
+def test_longest_copied_span_equals_the_quadratic_longest_common_substring():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a, b = (list(rng.integers(0, 4, size=rng.integers(1, 30)).astype(str)) for _ in range(2))
+        brute = max(k for k in range(len(a) + 1) if k == 0 or any(a[i : i + k] == b[j : j + k] for i in range(len(a) - k + 1) for j in range(len(b) - k + 1)))
+        assert metrics._longest_copied_span(a, b) == brute
 
 
 def test_word_quartiles():

@@ -283,3 +283,30 @@ def test_a_retried_promote_reports_its_first_attempts_promotion_and_publishes_no
     # Another run with the same scores is judged as before: it does not beat production.
     other = promote.run(PromoteConfig(registry=registry), model_dir, scores(0.3), lineage={"kfp_run_id": "run-8"})
     assert not other.promoted and promote.current_production(registry)["version"] == first.version
+
+
+def with_lead(scored: dict, low: float, difference: float = 0.01) -> dict:
+    return scored | {"versus_lead": {"tuned": {"rougeLsum": {"difference": difference, "interval": [low, difference + 0.01], "n": 13}}}}
+
+
+def test_the_lead_gate_is_off_by_default_and_refuses_a_candidate_that_does_not_beat_copying(tmp_path, model_dir):
+    # off: no gate, even for a candidate that does worse than the lead
+    result = promote.run(PromoteConfig(registry=str(tmp_path / "off")), model_dir, with_lead(scores(0.3), low=-0.05, difference=-0.03))
+    assert result.promoted and "versus_lead" not in [g.name for g in result.gates]
+    cfg = PromoteConfig(registry=str(tmp_path / "on"), min_lead_difference=0.0)
+    # an interval that reaches below 0: it cannot be told from copying the opening, so it is refused
+    kept = promote.run(cfg, model_dir, with_lead(scores(0.3), low=-0.001))
+    assert not kept.promoted and [g.name for g in kept.gates if not g.passed] == ["versus_lead"]
+    assert "rougeLsum +0.0100 against the lead at its own length, interval from -0.0010: not above 0.0" in kept.reason
+    assert promote.current_production(str(tmp_path / "on")) is None
+    published = promote.run(cfg, model_dir, with_lead(scores(0.3), low=0.002))
+    assert published.promoted and published.gates[-1].name == "versus_lead" and published.gates[-1].passed
+    with pytest.raises(DataError, match="min_lead_difference=null"):
+        promote.run(cfg, model_dir, scores(0.3))  # scored without the lead baselines
+
+
+def test_a_language_no_output_was_long_enough_to_judge_passes_only_a_bound_of_one(tmp_path, model_dir):
+    undetermined = scores(0.3, not_pt=None)
+    kept = promote.run(PromoteConfig(registry=str(tmp_path / "strict")), model_dir, undetermined)
+    assert not kept.promoted and "no output long enough to judge its language" in kept.reason
+    assert promote.run(PromoteConfig(registry=str(tmp_path / "smoke"), max_not_portuguese=1.0), model_dir, undetermined).promoted

@@ -31,6 +31,27 @@ def sample_scores(with_extras: bool = True) -> dict:
     return scores
 
 
+def lead_scores() -> dict:
+    """sample_scores with what score adds on a real run: lead baselines, copy diagnostics, an input guard."""
+    scores = sample_scores()
+    scores["models"]["tuned"] |= {"verbatim_prefix_share": 0.75, "longest_copied_span_mean": 31.5, "too_short_share": 0.6, "language_undetermined_share": 0.25}
+    scores["intervals"]["tuned"]["verbatim_prefix_share"] = [0.5, 1.0]
+    scores["baselines"] = {
+        "lead": {"rougeLsum": 0.45, "bertscore_f1": 0.78},
+        "lead_at_baseline": {"rougeLsum": 0.25, "bertscore_f1": 0.70},
+        "lead_at_tuned": {"rougeLsum": 0.42, "bertscore_f1": 0.79},
+    }
+    scores["baseline_intervals"] = {"lead": {"rougeLsum": [0.40, 0.50]}}
+    scores["versus_lead"] = {
+        "baseline": {"rougeLsum": {"difference": 0.05, "interval": [0.02, 0.08], "n": 4}},
+        "tuned": {"rougeLsum": {"difference": -0.01, "interval": [-0.015, -0.001], "n": 4}, "bertscore_f1": {"difference": 0.01, "interval": [-0.02, 0.03], "n": 4}},
+    }
+    scores["lead"] = {"n_words": 40}
+    scores["input_guard"] = {"tuned": {"range": [100, 300], "longer": 3, "shorter": 0, "n": 4, "share": 0.75}}
+    scores["config"] |= {"confidence": 0.95, "bertscore_model": "tiny:bert"}
+    return scores
+
+
 def sample_predictions() -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -149,3 +170,40 @@ def test_report_and_judge_components_compile_with_an_optional_judge_input(tmp_pa
     assert artifacts["judge"].get("isOptional") is True and not artifacts["scores"].get("isOptional")
     outputs = spec["root"]["outputDefinitions"]["artifacts"]
     assert {k: v["artifactType"]["schemaTitle"] for k, v in outputs.items()} == {"html": "system.HTML", "markdown": "system.Markdown", "metrics": "system.Metrics"}
+
+
+def test_the_lead_baselines_copy_diagnostics_and_input_guard_are_on_every_page(tmp_path):
+    scores = lead_scores()
+    page = report.write_reports(scores, sample_predictions(), tmp_path)["html"].read_text()
+    # a row per lead in the scores table, the comparison table and its sentence
+    assert "<tr class='baseline'><td>lead (40 words)</td><td></td><td></td><td></td><td>0.450 [0.400, 0.500]</td><td>0.780</td></tr>" in page
+    assert "lead at tuned&#x27;s length" in page and "<h2>Against copying the lead</h2>" in page
+    assert "<td>tuned</td><td>rougeLsum</td><td>0.410</td><td>0.420</td><td>-0.010 [-0.015, -0.001]</td>" in page
+    assert "tuned does worse than copying the opening of each text at its own length: rougeLsum -0.010 [-0.015, -0.001] (95% paired bootstrap over 4 articles)" in page
+    assert "baseline beats copying the opening of each text at its own length" in page
+    assert "<h2>Copy diagnostics</h2>" in page and "75.0% [50.0%, 100.0%]" in page and "31.5" in page
+    assert "tuned: 3 of 4 inputs lie outside the 100-300 tokens of the texts it was trained on" in page
+    text = report.render_markdown(scores)
+    assert "| _lead (40 words)_ |  |  |  | 0.450 [0.400, 0.500] | 0.780 |" in text
+    assert "- tuned does worse than copying the opening" in text and "**Warning: tuned: 3 of 4 inputs" in text
+    flat = report.scalar_metrics(scores)
+    assert flat["lead_rougeLsum"] == 0.45 and flat["lead_rougeLsum_ci_high"] == 0.50 and flat["lead_at_tuned_bertscore_f1"] == 0.79
+    assert flat["tuned_minus_lead_at_own_length_rougeLsum"] == -0.01 and flat["tuned_minus_lead_at_own_length_rougeLsum_ci_low"] == -0.015
+    assert flat["tuned_verbatim_prefix_share"] == 0.75
+
+
+def test_an_interval_across_zero_cannot_be_told_from_copying():
+    line = report.versus_lead_sentence("tuned", "bertscore_f1", {"difference": 0.01, "interval": [-0.02, 0.03], "n": 4}, 0.9)
+    assert line.startswith("tuned cannot be told apart from copying the opening") and "(90% paired" in line
+    assert "no rougeLsum difference" in report.versus_lead_sentence("x", "rougeLsum", {"difference": None, "interval": [None, None], "n": 0}, 0.95)
+
+
+def test_the_model_card_carries_the_lead_and_the_copy_diagnostics():
+    from resumo.promote import Gate
+
+    meta = {"base_model": "Qwen/Qwen2.5-0.5B-Instruct", "input_tokens": {"min": 100, "max": 300, "n": 39}}
+    card = report.model_card("v1", meta, lead_scores(), "tuned", None, [Gate("rougeLsum", True, "no production model yet")])
+    assert "## Against copying the lead" in card and "| tuned | rougeLsum | 0.410 | 0.420 | -0.010 [-0.015, -0.001] |" in card
+    assert "| _lead at tuned's length_ |" in card  # the lead rows under the scores table
+    assert "## Copy diagnostics" in card and "| **tuned** | 75.0% [50.0%, 100.0%] | 31.5 |" in card
+    assert "Trained on 39 texts of 100-300 tokens" in card and "**Warning: tuned: 3 of 4 inputs" in card

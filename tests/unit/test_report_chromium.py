@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from resumo import report
-from tests.unit.test_report import JUDGE, sample_predictions, sample_scores
+from tests.unit.test_report import JUDGE, lead_scores, sample_predictions
 
 ROOT = Path(__file__).resolve().parents[2]
 WIDTH, HEIGHT = 1280, 2000
@@ -54,7 +54,7 @@ def headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedPr
 
 def test_report_renders_with_its_images_loaded(chromium, tmp_path):
     curves = report._png(_line_figure())
-    page = report.write_reports(sample_scores(), sample_predictions(), tmp_path / "report", curves_png=curves, judge=JUDGE)["html"]
+    page = report.write_reports(lead_scores(), sample_predictions(), tmp_path / "report", curves_png=curves, judge=JUDGE)["html"]
 
     probed = tmp_path / "probed.html"
     probed.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
@@ -64,6 +64,11 @@ def test_report_renders_with_its_images_loaded(chromium, tmp_path):
     images = json.loads(html.unescape(found.group(1)))
     assert [i["alt"] for i in images] == ["scores with intervals", "histogram of summary lengths in words", "judge win rates", "training and validation loss"]
     assert all(i["complete"] and i["w"] > 100 and i["h"] > 50 for i in images), images
+    # the lead baselines as Chromium parsed them: a row in the scores table, the comparison and its sentence
+    rendered = html.unescape(re.sub(r"<[^>]+>", " ", dom.stdout))
+    assert re.search(r"lead at tuned's length\s+0\.420", rendered), "no lead row in the scores table"
+    assert re.search(r"tuned\s+rougeLsum\s+0\.410\s+0\.420\s+-0\.010 \[-0\.015, -0\.001\]", rendered), "no paired difference against the lead"
+    assert "tuned does worse than copying the opening of each text at its own length" in rendered
 
     shot = tmp_path / "report.png"
     run = headless(chromium, tmp_path / "profile-shot", f"--screenshot={shot}", f"--window-size={WIDTH},{HEIGHT}", "--hide-scrollbars", page.as_uri())

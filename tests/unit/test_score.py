@@ -7,11 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from rouge_score import rouge_scorer
+from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from resumo import generation, models, report, score, tables, wiki
 from resumo.config import PromptConfig, ScoreConfig
 from resumo.errors import ConfigError, DataError
+from resumo.text import lead_words
 
 pytestmark = pytest.mark.numerics  # make test-kernels reruns these on other CPU kernels
 
@@ -105,22 +107,27 @@ def tuned_model(tmp_path_factory):
     """tiny:qwen2 saved as one of ours: a full (merged) model with the prompt it was tuned on."""
     path = tmp_path_factory.mktemp("tuned") / "model"
     shutil.copytree(models.resolve("tiny:qwen2"), path)
-    (path / generation.MODEL_META).write_text(json.dumps({"base_model": "tiny:qwen2", "prompt": PromptConfig(n_words=50).model_dump()}))
+    # Trained, it says, on texts of 1-50 tokens: every test article (over 80 words) is longer.
+    meta = {"base_model": "tiny:qwen2", "prompt": PromptConfig(n_words=50).model_dump(), score.INPUT_TOKENS: {"min": 1, "max": 50, "n": 2}}
+    (path / generation.MODEL_META).write_text(json.dumps(meta))
     return str(path)
 
 
-def test_stage_scores_the_comparison_set(test_pairs_dir, tuned_model, tmp_path):
+def test_stage_scores_the_comparison_set(test_pairs_dir, tuned_model, tmp_path, caplog):
     cfg = ScoreConfig(**FAST, max_new_tokens=8, reference_models={"reference": "tiny:qwen2"})
-    means = score.run(cfg, test_pairs_dir, {"baseline": "tiny:qwen2", "tuned": tuned_model}, tmp_path)
+    with caplog.at_level("INFO", logger="resumo.score"):
+        means = score.run(cfg, test_pairs_dir, {"baseline": "tiny:qwen2", "tuned": tuned_model}, tmp_path)
     scores = json.loads((tmp_path / "scores.json").read_text())
     names = ["baseline", "tuned", "reference"]
     assert list(scores["models"]) == names and scores["n_articles"] == 3
     assert means["tuned"]["rougeLsum"] == scores["models"]["tuned"]["rougeLsum"]
     for name in names:
-        for metric in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "words_mean", "not_portuguese_share", "novel_2gram_share"):
+        for metric in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "words_mean", "novel_2gram_share", *report.COPY):
             assert metric in scores["models"][name]
             low, high = scores["intervals"][name][metric]
             assert low - 1e-12 <= scores["models"][name][metric] <= high + 1e-12
+        # 8 new tokens make fewer words than score.min_language_words: no language is judged
+        assert scores["models"][name]["not_portuguese_share"] is None and scores["models"][name]["language_undetermined_share"] == 1.0
     # the untuned baseline and the reference model are asked with the tuned model's prompt: same model, same answers
     predictions = pd.read_parquet(tmp_path / "predictions.parquet")
     assert list(predictions["id"]) == ["a0", "a1", "a3"]
@@ -144,11 +151,79 @@ def test_stage_scores_the_comparison_set(test_pairs_dir, tuned_model, tmp_path):
     summary = report.render_markdown(scores)
     assert "| tuned |" in summary and "bootstrap" in summary
 
+    # the lead baselines: at the prompt's n_words (the tuned model's prompt, 50), and at each model's own length
+    assert scores["lead"]["n_words"] == 50
+    assert set(scores["baselines"]) == {"lead", "lead_at_baseline", "lead_at_tuned", "lead_at_reference"}
+    assert set(scores["versus_lead"]) == set(names) and set(scores["versus_lead"]["tuned"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1"}
+    # the reference summaries are each article's first 30 words, all inside its 50-word lead
+    assert scores["baselines"]["lead"]["rouge1"] > scores["models"]["tuned"]["rouge1"]
+    versus = scores["versus_lead"]["tuned"]["rougeLsum"]
+    paired = predictions["rougeLsum_tuned"].to_numpy() - predictions["rougeLsum_lead_at_tuned"].to_numpy()
+    assert versus["difference"] == np.mean(paired) and versus["n"] == 3  # the same float64 values, the same numpy mean: exact
+    assert scores["baselines"]["lead_at_tuned"]["rougeLsum"] == np.mean(predictions["rougeLsum_lead_at_tuned"].to_numpy())
+    assert not any(c.startswith("prediction_lead") for c in predictions.columns)  # the judge judges models, not baselines
+    assert flat["tuned_minus_lead_at_own_length_rougeLsum"] == versus["difference"] and "lead_at_tuned_rougeLsum_ci_low" in flat
+    assert "Against copying the lead" in summary and "lead at tuned's length" in summary
+    # the input guard: the tuned model records its training inputs' range, tiny:qwen2 records none
+    assert scores["input_guard"] == {"tuned": {"range": [1, 50], "longer": 3, "shorter": 0, "n": 3, "share": 1.0}}
+    assert scores["models"]["tuned"]["inputs_beyond_training_share"] == 1.0 and "inputs_beyond_training_share" not in scores["models"]["baseline"]
+    assert any("tuned: 3 of 3 inputs lie outside the 1-50 tokens" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    assert any(r.getMessage().startswith("score: tuned ") and "copying the opening" in r.getMessage() for r in caplog.records)
+
 
 def test_reference_model_names_must_not_clash(test_pairs_dir, tmp_path):
     cfg = ScoreConfig(**FAST, reference_models={"tuned": "tiny:qwen2"})
     with pytest.raises(ConfigError, match="rename"):
         score.run(cfg, test_pairs_dir, {"baseline": "tiny:qwen2", "tuned": "tiny:qwen2"}, tmp_path)
+    with pytest.raises(ConfigError, match="kept for the lead baselines"):
+        score.run(ScoreConfig(**FAST), test_pairs_dir, {"lead_at_tuned": "tiny:qwen2"}, tmp_path)
+
+
+def test_a_prediction_that_is_the_lead_at_its_own_length_differs_from_it_by_nothing(tmp_path):
+    texts = [t for t in wiki.bundled_texts() if len(t.split()) > 80][:6]
+    lengths = [5, 12, 20, 33, 40, 7]
+    rows = [{"text": t, "reference": " ".join(t.split()[10:40]), "prediction": lead_words(t, n)} for t, n in zip(texts, lengths)]
+    pd.DataFrame(rows).to_json(tmp_path / "lead.jsonl", orient="records", lines=True, force_ascii=False)
+    scores = score.run_pairs(ScoreConfig(**FAST), tmp_path / "lead.jsonl", tmp_path / "s.json", PromptConfig(n_words=25))
+    for metric, diff in scores["versus_lead"].items():
+        assert diff == {"difference": 0.0, "interval": [0.0, 0.0], "n": 6}, metric
+    assert scores["baselines"]["lead_at_own_length"]["rougeLsum"] == scores["rougeLsum"]
+    assert scores["verbatim_prefix_share"] == 1.0 and scores["lead"]["n_words"] == 25
+    # a summary that is not the opening: the same words as the reference, so it beats the lead at its length
+    rows = [r | {"prediction": r["reference"]} for r in rows]
+    pd.DataFrame(rows).to_json(tmp_path / "ref.jsonl", orient="records", lines=True, force_ascii=False)
+    scores = score.run_pairs(ScoreConfig(**FAST), tmp_path / "ref.jsonl", tmp_path / "s.json", PromptConfig(n_words=25))
+    assert scores["versus_lead"]["rougeLsum"]["interval"][0] > 0 and scores["verbatim_prefix_share"] == 0.0
+    assert scores["baselines"]["lead"] != scores["baselines"]["lead_at_own_length"]
+
+
+def test_input_guard_counts_texts_outside_the_training_range(tuned_model):
+    tokenizer = AutoTokenizer.from_pretrained(tuned_model)
+    texts = ["Lisboa.", "A cidade de Lisboa fica na foz do rio Tejo.", "palavra " * 200]
+    lengths = score.token_lengths(tokenizer, texts)
+    low, high = lengths[0] + 1, lengths[1]
+    assert score.count_beyond(lengths, low, high) == {"range": [low, high], "longer": 1, "shorter": 1, "n": 3, "share": 2 / 3}
+    # train's record is the range of the same counts
+    assert score.training_input_record(tokenizer, texts)["min"] == min(lengths) and score.training_input_record(tokenizer, texts)["max"] == max(lengths)
+    assert score.input_guard("tiny:qwen2", texts) is None  # a model that records no range is not guarded
+    guard = score.input_guard(tuned_model, texts)
+    assert (guard["longer"], guard["shorter"]) == (sum(n > 50 for n in lengths), 0)
+
+
+def test_summarize_writes_its_own_column_and_prints_the_input_guard(tuned_model, tmp_path):
+    from resumo.cli import app
+
+    source = tmp_path / "in.jsonl"
+    pd.DataFrame({"text": ["A cidade de Lisboa fica na foz do rio Tejo."], "summary": ["Lisboa e o Tejo."]}).to_json(source, orient="records", lines=True)
+    sets = ["--set", "score.max_new_tokens=4"]
+    result = CliRunner().invoke(app, ["summarize", "--model", tuned_model, "--in", str(source), "--out", str(tmp_path / "out.jsonl"), *sets])
+    assert result.exit_code == 0, result.output
+    out = pd.read_json(tmp_path / "out.jsonl", lines=True)
+    assert list(out.columns) == ["text", "summary", "prediction"] and list(out["summary"]) == ["Lisboa e o Tejo."]  # the references untouched
+    assert "0 of 1 inputs lie outside the 1-50 tokens" in result.stderr
+    taken = CliRunner().invoke(app, ["summarize", "--model", tuned_model, "--in", str(source), "--out", str(tmp_path / "o2.jsonl"), "--column", "summary", *sets])
+    assert isinstance(taken.exception, ConfigError) and "column 'summary'" in str(taken.exception) and "--column" in str(taken.exception)
+    assert not (tmp_path / "o2.jsonl").exists()
 
 
 def test_a_rerun_reuses_the_summaries_already_generated(test_pairs_dir, tuned_model, tmp_path, caplog):
