@@ -1,10 +1,9 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from resumo.components import TRAIN_IMAGE
+from resumo.components import TRAIN_IMAGE, VLLM_IMAGE
 
 
-@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
 def score(config: dict, train_config: dict, promote_config: dict, pairs: Input[Dataset], model: Input[Model], scores: Output[Artifact], metrics: Output[Metrics]):
     """Summarise the test split with the untuned student of `train_config` (baseline), the tuned model, the production
     model of `promote_config`'s registry (score.compare_production) and config's reference models; score them (see `resumo score`).
@@ -18,3 +17,12 @@ def score(config: dict, train_config: dict, promote_config: dict, pairs: Input[D
     scored = score.run_stage(validate(ScoreConfig, config), validate(PromoteConfig, promote_config), pairs.path, models, scores.path)
     for name, value in report.scalar_metrics(scored).items():
         metrics.log_metric(name, value)
+
+
+# The image follows score.engine: vLLM has its own image, every transformers engine runs in the train image.
+_COMPONENTS = {image: dsl.component(base_image=image, install_kfp_package=False)(score) for image in (TRAIN_IMAGE, VLLM_IMAGE)}
+
+
+def score_component(engine: str):
+    """The score component for `score.engine`."""
+    return _COMPONENTS[VLLM_IMAGE if engine == "vllm" else TRAIN_IMAGE]

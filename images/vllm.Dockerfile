@@ -1,4 +1,4 @@
-# resumo-vllm: the teacher (distill with teacher.backend=vllm), and the server in the
+# resumo-vllm: the teacher (distill with teacher.backend=vllm), score with score.engine=vllm, and the server in the
 # example InferenceService (manifests/inferenceservice.yaml).
 # vLLM pins its own torch and transformers and caps numpy (through mistral-common): the
 # requirements file takes those from vLLM, every other package at the tested version
@@ -20,7 +20,7 @@ COPY components ./components
 COPY pipelines ./pipelines
 RUN pip install --no-deps . \
  && pip check \
- && python -c "import vllm, resumo.distill, resumo.components"
+ && python -c "import vllm, resumo.distill, resumo.score, resumo.components"
 
 USER 1000:1000
 WORKDIR /home/resumo

@@ -24,7 +24,7 @@ from resumo.components.katib import tune as katib_tune
 from resumo.components.judge import judge
 from resumo.components.promote import promote
 from resumo.components.report import report
-from resumo.components.score import score
+from resumo.components.score import score_component
 from resumo.components.scrape import scrape
 from resumo.components.train import train
 from resumo.components.trainjob import train as trainjob_train
@@ -148,7 +148,7 @@ def build(cfg: PipelineConfig):
         # 5. Untuned against tuned student (and production, and reference models) on the test split.
         #    On this run's GPU: each model generates a summary of every test article (1,000 in the study).
         scores = _on_gpu(
-            score(config=score_config, train_config=train_config, promote_config=promote_config, pairs=pairs.outputs["pairs"], model=tuned.outputs["model"]).set_display_name("score"),
+            score_component(cfg.score.engine)(config=score_config, train_config=train_config, promote_config=promote_config, pairs=pairs.outputs["pairs"], model=tuned.outputs["model"]).set_display_name("score"),
             on_gpu,
         )
         _talks_to_network(cfg, _with_model_hub(_with_s3(scores, secrets), secrets))

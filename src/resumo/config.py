@@ -563,6 +563,12 @@ class ScoreConfig(Section):
         description="In the pipeline, also score the production model of promote.registry on the same test articles, as promote.production_name, so promote's gates compare like with like; skipped while nothing is promoted.",
     )
     batch_size: int = Field(16, ge=1, description="Articles per generate call and pairs per BERTScore batch.")
+    engine: Literal["auto", "dynamic", "static", "continuous", "vllm"] = Field(
+        "auto",
+        description="How the scored models generate (resumo.generation): `auto` is a static KV cache with compiled decoding on a GPU and the dynamic cache on CPU; "
+        "`dynamic`, `static`, `continuous` (transformers' continuous batching) choose one; `vllm` generates through vLLM in the vllm image, one engine per base model "
+        "with each tuned adapter as a LoRA request (resumo.vllm_engine). A compile-time choice: the score task runs in the image of its engine.",
+    )
     max_new_tokens: int = Field(500, ge=1, description="Generation limit per summary (the teacher's limit in the original study).")
     max_samples: int | None = Field(None, ge=1, description="Test articles scored; None scores the whole test split (original study: 1,000).")
     min_language_words: int = Field(

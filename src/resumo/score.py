@@ -109,9 +109,15 @@ def run(
     predictions: dict[str, list[str]] = {}
     per_article: dict[str, dict[str, np.ndarray]] = {}
     guards: dict[str, dict] = {}
+    engine = _engine(cfg, all_models)
+    try:
+        for name, ref in all_models.items():
+            predictions[name] = _generate_once(name, ref, test, shared_prompt, cfg, out_dir, engine)
+    finally:
+        if engine is not None:
+            engine.close()
     for name, ref in all_models.items():
         prompt_used = generation.tuned_prompt(ref) or shared_prompt
-        predictions[name] = _generate_once(name, ref, test, shared_prompt, cfg, out_dir)
         per_article[name] = evaluate(predictions[name], references, cfg, articles, prompt_used)
         guard = input_guard(ref, articles)
         if guard is not None:
@@ -328,7 +334,16 @@ def _comparison_set(models: dict[str, str], reference_models: dict[str, str]) ->
     return both
 
 
-def _generate_once(name: str, ref: str, test: pd.DataFrame, shared_prompt: PromptConfig, cfg: ScoreConfig, out_dir: Path) -> list[str]:
+def _engine(cfg: ScoreConfig, refs: dict[str, str]):
+    """score.engine=vllm: one vLLM engine per base model, each adapter of it a LoRA request (resumo.vllm_engine)."""
+    if cfg.engine != "vllm":
+        return None
+    from resumo import vllm_engine
+
+    return vllm_engine.ScoreEngine({name: generation.base_and_adapter(ref) for name, ref in refs.items()}, cfg.max_new_tokens)
+
+
+def _generate_once(name: str, ref: str, test: pd.DataFrame, shared_prompt: PromptConfig, cfg: ScoreConfig, out_dir: Path, engine=None) -> list[str]:
     """A model's summaries, kept in `out_dir/generated/<name>.json` so a rerun after a crash skips the models already done.
 
     They are reused only for the same reference, files (names, sizes, times), prompt, articles and token limit.
@@ -346,7 +361,10 @@ def _generate_once(name: str, ref: str, test: pd.DataFrame, shared_prompt: Promp
         if previous.get("key") == key:
             log.info("score: %s reuses %d summaries from %s", name, len(previous["predictions"]), saved)
             return previous["predictions"]
-    predictions = _generate(ref, list(test["text"]), shared_prompt, cfg, desc=f"score {name}")
+    if engine is not None:
+        predictions = engine.summarize(name, list(test["text"]), generation.tuned_prompt(ref) or shared_prompt)
+    else:
+        predictions = _generate(ref, list(test["text"]), shared_prompt, cfg, desc=f"score {name}")
     storage.write_text(saved, json.dumps({"key": key, "predictions": predictions}, ensure_ascii=False))  # atomic: never half a file to reuse
     return predictions
 
@@ -363,7 +381,7 @@ def _generate(ref: str, texts: list[str], shared_prompt: PromptConfig, cfg: Scor
     """Summaries from one model, which is freed before the next loads (reference models can be large)."""
     loaded = generation.load(ref)
     try:
-        return generation.summarize(loaded, texts, loaded.prompt or shared_prompt, cfg.batch_size, cfg.max_new_tokens, desc=desc)
+        return generation.summarize(loaded, texts, loaded.prompt or shared_prompt, cfg.batch_size, cfg.max_new_tokens, desc=desc, engine=cfg.engine)
     finally:
         del loaded
         gc.collect()

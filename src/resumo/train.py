@@ -268,7 +268,8 @@ class _ValidationRouge(TrainerCallback):
         side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues the prompt
         try:
             loaded = generation.LoadedModel(model.eval(), tokenizer, self.cfg.prompt)
-            predictions = generation.summarize(loaded, list(self.rows["text"]), self.cfg.prompt, self.cfg.batch_size, self.cfg.max_new_tokens, desc="validate")
+            # The dynamic cache: a compiled static one would be built around the model in training, every epoch.
+            predictions = generation.summarize(loaded, list(self.rows["text"]), self.cfg.prompt, self.cfg.batch_size, self.cfg.max_new_tokens, desc="validate", engine="dynamic")
         finally:
             tokenizer.padding_side = side
             model.train()

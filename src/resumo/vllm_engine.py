@@ -89,41 +89,56 @@ class ScoreEngine:
 
     `plan` maps each scored name to (base, adapter folder or None); the untuned student
     and every adapter tuned from it share one engine, built once with `max_lora_rank`
-    from their adapters. An engine is freed before the next base model loads.
+    from their adapters and `max_model_len` from the longest prompt it is asked. An engine
+    is freed before the next base model loads.
     """
 
-    def __init__(self, plan: dict[str, tuple[str, str | None]], max_model_len: int):
-        self.plan, self.max_model_len = plan, max_model_len
+    def __init__(self, plan: dict[str, tuple[str, str | None]], max_new_tokens: int):
+        self.plan, self.max_new_tokens = plan, max_new_tokens
         self._base: str | None = None
-        self._llm = None
+        self._llm = self._tokenizer = self._stops = None
         self._lora_ids = {name: i + 1 for i, name in enumerate(n for n, (_, adapter) in plan.items() if adapter)}
 
-    def generate(self, name: str, chats: list[list[dict]], max_new_tokens: int, stop_token_ids: list[int]) -> list[str]:
+    def summarize(self, name: str, texts: list[str], prompt: PromptConfig) -> list[str]:
+        """Greedy summaries of `texts` by the model scored as `name`, in order."""
         from vllm import SamplingParams
 
+        chats = [prompts.user_message(text, prompt) for text in texts]
         base, adapter = self.plan[name]
-        llm = self._engine(base)
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stop_token_ids)
+        llm = self._engine(base, chats)
+        params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens, stop_token_ids=self._stops)
         request = self._lora_request(name, adapter) if adapter else None
         return [out.outputs[0].text.strip() for out in llm.chat(chats, params, use_tqdm=True, lora_request=request)]
 
     def close(self) -> None:
         import gc
 
-        self._llm, self._base = None, None
+        self._llm = self._base = None
         gc.collect()
         import torch
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _engine(self, base: str):
+    def _engine(self, base: str, chats: list[list[dict]]):
         if self._base != base:
             self.close()
+            from types import SimpleNamespace
+
+            from transformers import AutoTokenizer, GenerationConfig
             from vllm import LLM
 
+            from resumo import generation
+
+            tokenizer = AutoTokenizer.from_pretrained(base)
+            longest = max(len(tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False)) for chat in chats)
+            try:
+                config = GenerationConfig.from_pretrained(base)
+            except OSError:  # a model folder without generation_config.json: the tokenizer's stops alone
+                config = None
+            self._stops = generation.stop_token_ids(tokenizer, SimpleNamespace(generation_config=config or SimpleNamespace(eos_token_id=None)))
             ranks = [lora_rank(adapter) for b, adapter in self.plan.values() if b == base and adapter]
-            self._llm, self._base = LLM(**score_engine_args(base, ranks, self.max_model_len)), base
+            self._llm, self._base = LLM(**score_engine_args(base, ranks, longest + self.max_new_tokens)), base
         return self._llm
 
     def _lora_request(self, name: str, adapter: str):
