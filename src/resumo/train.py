@@ -228,7 +228,10 @@ def _checkpointing(cfg: TrainConfig, model_config) -> bool:
 
 def _apply_liger(model) -> None:
     """Liger's RMSNorm, SwiGLU and RoPE kernels; the loss stays trl's (it scores only the summary tokens)."""
-    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+    try:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+    except ImportError as err:
+        raise ConfigError("train.liger_kernel=true needs the liger-kernel package, which the train image does not install; set train.liger_kernel=false (the default, measured faster)") from err
 
     _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False)
 
