@@ -255,7 +255,7 @@ def test_the_component_scores_production_on_the_same_articles(test_pairs_dir, tu
     shutil.copytree(tuned_model, tmp_path / "train" / "adapter")
     pairs, scores, metrics = dsl.Dataset(name="pairs", uri=""), dsl.Artifact(name="scores", uri=""), dsl.Metrics(name="metrics", uri="")
     pairs.path, scores.path = str(test_pairs_dir), str(tmp_path / "scores")
-    component.score.python_func(
+    component.score_component(ScoreConfig().engine).python_func(
         config=ScoreConfig(**FAST, max_new_tokens=6, metrics=["rouge"]).model_dump(mode="json"),
         train_config=TrainConfig(student="tiny:qwen2").model_dump(mode="json"),
         promote_config=PromoteConfig(registry=registry).model_dump(mode="json"),
