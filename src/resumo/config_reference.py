@@ -35,14 +35,35 @@ One pydantic model per stage (`src/resumo/config.py`), composed into a pipeline
 config. Values resolve as: field defaults (the original study's values, listed
 below), then a profile (`smoke`, `full`, `cpu-real` or a YAML path,
 `src/resumo/profiles/`), then `--set section.field=value`. `resumo config -p full`
-prints the result. A bad value fails before any work, naming the field, the value
-and what is allowed; an unknown or renamed field is refused (a renamed one with
-its new name).
+prints the result.
 
-A value is set once: a field that *follows* another is filled in from it unless
-its section sets it, and must then agree (the prompt), or is placed under
-`storage_root` (caches, checkpoints, the registry). Defaults are shown as JSON,
-which a profile's YAML and `--set` both accept; `null` is None.
+A value is set once. `prompt` (version, `n_words`) is the teacher's, the
+student's and the scorer's prompt, and the judge's rubric length: the
+sections carry it (a component gets its section alone) but follow it, and one
+that sets a different value is an error. `storage_root` (default `s3://resumo`;
+smoke: `runs`) is where the teacher cache (`<root>/cache/teacher`), Katib's
+trial outputs (`<root>/tune`, for an s3:// root: trial pods write to S3), the
+checkpoints, the article cache and the registry (`<root>/registry`) live unless
+a section sets its own; `scrape.tokenizer` follows `train.student`. Each field
+that follows another says so below, and its default is the value it takes
+from the defaults. The pipeline config also checks sections against each other
+(the judge's candidate is a model score scores; reference model names do not
+clash). Renamed fields (`judge.bootstrap_samples` is `judge.bootstrap_resamples`;
+`scrape.api.*_seconds` are `*_s`) are refused with their new name. A bad value
+fails before any work, naming the field, the value and what is allowed:
+
+```
+$ resumo train --pairs runs/pairs --out m --set train.lora.r=0
+error: invalid config: train.lora.r = 0: Input should be greater than or equal to 1
+```
+
+The compiled pipeline takes one parameter per stage (`s1_scrape`,
+`s4_train`, ...), defaulting to the validated profile; each component
+validates its section again when it starts. The `cluster` section (where KFP
+is, GPU requests, Secret names, pipeline root) is not passed to any stage.
+
+Defaults are shown as JSON, which a profile's YAML and `--set` both accept
+(`null` is None); a type's bounds follow it in parentheses.
 """
 
 
@@ -79,7 +100,7 @@ def _bounds(field: FieldInfo) -> list[str]:
             shown.append(f"length ≤ {item.max_length}")
         pattern = getattr(item, "pattern", None)
         if isinstance(pattern, str):
-            shown.append(f"matches `{pattern}`")
+            shown.append(f"matches {pattern}")
     return shown
 
 
