@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-gpu test-kernels test-real tiny-models real-models bench bench-gpu compile clean images image-requirements images-test submit schedule
+.PHONY: install run test docs test-gpu test-kernels test-real tiny-models real-models bench bench-gpu compile clean images image-requirements images-test submit schedule
 
 # Image registry and tag for `make images` and `make compile`; components/__init__.py reads
 # them as RESUMO_IMAGE_PREFIX / RESUMO_IMAGE_TAG (unset: ghcr.io/resumo-ml and the version).
@@ -88,6 +88,11 @@ bench: install  ## benchmarks (ratios against a baseline in the same run)
 # runs/bench/gpu.json (tests/bench/bench_gpu.py; tests/bench/gpu_machine.sh is the one-call form for a bare GPU host).
 bench-gpu: install  ## GPU throughput: training tokens/s, MFU and peak memory per variant; generation tokens/s per engine
 	$(BIN)/python tests/bench/bench_gpu.py
+
+# docs/configuration.md is written from the Field descriptions in src/resumo/config.py; a contract test
+# (tests/contract/test_docs.py) fails when the committed file is not what this writes.
+docs: install  ## write docs/configuration.md from the config models
+	$(BIN)/python -m resumo.config_reference docs/configuration.md
 
 compile: install  ## the full pipeline for a cluster
 	$(BIN)/resumo compile --profile full --output resumo-pipeline.yaml

@@ -1,4 +1,4 @@
-"""The library's imports point down, and file names live in resumo.artifacts (see README, "Layers")."""
+"""The library's imports point down, and file names live in resumo.artifacts (see docs/development.md, "Layers")."""
 
 import ast
 import re

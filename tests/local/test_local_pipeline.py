@@ -35,7 +35,7 @@ RUNS_AFTER = {
     "report": {"score"},
     "promote": {"score", "report"},
 }
-# The bundled corpus: 73 pages, 65 articles kept, split by article (README: "The bundled corpus").
+# The bundled corpus: 73 pages, 65 articles kept, split by article (docs/stages.md: "The bundled corpus").
 SPLITS = {"train": 39, "val": 13, "test": 13}
 SCORE_NAMES = {
     "rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "words_mean", "words_p25", "words_p50", "words_p75", "empty_share",

@@ -1,9 +1,9 @@
-"""The README's account of the cluster, checked against what the compiler writes.
+"""docs/cluster.md's account of the cluster, checked against what the compiler writes.
 
 The table between the `cluster-tasks` markers says, per task of the full profile with a
 judge, which image it runs, whether it asks for a GPU, which Secrets it gets as
 environment, and whether it is retried and cached. Each cell is read back from the
-compiled YAML here, so the README cannot drift from the pipeline again (it once said
+compiled YAML here, so the docs cannot drift from the pipeline again (the README once said
 every task gets resumo-s3, and that tune is never retried).
 """
 
@@ -16,11 +16,11 @@ import yaml
 from resumo.config import load_config
 from resumo.pipelines.summarization import BACKOFF, build
 
-README = Path(__file__).parents[2] / "README.md"
+DOC = Path(__file__).parents[2] / "docs" / "cluster.md"
 
 
-def _readme_table() -> dict[str, dict[str, str]]:
-    text = README.read_text()
+def _doc_table() -> dict[str, dict[str, str]]:
+    text = DOC.read_text()
     block = re.search(r"<!-- cluster-tasks:begin -->\n(.*?)<!-- cluster-tasks:end -->", text, re.S).group(1)
     header, _, *rows = [line.strip().strip("|").split("|") for line in block.strip().splitlines()]
     columns = [c.strip() for c in header]
@@ -31,7 +31,7 @@ def _readme_table() -> dict[str, dict[str, str]]:
 def compiled(tmp_path_factory):
     from kfp import compiler
 
-    path = tmp_path_factory.mktemp("readme") / "resumo.yaml"
+    path = tmp_path_factory.mktemp("cluster_doc") / "resumo.yaml"
     compiler.Compiler().compile(build(load_config("full", ["judge.base_url=http://judge:8000/v1"])), str(path))
     return list(yaml.safe_load_all(path.read_text()))
 
@@ -56,25 +56,25 @@ def _compiled_table(spec: dict, platform: dict) -> dict[str, dict[str, str]]:
     return table
 
 
-def test_the_readme_task_table_is_what_the_compiler_writes(compiled):
-    readme, actual = _readme_table(), _compiled_table(*compiled)
-    assert sorted(readme) == sorted(actual)
-    assert {name: readme[name] for name in actual} == actual
+def test_the_doc_task_table_is_what_the_compiler_writes(compiled):
+    documented, actual = _doc_table(), _compiled_table(*compiled)
+    assert sorted(documented) == sorted(actual)
+    assert {name: documented[name] for name in actual} == actual
 
 
-def test_the_readme_retry_schedule_is_the_compiled_one(compiled):
+def test_the_doc_retry_schedule_is_the_compiled_one(compiled):
     spec, _ = compiled
     policy = spec["root"]["dag"]["tasks"]["scrape"]["retryPolicy"]
-    text = " ".join(README.read_text().split())
+    text = " ".join(DOC.read_text().split())
     retries = load_config("full").cluster.retries
     assert policy["maxRetryCount"] == retries and f"get {retries} retries (`cluster.retries`) after 1, 2 and 4 minutes" in text
     assert policy["backoffDuration"] == BACKOFF["backoff_duration"] == "60s" and policy["backoffFactor"] == 2
 
 
-def test_the_readme_names_every_compile_time_choice():
+def test_the_doc_names_every_compile_time_choice():
     from resumo import run_parameters
 
-    section = " ".join(README.read_text().split("**Compile-time choices.**")[1].split("\n- **")[0].split())
+    section = " ".join(DOC.read_text().split("**Compile-time choices.**")[1].split("\n- **")[0].split())
     for choice in run_parameters.CHOICES:
         *_, leaf = choice.key.split(".")
         assert f"`{leaf}`" in section or f"`{choice.key}`" in section, choice.key
