@@ -43,6 +43,7 @@ def test_a_budget_below_max_length_is_refused():
         load_config("smoke", ["train.micro_batch_tokens=512"])
 
 
+@pytest.mark.numerics
 def test_varlen_attention_keeps_the_examples_of_a_row_apart(wholly_float64):
     """Each example's logits in a padding-free row equal those of the example run alone (float64 throughout:
     `wholly_float64` keeps Qwen2's RMSNorm and rotary angles out of float32, see tests/NUMERICS.md)."""
@@ -83,6 +84,7 @@ def _one_step(trainer):
     return batch, float(loss), grads, int(num_items)
 
 
+@pytest.mark.numerics
 def test_a_step_cut_by_tokens_gives_the_gradient_of_the_whole_step(pairs_dir, tmp_path):
     whole_batch, whole_loss, whole_grads, n = _one_step(_trainer(pairs_dir, tmp_path / "whole", 100_000))
     cut_batch, cut_loss, cut_grads, _ = _one_step(_trainer(pairs_dir, tmp_path / "cut", 512))
