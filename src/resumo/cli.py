@@ -258,25 +258,14 @@ def summarize(
     Then `resumo score --pairs s.jsonl --out scores.json` scores them, if the rows also have a `reference` column
     (e.g. --column prediction on a file of text and reference).
     """
-    from resumo import generation, report, tables
-    from resumo import score as scoring
-    from resumo.errors import ConfigError
+    from resumo import score as stage
 
     cfg = _config(profile, sets)
-    with _local_file(input_file, "--in", read=True) as path:
-        df = tables.read_table(path, required=("text",))
-    if column in df.columns:
-        raise ConfigError(f"--in {input_file} already has a column {column!r}, which --column {column} would overwrite; name another with --column")
-    ref = generation.resolve_ref(model, cfg.promote.registry)
-    texts = list(df["text"])
-    guard = scoring.input_guard(ref, texts)
-    if guard is not None:
-        typer.echo(report.guard_line(model, guard), err=True)
-    loaded = generation.load(ref)
-    df[column] = generation.summarize(loaded, texts, loaded.prompt or cfg.prompt, cfg.score.batch_size, cfg.score.max_new_tokens)
-    with _local_file(output_file, "--out") as path:
-        df.to_parquet(path, index=False) if path.suffix == ".parquet" else df.to_json(path, orient="records", lines=True, force_ascii=False)
-    typer.echo(f"{len(df)} summaries in column {column!r} -> {output_file}")
+    with _local_file(input_file, "--in", read=True) as in_path, _local_file(output_file, "--out") as out_path:
+        result = stage.summarize_file(cfg, model, in_path, out_path, column, source=input_file)
+        if result.guard is not None:
+            typer.echo(result.guard, err=True)
+    typer.echo(f"{result.rows} summaries in column {column!r} -> {output_file}")
 
 
 @app.command()

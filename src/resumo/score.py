@@ -65,6 +65,7 @@ import gc
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ import pandas as pd
 
 from resumo import artifacts, generation, metrics, report, storage, tables
 from resumo import models as model_refs
-from resumo.config import PromoteConfig, PromptConfig, ScoreConfig
+from resumo.config import PipelineConfig, PromoteConfig, PromptConfig, ScoreConfig
 from resumo.errors import ConfigError, DataError
 from resumo.text import lead_words, words
 
@@ -204,6 +205,32 @@ def run_pairs(cfg: ScoreConfig, pairs_file: str | Path, out_file: str | Path, pr
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
     Path(out_file).write_text(json.dumps(_json_safe(scores), indent=2, allow_nan=False))
     return scores
+
+
+@dataclass
+class Summarized:
+    rows: int  # rows written, each with its summary
+    guard: str | None  # the input-length guard's line, when the model records the lengths it was trained on
+
+
+def summarize_file(cfg: PipelineConfig, model: str, input_file: Path, output_file: Path, column: str = "prediction", source: str | None = None) -> Summarized:
+    """Add `model`'s summary of each row's `text` to a JSONL or Parquet file, in a new column `column`.
+
+    `model` is any reference generation.resolve_ref takes (`registry`: production of promote.registry);
+    a model not ours is asked with `cfg.prompt`. `output_file` is Parquet if it ends in .parquet, else JSONL.
+    `source` names the input in errors (the URI it was downloaded from; default: `input_file`).
+    """
+    df = tables.read_table(input_file, required=("text",))
+    if column in df.columns:
+        raise ConfigError(f"--in {source or input_file} already has a column {column!r}, which --column {column} would overwrite; name another with --column")
+    ref = generation.resolve_ref(model, cfg.promote.registry)
+    texts = list(df["text"])
+    guard = input_guard(ref, texts)
+    loaded = generation.load(ref)
+    df[column] = generation.summarize(loaded, texts, loaded.prompt or cfg.prompt, cfg.score.batch_size, cfg.score.max_new_tokens)
+    output_file = Path(output_file)
+    df.to_parquet(output_file, index=False) if output_file.suffix == ".parquet" else df.to_json(output_file, orient="records", lines=True, force_ascii=False)
+    return Summarized(len(df), guard and report.guard_line(model, guard))
 
 
 def evaluate(
