@@ -33,10 +33,11 @@ RunId = Annotated[
 ]
 
 
-def _config(profile: str, sets: list[str] | None):
+def _config(profile: str, sets: list[str] | None, flags: dict[str, object] | None = None):
+    """The config of `profile` with the --set overrides, then each option `flags` maps a key to (None: not given) as one more."""
     from resumo.config import load_config
 
-    return load_config(profile, sets)
+    return load_config(profile, (sets or []) + [f"{key}={value}" for key, value in (flags or {}).items() if value is not None])
 
 
 @app.command("config")
@@ -62,8 +63,7 @@ def scrape(
     out = _uri(out, "--out")  # before the heavy imports: a refused value fails at once
     from resumo import scrape as stage
 
-    flags = {"scrape.source": source, "scrape.dump": dump, "scrape.parquet": parquet}
-    cfg = _config(profile, (sets or []) + [f"{key}={value}" for key, value in flags.items() if value])
+    cfg = _config(profile, sets, {"scrape.source": source, "scrape.dump": dump, "scrape.parquet": parquet})
     result = stage.run(cfg.scrape, out, run_id)
     typer.echo(json.dumps({"counts": result.counts, "splits": result.splits}))
 
@@ -102,8 +102,7 @@ def train(
     from resumo import artifacts, distributed, launch, storage
     from resumo.errors import ConfigError
 
-    flags = {"train.nproc_per_node": nproc_per_node, "train.backend": backend}
-    full = _config(profile, (sets or []) + [f"{key}={value}" for key, value in flags.items() if value])
+    full = _config(profile, sets, {"train.nproc_per_node": nproc_per_node, "train.backend": backend})
     cfg = full.train
     if cfg.backend == "trainjob":
         from resumo import kube, trainjob
@@ -148,7 +147,7 @@ def tune(
 
     from resumo import storage
 
-    cfg = _config(profile, (sets or []) + ([f"tune.backend={backend}"] if backend else []))
+    cfg = _config(profile, sets, {"tune.backend": backend})
     pairs = _uri(pairs, "--pairs")
     if cfg.tune.backend == "optuna":
         if dry_run:
@@ -202,10 +201,8 @@ def score(
     from resumo import score as stage
     from resumo.errors import ConfigError
 
-    extra = [f"score.rouge_tokenizer={rouge_tokenizer}"] if rouge_tokenizer else []
-    if metric_groups:
-        extra.append("score.metrics=" + json.dumps([g.strip() for m in metric_groups for g in m.split(",") if g.strip()]))
-    cfg = _config(profile, (sets or []) + extra)
+    groups = json.dumps([g.strip() for m in metric_groups for g in m.split(",") if g.strip()]) if metric_groups else None
+    cfg = _config(profile, sets, {"score.rouge_tokenizer": rouge_tokenizer, "score.metrics": groups})
     loc = storage.parse(_uri(pairs, "--pairs"))
     is_file = not Path(loc.key).is_dir() if loc.scheme == "file" else loc.key.endswith((".jsonl", ".json", ".parquet"))
     if not model:
@@ -374,8 +371,7 @@ TokenEnv = Annotated[str | None, typer.Option("--token-env", help="Environment v
 
 
 def _cluster_config(profile: str, sets: list[str] | None, host, namespace, experiment, token_env):
-    flags = {"host": host, "namespace": namespace, "experiment": experiment, "token_env": token_env}
-    return _config(profile, (sets or []) + [f"cluster.{key}={value}" for key, value in flags.items() if value is not None])
+    return _config(profile, sets, {"cluster.host": host, "cluster.namespace": namespace, "cluster.experiment": experiment, "cluster.token_env": token_env})
 
 
 @app.command()
