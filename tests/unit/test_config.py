@@ -138,3 +138,9 @@ def test_a_renamed_field_says_its_new_name():
 def test_trial_pods_have_no_secret_or_service_account_setting_of_their_own(old, new):
     with pytest.raises(ConfigError, match=rf"{old} = 'x': replaced by {new}: set that instead"):
         load_config("full", [f"{old}=x"])
+
+
+def test_score_counts_too_short_as_the_judge_rubric_does_unless_set():
+    assert load_config("smoke").score.too_short_words == load_config("smoke").judge.too_short_words == 10  # the profile sets the judge's only
+    assert load_config("full", ["judge.too_short_words=25"]).score.too_short_words == 25
+    assert load_config("full", ["judge.too_short_words=25", "score.too_short_words=5"]).score.too_short_words == 5
