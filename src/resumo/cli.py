@@ -106,7 +106,7 @@ def train(
     cfg = full.train
     if cfg.backend == "trainjob":
         from resumo import kube, trainjob
-        from resumo.components import TRAIN_IMAGE  # the image names, not KFP: components/__init__.py imports only os
+        from resumo.images import TRAIN_IMAGE
 
         if dry_run:
             body = trainjob.render(cfg, pairs, run_id, gpu=full.cluster.gpu, default_image=TRAIN_IMAGE, cluster=full.cluster)
@@ -159,7 +159,7 @@ def tune(
         typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": str(result.best_adapter), "policy": decision.reason}))
         return
     from resumo import katib, kube
-    from resumo.components import TRAIN_IMAGE  # the image names, not KFP: components/__init__.py imports only os
+    from resumo.images import TRAIN_IMAGE
 
     if dry_run:
         body = katib.render(cfg.tune, cfg.train, pairs, cfg.cluster.gpu, default_image=TRAIN_IMAGE, run_id=run_id, cluster=cfg.cluster)

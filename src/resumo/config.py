@@ -265,7 +265,7 @@ class TrainJobSettings(Section):
         pattern=r"^s3://[^/]+",
         description="S3 prefix the TrainJob's rank 0 writes to: <output>/<TrainJob name>/adapter, /metrics.json, /curves.png. Unset in a profile: <storage_root>/train where storage_root is s3://.",
     )
-    image: str | None = Field(None, description="Image of the TrainJob's nodes; None: the train image the pipeline was compiled with, or `resumo train` runs with (resumo.components).")
+    image: str | None = Field(None, description="Image of the TrainJob's nodes; None: the train image the pipeline was compiled with, or `resumo train` runs with (resumo.images).")
     timeout_s: int = Field(48 * 3600, ge=1, description="Longest the launcher waits for the TrainJob, and its activeDeadlineSeconds: the cluster stops it then too.")
     poll_s: float = Field(30.0, ge=0, description="Seconds between status reads while waiting.")
     delete: bool = Field(False, description="Delete the TrainJob (and its pods) once its adapter is handed on, or when it failed or timed out; kept, its logs stay readable. Its outputs on S3 stay.")
@@ -474,7 +474,7 @@ class KatibSettings(Section):
         pattern=r"^s3://[^/]+",
         description="S3 prefix trial pods write to: <output>/<trial name>/adapter, /metrics.json. Unset in a profile: <storage_root>/tune where storage_root is s3://."
     )
-    image: str | None = Field(None, description="Trial image; None: the train image the pipeline was compiled with, or `resumo tune` runs with (resumo.components, RESUMO_IMAGE_PREFIX/TAG).")
+    image: str | None = Field(None, description="Trial image; None: the train image the pipeline was compiled with, or `resumo tune` runs with (resumo.images, RESUMO_IMAGE_PREFIX/TAG).")
     timeout_s: int = Field(48 * 3600, ge=1, description="Longest the launcher waits for the Experiment to finish before failing.")
     poll_s: float = Field(30.0, ge=0, description="Seconds between status reads while waiting.")
     delete: bool = Field(False, description="Delete the Experiment (and its trials) once its result is read, or when it failed or timed out; the adapters on S3 stay.")

@@ -83,7 +83,7 @@ def experiment(
     """The Experiment as the JSON the API server takes, built with the Katib SDK models.
 
     Each trial pod requests `gpu` (in the pipeline: the run's s9_gpu_* parameters; else cluster.gpu's defaults)
-    and runs tune.katib.image, else `default_image` (the caller's train image: resumo.components.TRAIN_IMAGE),
+    and runs tune.katib.image, else `default_image` (the caller's train image: resumo.images.TRAIN_IMAGE),
     under `cluster`'s service account with its S3 Secret.
     """
     from kubeflow_katib_api import models as k
