@@ -31,15 +31,13 @@ def tune(
     """
     from collections import namedtuple
 
-    from resumo import checkpoints, run_cost, tune_policy
-    from resumo.config import ClusterConfig, GpuConfig, TrainConfig, TuneConfig, validate
+    from resumo import kube, run_cost, tune_policy
+    from resumo.config import TrainConfig, TuneConfig, validate
 
     cfg = validate(TuneConfig, config)
     gpu = {"accelerator": gpu_accelerator, "count": gpu_count, "cpu": gpu_cpu, "memory": gpu_memory, "tolerations": gpu_tolerations, "node_selector": gpu_node_selector}
-    cluster = validate(ClusterConfig, {"secrets": {"s3": s3_secret}, "service_account": service_account or None})
-    run_id = checkpoints.inputs_key(config, train_config, pairs.uri, gpu)  # names the Experiments: the same on every retry, and no cache miss
-    launch = {"gpu": validate(GpuConfig, gpu), "default_image": TRAIN_IMAGE, "run_id": run_id, "cluster": cluster}
-    result, decision, trials = tune_policy.run_katib(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path, **launch)
+    target = kube.JobTarget.of_task((config, train_config, pairs.uri), gpu, TRAIN_IMAGE, s3_secret, service_account)
+    result, decision, trials = tune_policy.run_katib(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path, target)
     metrics.log_metric("best_" + cfg.objective, result.best_score)
     metrics.log_metric("trials", trials)
     # An upper bound: each trial pod holds gpu_count GPUs, at most parallel_trials at once, for the Experiments' wall time.

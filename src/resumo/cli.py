@@ -108,13 +108,14 @@ def train(
         from resumo import kube, trainjob
         from resumo.images import TRAIN_IMAGE
 
+        target = kube.JobTarget(full.cluster.gpu, TRAIN_IMAGE, run_id, full.cluster)
         if dry_run:
-            body = trainjob.render(cfg, pairs, run_id, gpu=full.cluster.gpu, default_image=TRAIN_IMAGE, cluster=full.cluster)
+            body = trainjob.render(cfg, pairs, target)
             storage.write_text(out, kube.to_yaml(body))
             typer.echo(f"TrainJob {body['metadata']['name']} -> {out} (apply with: kubectl create -f {out})")
             return
         with _local_folder(out, "--out") as folder:
-            trainjob.run(cfg, pairs, folder, run_id=run_id, gpu=full.cluster.gpu, default_image=TRAIN_IMAGE, cluster=full.cluster)
+            trainjob.run(cfg, pairs, folder, target)
         typer.echo(f"adapter: {storage.join(out, artifacts.ADAPTER)}")
         return
     if dry_run:
@@ -161,15 +162,16 @@ def tune(
     from resumo import katib, kube
     from resumo.images import TRAIN_IMAGE
 
+    target = kube.JobTarget(cfg.cluster.gpu, TRAIN_IMAGE, run_id, cfg.cluster)
     if dry_run:
-        body = katib.render(cfg.tune, cfg.train, pairs, cfg.cluster.gpu, default_image=TRAIN_IMAGE, run_id=run_id, cluster=cfg.cluster)
+        body = katib.render(cfg.tune, cfg.train, pairs, target)
         storage.write_text(_uri(out, "--out"), kube.to_yaml(body))
         typer.echo(f"Katib Experiment {body['metadata']['name']} -> {out} (apply with: kubectl create -f {out})")
         return
     from resumo import tune_policy
 
     with _local_folder(out, "--out") as folder:
-        result, decision, _ = tune_policy.run_katib(cfg.tune, cfg.train, pairs, folder, gpu=cfg.cluster.gpu, default_image=TRAIN_IMAGE, run_id=run_id, cluster=cfg.cluster)
+        result, decision, _ = tune_policy.run_katib(cfg.tune, cfg.train, pairs, folder, target)
     typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": result.best_adapter, "policy": decision.reason}))
 
 

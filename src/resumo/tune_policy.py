@@ -177,25 +177,30 @@ def fixed_space(cfg: TuneConfig, params: dict) -> TuneConfig:
     )
 
 
-def run_katib(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, out_dir: str | Path, run_id: str | None = None, **launch):
+def run_katib(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, out_dir: str | Path, target=None, api_client=None):
     """The Katib tune step under the policy: reuse and on_regression run a one-trial Experiment of the
     reused values first (its adapter is what the train step hands on); a search is a full Experiment.
-    With a `run_id`, each is named after it (the reused one with a suffix), so a retry finds both.
+    With a `target.run_id`, each is named after it (the reused one with a suffix), so a retry finds both.
     Returns (KatibResult, Decision, trials run)."""
-    from resumo import katib
+    import dataclasses
+
+    from resumo import katib, kube
+
+    target = target or kube.JobTarget()
 
     started = time.monotonic()
     decision = decide_without_training(cfg)
     trials = 0
     result = None
     if not decision.searched:
-        result = katib.run(fixed_space(cfg, decision.reused), train_cfg, pairs_uri, out_dir, run_id=run_id and f"{run_id}-reused", **launch)
+        reused = dataclasses.replace(target, run_id=target.run_id and f"{target.run_id}-reused")
+        result = katib.run(fixed_space(cfg, decision.reused), train_cfg, pairs_uri, out_dir, api_client, reused)
         trials += 1
         if policy_of(cfg) == "on_regression":
             decision = judge_reused(cfg, decision, result.best_score)
     log.info("tune: %s", decision.reason)
     if decision.searched:
-        result = katib.run(cfg, train_cfg, pairs_uri, out_dir, run_id=run_id, **launch)
+        result = katib.run(cfg, train_cfg, pairs_uri, out_dir, api_client, target)
         trials += int(result.status.get("trials", 0))
     decision.trainings, decision.training_seconds = trials, round(time.monotonic() - started, 3)
     storage.write_text(storage.join(str(out_dir), artifacts.TUNE_POLICY), json.dumps(asdict(decision), indent=2))
