@@ -31,9 +31,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from resumo import artifacts, storage
+from resumo import artifacts, run_cost, storage
 from resumo.config import SearchSpace, TrainConfig, TuneConfig
 from resumo.registry_pointer import current_production
+from resumo.stage import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,25 @@ def judge_reused(cfg: TuneConfig, decision: Decision, score: float) -> Decision:
     else:
         decision.reason += f"; validation {cfg.objective} {score:.4f} is within {cfg.regression_margin} of production's {decision.production_score:.4f}: kept"
     return decision
+
+
+def run_stage(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path, gpu_count: int = 1) -> StageResult:
+    """The pipeline's optuna tune step: `run`, its metrics with the cost figures (`gpu_count`: the GPUs the
+    task holds while it trains), and the outputs best_params and best_adapter ("" when nothing was trained here)."""
+    found, decision = run(cfg, train_cfg, pairs_dir, out_dir)
+    metrics = {"best_" + cfg.objective: found.best_score} if found.trials else {}
+    metrics |= {"trials": decision.trainings, **decision.metrics, **run_cost.tune_figures(cfg, decision.trainings, decision.training_seconds, gpu_count)}
+    return StageResult(metrics, {"best_params": found.best_params, "best_adapter": str(found.best_adapter) if found.trials else ""})
+
+
+def run_katib_stage(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, out_dir: str | Path, target) -> StageResult:
+    """The pipeline's Katib tune step: `run_katib`, its metrics with the cost figures, and the outputs
+    best_params and best_adapter (the best trial's adapter URI)."""
+    result, decision, trials = run_katib(cfg, train_cfg, pairs_uri, out_dir, target)
+    # An upper bound: each trial pod holds target.gpu.count GPUs, at most parallel_trials at once, for the Experiments' wall time.
+    pod_seconds = decision.training_seconds * min(cfg.parallel_trials, max(trials, 1))
+    metrics = {"best_" + cfg.objective: result.best_score, "trials": trials, **decision.metrics, **run_cost.tune_figures(cfg, trials, pod_seconds, target.gpu.count)}
+    return StageResult(metrics, {"best_params": result.best_params, "best_adapter": result.best_adapter})
 
 
 def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path):

@@ -224,7 +224,7 @@ def test_the_pipeline_launches_katib_or_runs_optuna_as_its_tune_task(tmp_path, b
     assert f"/{image}:" in container["image"]
     assert ("accelerator" in container.get("resources", {})) == gpu
     source = " ".join(container["command"] + container.get("args", []))
-    assert ("run_katib(" in source) == (backend == "katib")  # resumo.tune_policy, which launches katib.run
+    assert ("run_katib_stage(" in source) == (backend == "katib")  # resumo.tune_policy, which launches katib.run
     outputs = spec["components"]["comp-tune"]["outputDefinitions"]["parameters"]
     assert set(outputs) == {"best_params", "best_adapter"}
     assert spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]["params"]["taskOutputParameter"]["producerTask"] == "tune"
