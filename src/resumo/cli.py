@@ -217,8 +217,8 @@ def score(
     if is_file:
         raise ConfigError(f"--model needs --pairs to be a folder written by `resumo distill`; {pairs} is not one (to score a file of pairs, drop --model)")
     with _local_folder(out, "--out") as folder:
-        scores = stage.run_stage(cfg.score, cfg.promote, pairs, dict(map(_name_ref, model)), folder)
-    typer.echo(report.render_markdown(scores))
+        result = stage.run_stage(cfg.score, cfg.promote, pairs, dict(map(_name_ref, model)), folder)
+    typer.echo(report.render_markdown(result.outputs["scores"]))
 
 
 @app.command()

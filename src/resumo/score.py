@@ -75,6 +75,7 @@ from resumo import artifacts, generation, metrics, report, storage, tables
 from resumo import models as model_refs
 from resumo.config import PipelineConfig, PromoteConfig, PromptConfig, ScoreConfig
 from resumo.errors import ConfigError, DataError
+from resumo.stage import StageResult
 from resumo.text import lead_words, words
 
 log = logging.getLogger(__name__)
@@ -142,15 +143,21 @@ def run(
     return result["models"]
 
 
-def run_stage(cfg: ScoreConfig, promotion: PromoteConfig, pairs_dir: str | Path, models: dict[str, str], out_dir: str | Path) -> dict:
+def run_stage(cfg: ScoreConfig, promotion: PromoteConfig, pairs_dir: str | Path, models: dict[str, str], out_dir: str | Path) -> StageResult:
     """The stage, as the CLI and the component call it: `models` (name -> reference; `registry` is the
     production model of promotion.registry), production too when score.compare_production, then `run`.
-    Returns scores.json's content."""
+    Returns every number of scores.json as metrics (named as resumo.report names them) and its content as outputs["scores"]."""
     refs = {name: generation.resolve_ref(ref, promotion.registry) for name, ref in models.items()}
     if cfg.compare_production:
         refs = with_production(refs, promotion.registry, promotion.production_name)
     run(cfg, pairs_dir, refs, out_dir)
-    return json.loads(Path(out_dir, artifacts.SCORES).read_text())
+    scores = json.loads(Path(out_dir, artifacts.SCORES).read_text())
+    return StageResult(report.scalar_metrics(scores), {"scores": scores})
+
+
+def pipeline_models(student: str, model_dir: str | Path) -> dict[str, str]:
+    """What the pipeline scores: the untuned student (baseline) and the adapter train wrote in `model_dir` (tuned)."""
+    return {"baseline": student, CANDIDATE: str(artifacts.adapter_in(model_dir))}
 
 
 def with_production(models: dict[str, str], registry: str, name: str) -> dict[str, str]:
