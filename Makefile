@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install run test docs test-gpu test-kernels test-real tiny-models real-models bench bench-gpu compile clean images image-requirements images-test submit schedule
 
-# Image registry and tag for `make images` and `make compile`; components/__init__.py reads
+# Image registry and tag for `make images` and `make compile`; src/resumo/images.py reads
 # them as RESUMO_IMAGE_PREFIX / RESUMO_IMAGE_TAG (unset: ghcr.io/resumo-ml and the version).
 ifdef REGISTRY
 export RESUMO_IMAGE_PREFIX := $(REGISTRY)
@@ -106,10 +106,10 @@ CRON ?= 0 0 3 * * 1
 schedule: install  ## a recurring retrain: make schedule HOST=... CRON="0 0 3 * * 1" (six fields, seconds first, UTC)
 	$(BIN)/resumo schedule $(CLUSTER_FLAGS) --cron "$(CRON)"
 
-# The names come from components/__init__.py (IMAGES), so the pipeline runs what was pushed.
+# The names come from src/resumo/images.py (IMAGES), so the pipeline runs what was pushed.
 # DOCKER=buildah works too; BUILD_FLAGS="--build-arg BASE=..." for a base from your own mirror.
 images:  ## build and push images/{cpu,train,vllm}.Dockerfile with one tag: make images REGISTRY=... TAG=...
-	@set -e; python3 -c 'import runpy; [print(f, i) for f, i in runpy.run_path("components/__init__.py")["IMAGES"].items()]' \
+	@set -e; python3 -c 'import runpy; [print(f, i) for f, i in runpy.run_path("src/resumo/images.py")["IMAGES"].items()]' \
 	| while read flavour image; do \
 		$(DOCKER) build $(BUILD_FLAGS) --file images/$$flavour.Dockerfile --tag $$image . ; \
 		$(DOCKER) push $$image ; \

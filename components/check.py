@@ -10,6 +10,4 @@ def check_parameters(compiled: dict, scrape: dict, distill: dict, tune: dict, tr
     """Validate every stage's config, and fail, before any GPU is asked for, where the run changed a value the compiled DAG is built from."""
     from resumo import run_parameters
 
-    sections = {"scrape": scrape, "distill": distill, "tune": tune, "train": train, "judge": judge, "promote": promote}
-    names = {"scrape": "s1_scrape", "distill": "s2_distill", "tune": "s3_tune", "train": "s4_train", "judge": "s6_judge", "promote": "s7_promote"}
-    run_parameters.check(compiled, sections, names)
+    run_parameters.check(compiled, {"scrape": scrape, "distill": distill, "tune": tune, "train": train, "judge": judge, "promote": promote})

@@ -29,11 +29,9 @@ def distill(config: dict, shard: int, articles: Input[Dataset], pairs: Output[Da
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def merge_pairs(articles: Input[Dataset], shards: Input[List[Dataset]], pairs: Output[Dataset], metrics: Output[Metrics]):
     """One `pairs` dataset from the shards, in the articles' order; counts per filter reason."""
-    from resumo import distill, run_cost
+    from resumo import distill
 
-    result = distill.merge(articles.path, [shard.path for shard in shards], pairs.path)
-    for name, value in {**result.counts, **run_cost.distill_figures(result.counts)}.items():
-        metrics.log_metric(name, value)
+    distill.merge_stage(articles.path, [shard.path for shard in shards], pairs.path).log_to(metrics)
 
 
 # The image follows the backend: vLLM has its own image, `transformers` needs torch, the rest only HTTP or nothing.

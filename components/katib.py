@@ -31,19 +31,11 @@ def tune(
     """
     from collections import namedtuple
 
-    from resumo import checkpoints, run_cost, tune_policy
-    from resumo.config import ClusterConfig, GpuConfig, TrainConfig, TuneConfig, validate
+    from resumo import kube, tune_policy
+    from resumo.config import TrainConfig, TuneConfig, validate
 
-    cfg = validate(TuneConfig, config)
     gpu = {"accelerator": gpu_accelerator, "count": gpu_count, "cpu": gpu_cpu, "memory": gpu_memory, "tolerations": gpu_tolerations, "node_selector": gpu_node_selector}
-    cluster = validate(ClusterConfig, {"secrets": {"s3": s3_secret}, "service_account": service_account or None})
-    run_id = checkpoints.inputs_key(config, train_config, pairs.uri, gpu)  # names the Experiments: the same on every retry, and no cache miss
-    launch = {"gpu": validate(GpuConfig, gpu), "default_image": TRAIN_IMAGE, "run_id": run_id, "cluster": cluster}
-    result, decision, trials = tune_policy.run_katib(cfg, validate(TrainConfig, train_config), pairs.uri, experiment.path, **launch)
-    metrics.log_metric("best_" + cfg.objective, result.best_score)
-    metrics.log_metric("trials", trials)
-    # An upper bound: each trial pod holds gpu_count GPUs, at most parallel_trials at once, for the Experiments' wall time.
-    pod_seconds = decision.training_seconds * min(cfg.parallel_trials, max(trials, 1))
-    for name, value in {**decision.metrics, **run_cost.tune_figures(cfg, trials, pod_seconds, gpu_count)}.items():
-        metrics.log_metric(name, value)
-    return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, result.best_adapter)
+    target = kube.JobTarget.of_task((config, train_config, pairs.uri), gpu, TRAIN_IMAGE, s3_secret, service_account)
+    result = tune_policy.run_katib_stage(validate(TuneConfig, config), validate(TrainConfig, train_config), pairs.uri, experiment.path, target)
+    result.log_to(metrics)
+    return namedtuple("Outputs", ["best_params", "best_adapter"])(**result.outputs)

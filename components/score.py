@@ -10,13 +10,11 @@ def score(config: dict, train_config: dict, promote_config: dict, pairs: Input[D
 
     Every number of scores.json is logged, named as resumo.report names them.
     """
-    from resumo import artifacts, report, score
+    from resumo import score
     from resumo.config import PromoteConfig, ScoreConfig, TrainConfig, validate
 
-    models = {"baseline": validate(TrainConfig, train_config).student, "tuned": str(artifacts.adapter_in(model.path))}
-    scored = score.run_stage(validate(ScoreConfig, config), validate(PromoteConfig, promote_config), pairs.path, models, scores.path)
-    for name, value in report.scalar_metrics(scored).items():
-        metrics.log_metric(name, value)
+    models = score.pipeline_models(validate(TrainConfig, train_config).student, model.path)
+    score.run_stage(validate(ScoreConfig, config), validate(PromoteConfig, promote_config), pairs.path, models, scores.path).log_to(metrics)
 
 
 # The image follows score.engine: vLLM has its own image, every transformers engine runs in the train image.

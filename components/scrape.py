@@ -11,9 +11,7 @@ def scrape(config: dict, articles: Output[Dataset], metrics: Output[Metrics], ru
     `run_date` is part of KFP's cache key only: a run on a new day scrapes again, a rerun the same day reuses.
     The checkpoint lives in scrape.checkpoint_store under a key of these inputs: a retried pod resumes from it.
     """
-    from resumo import checkpoints, run_cost, scrape
+    from resumo import checkpoints, scrape
     from resumo.config import ScrapeConfig, validate
 
-    result = scrape.run(validate(ScrapeConfig, config), articles.path, checkpoints.inputs_key(config, run_date))
-    for name, value in {**result.metrics, **run_cost.scrape_figures(result.counts)}.items():
-        metrics.log_metric(name, value)
+    scrape.run_stage(validate(ScrapeConfig, config), articles.path, checkpoints.inputs_key(config, run_date)).log_to(metrics)

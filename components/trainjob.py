@@ -24,12 +24,11 @@ def train(
     """Train as a Kubeflow Trainer TrainJob (train.trainjob.num_nodes nodes, each with the gpu_* settings), wait for it,
     hand its adapter on (see `resumo train --backend trainjob`). A key of the inputs names the TrainJob, so a retry
     meets it (resumo.checkpoints.inputs_key); its pods get the run's S3 Secret and service account ("" is none)."""
-    from resumo import checkpoints, trainjob
-    from resumo.config import ClusterConfig, GpuConfig, TrainConfig, validate
+    from resumo import kube, trainjob
+    from resumo.config import TrainConfig, validate
 
     gpu = {"accelerator": gpu_accelerator, "count": gpu_count, "cpu": gpu_cpu, "memory": gpu_memory, "tolerations": gpu_tolerations, "node_selector": gpu_node_selector}
-    cluster = validate(ClusterConfig, {"secrets": {"s3": s3_secret}, "service_account": service_account or None})
-    run_id = checkpoints.inputs_key(config, params, pairs.uri, gpu)  # the same on every retry, and no cache miss
-    result = trainjob.run_step(validate(TrainConfig, config), params, pairs.uri, model.path, run_id, validate(GpuConfig, gpu), TRAIN_IMAGE, cluster)
+    target = kube.JobTarget.of_task((config, params, pairs.uri), gpu, TRAIN_IMAGE, s3_secret, service_account)
+    result = trainjob.run_step(validate(TrainConfig, config), params, pairs.uri, model.path, target)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)

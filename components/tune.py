@@ -13,15 +13,10 @@ def tune(
     """Search LoRA hyperparameters in an optuna study here, or reuse production's under tune.policy; hand on the train.* overrides and the best trial's adapter (see `resumo tune`)."""
     from collections import namedtuple
 
-    from resumo import run_cost, tune_policy
+    from resumo import tune_policy
     from resumo.config import TrainConfig, TuneConfig, validate
 
-    cfg = validate(TuneConfig, config)
-    result, decision = tune_policy.run(cfg, validate(TrainConfig, train_config), pairs.path, trials.path)
-    if result.trials:
-        metrics.log_metric("best_" + cfg.objective, result.best_score)
-    metrics.log_metric("trials", decision.trainings)
     # gpu_count: what this task requests (the run's s9_gpu_count); it holds them while it trains.
-    for name, value in {**decision.metrics, **run_cost.tune_figures(cfg, decision.trainings, decision.training_seconds, gpu_count)}.items():
-        metrics.log_metric(name, value)
-    return namedtuple("Outputs", ["best_params", "best_adapter"])(result.best_params, str(result.best_adapter) if result.trials else "")
+    result = tune_policy.run_stage(validate(TuneConfig, config), validate(TrainConfig, train_config), pairs.path, trials.path, gpu_count)
+    result.log_to(metrics)
+    return namedtuple("Outputs", ["best_params", "best_adapter"])(**result.outputs)

@@ -101,19 +101,6 @@ def model_of(adapter: str) -> str:
     return folder
 
 
-def read_pointer(registry: str) -> tuple[dict | None, str | None]:
-    """The registry's production pointer and its tag (for compare-and-swap), or (None, None) before the first promotion."""
-    uri = storage.join(registry, POINTER)
-    found = storage.read_tagged(uri)
-    if found is None:
-        return None, None
-    data, tag = found
-    try:
-        return json.loads(data), tag
-    except json.JSONDecodeError as err:
-        raise DataError(f"{uri} is not JSON ({err}); restore it from {VERSIONS}/<version>/ or remove it to start a new registry") from None
-
-
 def scores_file(scores: str | Path) -> str:
     """score's scores.json: given itself, or the folder score wrote."""
     return str(scores) if str(scores).endswith(".json") else storage.join(scores, SCORES)

@@ -33,10 +33,11 @@ RunId = Annotated[
 ]
 
 
-def _config(profile: str, sets: list[str] | None):
+def _config(profile: str, sets: list[str] | None, flags: dict[str, object] | None = None):
+    """The config of `profile` with the --set overrides, then each option `flags` maps a key to (None: not given) as one more."""
     from resumo.config import load_config
 
-    return load_config(profile, sets)
+    return load_config(profile, (sets or []) + [f"{key}={value}" for key, value in (flags or {}).items() if value is not None])
 
 
 @app.command("config")
@@ -62,8 +63,7 @@ def scrape(
     out = _uri(out, "--out")  # before the heavy imports: a refused value fails at once
     from resumo import scrape as stage
 
-    flags = {"scrape.source": source, "scrape.dump": dump, "scrape.parquet": parquet}
-    cfg = _config(profile, (sets or []) + [f"{key}={value}" for key, value in flags.items() if value])
+    cfg = _config(profile, sets, {"scrape.source": source, "scrape.dump": dump, "scrape.parquet": parquet})
     result = stage.run(cfg.scrape, out, run_id)
     typer.echo(json.dumps({"counts": result.counts, "splits": result.splits}))
 
@@ -102,20 +102,20 @@ def train(
     from resumo import artifacts, distributed, launch, storage
     from resumo.errors import ConfigError
 
-    flags = {"train.nproc_per_node": nproc_per_node, "train.backend": backend}
-    full = _config(profile, (sets or []) + [f"{key}={value}" for key, value in flags.items() if value])
+    full = _config(profile, sets, {"train.nproc_per_node": nproc_per_node, "train.backend": backend})
     cfg = full.train
     if cfg.backend == "trainjob":
         from resumo import kube, trainjob
-        from resumo.components import TRAIN_IMAGE  # the image names, not KFP: components/__init__.py imports only os
+        from resumo.images import TRAIN_IMAGE
 
+        target = kube.JobTarget(full.cluster.gpu, TRAIN_IMAGE, run_id, full.cluster)
         if dry_run:
-            body = trainjob.render(cfg, pairs, run_id, gpu=full.cluster.gpu, default_image=TRAIN_IMAGE, cluster=full.cluster)
+            body = trainjob.render(cfg, pairs, target)
             storage.write_text(out, kube.to_yaml(body))
             typer.echo(f"TrainJob {body['metadata']['name']} -> {out} (apply with: kubectl create -f {out})")
             return
         with _local_folder(out, "--out") as folder:
-            trainjob.run(cfg, pairs, folder, run_id=run_id, gpu=full.cluster.gpu, default_image=TRAIN_IMAGE, cluster=full.cluster)
+            trainjob.run(cfg, pairs, folder, target)
         typer.echo(f"adapter: {storage.join(out, artifacts.ADAPTER)}")
         return
     if dry_run:
@@ -148,7 +148,7 @@ def tune(
 
     from resumo import storage
 
-    cfg = _config(profile, (sets or []) + ([f"tune.backend={backend}"] if backend else []))
+    cfg = _config(profile, sets, {"tune.backend": backend})
     pairs = _uri(pairs, "--pairs")
     if cfg.tune.backend == "optuna":
         if dry_run:
@@ -160,17 +160,18 @@ def tune(
         typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": str(result.best_adapter), "policy": decision.reason}))
         return
     from resumo import katib, kube
-    from resumo.components import TRAIN_IMAGE  # the image names, not KFP: components/__init__.py imports only os
+    from resumo.images import TRAIN_IMAGE
 
+    target = kube.JobTarget(cfg.cluster.gpu, TRAIN_IMAGE, run_id, cfg.cluster)
     if dry_run:
-        body = katib.render(cfg.tune, cfg.train, pairs, cfg.cluster.gpu, default_image=TRAIN_IMAGE, run_id=run_id, cluster=cfg.cluster)
+        body = katib.render(cfg.tune, cfg.train, pairs, target)
         storage.write_text(_uri(out, "--out"), kube.to_yaml(body))
         typer.echo(f"Katib Experiment {body['metadata']['name']} -> {out} (apply with: kubectl create -f {out})")
         return
     from resumo import tune_policy
 
     with _local_folder(out, "--out") as folder:
-        result, decision, _ = tune_policy.run_katib(cfg.tune, cfg.train, pairs, folder, gpu=cfg.cluster.gpu, default_image=TRAIN_IMAGE, run_id=run_id, cluster=cfg.cluster)
+        result, decision, _ = tune_policy.run_katib(cfg.tune, cfg.train, pairs, folder, target)
     typer.echo(json.dumps({"best_params": result.best_params, cfg.tune.objective: result.best_score, "adapter": result.best_adapter, "policy": decision.reason}))
 
 
@@ -202,10 +203,8 @@ def score(
     from resumo import score as stage
     from resumo.errors import ConfigError
 
-    extra = [f"score.rouge_tokenizer={rouge_tokenizer}"] if rouge_tokenizer else []
-    if metric_groups:
-        extra.append("score.metrics=" + json.dumps([g.strip() for m in metric_groups for g in m.split(",") if g.strip()]))
-    cfg = _config(profile, (sets or []) + extra)
+    groups = json.dumps([g.strip() for m in metric_groups for g in m.split(",") if g.strip()]) if metric_groups else None
+    cfg = _config(profile, sets, {"score.rouge_tokenizer": rouge_tokenizer, "score.metrics": groups})
     loc = storage.parse(_uri(pairs, "--pairs"))
     is_file = not Path(loc.key).is_dir() if loc.scheme == "file" else loc.key.endswith((".jsonl", ".json", ".parquet"))
     if not model:
@@ -218,8 +217,8 @@ def score(
     if is_file:
         raise ConfigError(f"--model needs --pairs to be a folder written by `resumo distill`; {pairs} is not one (to score a file of pairs, drop --model)")
     with _local_folder(out, "--out") as folder:
-        scores = stage.run_stage(cfg.score, cfg.promote, pairs, dict(map(_name_ref, model)), folder)
-    typer.echo(report.render_markdown(scores))
+        result = stage.run_stage(cfg.score, cfg.promote, pairs, dict(map(_name_ref, model)), folder)
+    typer.echo(report.render_markdown(result.outputs["scores"]))
 
 
 @app.command()
@@ -258,25 +257,14 @@ def summarize(
     Then `resumo score --pairs s.jsonl --out scores.json` scores them, if the rows also have a `reference` column
     (e.g. --column prediction on a file of text and reference).
     """
-    from resumo import generation, report, tables
-    from resumo import score as scoring
-    from resumo.errors import ConfigError
+    from resumo import score as stage
 
     cfg = _config(profile, sets)
-    with _local_file(input_file, "--in", read=True) as path:
-        df = tables.read_table(path, required=("text",))
-    if column in df.columns:
-        raise ConfigError(f"--in {input_file} already has a column {column!r}, which --column {column} would overwrite; name another with --column")
-    ref = generation.resolve_ref(model, cfg.promote.registry)
-    texts = list(df["text"])
-    guard = scoring.input_guard(ref, texts)
-    if guard is not None:
-        typer.echo(report.guard_line(model, guard), err=True)
-    loaded = generation.load(ref)
-    df[column] = generation.summarize(loaded, texts, loaded.prompt or cfg.prompt, cfg.score.batch_size, cfg.score.max_new_tokens)
-    with _local_file(output_file, "--out") as path:
-        df.to_parquet(path, index=False) if path.suffix == ".parquet" else df.to_json(path, orient="records", lines=True, force_ascii=False)
-    typer.echo(f"{len(df)} summaries in column {column!r} -> {output_file}")
+    with _local_file(input_file, "--in", read=True) as in_path, _local_file(output_file, "--out") as out_path:
+        result = stage.summarize_file(cfg, model, in_path, out_path, column, source=input_file)
+        if result.guard is not None:
+            typer.echo(result.guard, err=True)
+    typer.echo(f"{result.rows} summaries in column {column!r} -> {output_file}")
 
 
 @app.command()
@@ -385,8 +373,7 @@ TokenEnv = Annotated[str | None, typer.Option("--token-env", help="Environment v
 
 
 def _cluster_config(profile: str, sets: list[str] | None, host, namespace, experiment, token_env):
-    flags = {"host": host, "namespace": namespace, "experiment": experiment, "token_env": token_env}
-    return _config(profile, (sets or []) + [f"cluster.{key}={value}" for key, value in flags.items() if value is not None])
+    return _config(profile, sets, {"cluster.host": host, "cluster.namespace": namespace, "cluster.experiment": experiment, "cluster.token_env": token_env})
 
 
 @app.command()

@@ -265,7 +265,7 @@ class TrainJobSettings(Section):
         pattern=r"^s3://[^/]+",
         description="S3 prefix the TrainJob's rank 0 writes to: <output>/<TrainJob name>/adapter, /metrics.json, /curves.png. Unset in a profile: <storage_root>/train where storage_root is s3://.",
     )
-    image: str | None = Field(None, description="Image of the TrainJob's nodes; None: the train image the pipeline was compiled with, or `resumo train` runs with (resumo.components).")
+    image: str | None = Field(None, description="Image of the TrainJob's nodes; None: the train image the pipeline was compiled with, or `resumo train` runs with (resumo.images).")
     timeout_s: int = Field(48 * 3600, ge=1, description="Longest the launcher waits for the TrainJob, and its activeDeadlineSeconds: the cluster stops it then too.")
     poll_s: float = Field(30.0, ge=0, description="Seconds between status reads while waiting.")
     delete: bool = Field(False, description="Delete the TrainJob (and its pods) once its adapter is handed on, or when it failed or timed out; kept, its logs stay readable. Its outputs on S3 stay.")
@@ -474,7 +474,7 @@ class KatibSettings(Section):
         pattern=r"^s3://[^/]+",
         description="S3 prefix trial pods write to: <output>/<trial name>/adapter, /metrics.json. Unset in a profile: <storage_root>/tune where storage_root is s3://."
     )
-    image: str | None = Field(None, description="Trial image; None: the train image the pipeline was compiled with, or `resumo tune` runs with (resumo.components, RESUMO_IMAGE_PREFIX/TAG).")
+    image: str | None = Field(None, description="Trial image; None: the train image the pipeline was compiled with, or `resumo tune` runs with (resumo.images, RESUMO_IMAGE_PREFIX/TAG).")
     timeout_s: int = Field(48 * 3600, ge=1, description="Longest the launcher waits for the Experiment to finish before failing.")
     poll_s: float = Field(30.0, ge=0, description="Seconds between status reads while waiting.")
     delete: bool = Field(False, description="Delete the Experiment (and its trials) once its result is read, or when it failed or timed out; the adapters on S3 stay.")
@@ -582,7 +582,7 @@ class ScoreConfig(Section):
         30,
         ge=0,
         description="Outputs under this many words count in too_short_share (a copy diagnostic: a model that stops after a headline). "
-        "The judge's rubric bound (judge.too_short_words; original study: 30); set both when the prompt's n_words changes.",
+        "Unset in a profile, it follows judge.too_short_words, the rubric's bound (original study: 30).",
     )
 
     @model_validator(mode="after")
@@ -774,7 +774,9 @@ class ClusterConfig(Section):
 
 # Values a stage's section carries (a component gets its section alone) but a profile sets once,
 # elsewhere: each is filled in from its source unless the section sets it, and must then agree.
-# section field -> what it follows
+# PipelineConfig._derive runs from this table, in its order (tune.registry follows the derived
+# promote.registry). section field -> what it follows: a dotted key (its value, or its default),
+# or "storage_root + /key" under the root, "(an s3:// root)" only when the root is on S3.
 DERIVED = {
     "distill.prompt": "prompt",
     "train.prompt": "prompt",
@@ -789,6 +791,7 @@ DERIVED = {
     "scrape.checkpoint_store": "storage_root + /checkpoints",
     "scrape.cache": "storage_root + /cache/articles",
     "tune.registry": "promote.registry",
+    "score.too_short_words": "judge.too_short_words",  # too_short_share counts what the rubric calls too short
 }
 # Renamed fields: old dotted key -> new, so an old profile gets told what to write instead.
 RENAMED = {
@@ -826,31 +829,20 @@ class PipelineConfig(Section):
         if not isinstance(values, dict):
             return values
         values = {k: _as_dict(v) for k, v in values.items()}
-        sections = {name: values.setdefault(name, {}) for name in ("scrape", "distill", "train", "tune", "judge", "promote")}
-        if not all(isinstance(s, dict) for s in sections.values()):
-            return values  # a section that is not a mapping: pydantic says so
-        prompt = values.get("prompt") or {}
         root = str(values.get("storage_root") or cls.model_fields["storage_root"].default)
-        sections["distill"].setdefault("prompt", prompt)
-        sections["train"].setdefault("prompt", prompt)
-        if isinstance(prompt, dict):
-            sections["judge"].setdefault("n_words", prompt.get("n_words", PromptConfig.model_fields["n_words"].default))
-        sections["scrape"].setdefault("tokenizer", sections["train"].get("student", TrainConfig.model_fields["student"].default))
-        sections["distill"].setdefault("cache", _under(root, "cache/teacher"))
-        teacher = sections["distill"].setdefault("teacher", {})
-        if isinstance(teacher, dict):  # the vllm engine's context follows the articles' token budget
-            teacher.setdefault("max_input_tokens", sections["scrape"].get("max_tokens", ScrapeConfig.model_fields["max_tokens"].default))
-        katib = sections["tune"].setdefault("katib", {})
-        if isinstance(katib, dict) and root.startswith("s3://"):  # trial pods write to S3 only: a local root keeps the S3 default
-            sections["tune"]["katib"] = {**katib, "output": katib.get("output", _under(root, "tune"))}
-        trainjob = sections["train"].setdefault("trainjob", {})
-        if isinstance(trainjob, dict) and root.startswith("s3://"):  # TrainJob pods write to S3 only, as Katib's trials
-            sections["train"]["trainjob"] = {**trainjob, "output": trainjob.get("output", _under(root, "train"))}
-        sections["promote"].setdefault("registry", _under(root, "registry"))
-        sections["train"].setdefault("checkpoint_store", _under(root, "checkpoints"))
-        sections["scrape"].setdefault("checkpoint_store", _under(root, "checkpoints"))
-        sections["scrape"].setdefault("cache", _under(root, "cache/articles"))
-        sections["tune"].setdefault("registry", sections["promote"]["registry"])
+        for key, source in DERIVED.items():
+            *path, field = key.split(".")
+            section = values
+            for name in path:  # copied on the way down: the caller's nested mappings stay as given
+                if not isinstance(section.setdefault(name, {}), dict):
+                    break  # a section that is not a mapping: pydantic says so
+                section[name] = dict(section[name])
+                section = section[name]
+            else:
+                if field not in section:
+                    value = _derived_value(values, source, root)
+                    if value is not _UNSET:
+                        section[field] = value
         return values
 
     @model_validator(mode="after")
@@ -897,6 +889,30 @@ class PipelineConfig(Section):
 def _as_dict(value: Any) -> Any:
     # A section given as a model (in code) counts only what was set on it, so the rest may be derived.
     return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else dict(value) if isinstance(value, dict) else value
+
+
+_UNSET = object()
+_ROOT = "storage_root + /"
+_S3_ONLY = " (an s3:// root)"
+
+
+def _derived_value(values: dict, source: str, root: str) -> Any:
+    """What a DERIVED field follows: `storage_root + /key` under the root, else the value at a dotted key or its default."""
+    if source.startswith(_ROOT):
+        key = source.removeprefix(_ROOT).removesuffix(_S3_ONLY)
+        if source.endswith(_S3_ONLY) and not root.startswith("s3://"):  # those pods write to S3 only: a local root keeps the S3 default
+            return _UNSET
+        return _under(root, key)
+    value: Any = values
+    model: Any = PipelineConfig
+    for name in source.split("."):
+        if not isinstance(value, dict) or model is None:
+            return _UNSET
+        field = model.model_fields[name]
+        nested = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
+        value = value[name] if name in value else {} if nested else field.default  # a section unset: its defaults
+        model = nested
+    return value
 
 
 def _under(root: str, key: str) -> str:

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from resumo import artifacts, lang, prompts, storage, tables
+from resumo import artifacts, lang, prompts, run_cost, storage, tables
 from resumo.config import DistillConfig
 from resumo.distill_cache import TeacherCache, cache_key, key_material, revision_of
 from resumo.errors import DataError
+from resumo.stage import StageResult
 from resumo.teachers import TeacherUnavailable, make_teacher, teacher_name
 from resumo.text import words
 
@@ -97,6 +98,12 @@ def run_shard(cfg: DistillConfig, articles_dir: str | Path, out_dir: str | Path,
     pairs, counts = distill_articles(cfg, mine)
     write_pairs(pairs, out_dir, counts)
     return DistillResult(counts)
+
+
+def merge_stage(articles_dir: str | Path, shard_dirs: list[str | Path], out_dir: str | Path) -> StageResult:
+    """The pipeline's merge step: `merge`, its counts as metrics with the cost figures (resumo.run_cost)."""
+    result = merge(articles_dir, shard_dirs, out_dir)
+    return StageResult({**result.counts, **run_cost.distill_figures(result.counts)}, {"counts": result.counts})
 
 
 def merge(articles_dir: str | Path, shard_dirs: list[str | Path], out_dir: str | Path) -> DistillResult:

@@ -33,10 +33,10 @@ REGISTRY_REF = "registry"
 
 def production_model(registry: str) -> str:
     """The URI of the registry's production model, from the pointer promote maintains."""
-    from resumo.registry_pointer import current_production
+    from resumo import registry_pointer
 
-    pointer_uri = storage.join(registry, artifacts.POINTER)
-    pointer = current_production(registry)
+    pointer_uri = registry_pointer.uri(registry)
+    pointer = registry_pointer.current_production(registry)
     if pointer is None:
         raise ConfigError(f"model {REGISTRY_REF!r}: there is no {pointer_uri}; no model has been promoted to registry {registry} (set promote.registry)")
     if "model" not in pointer:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from resumo import artifacts, kube, storage
-from resumo.config import ClusterConfig, GpuConfig, SearchSpace, TrainConfig, TuneConfig, train_field
+from resumo.config import SearchSpace, TrainConfig, TuneConfig, train_field
 from resumo.errors import ConfigError, ResumoError
 from resumo.tune import train_params
 
@@ -76,15 +76,13 @@ def experiment(
     pairs_uri: str,
     name: str,
     namespace: str,
-    gpu: GpuConfig | None = None,
-    default_image: str | None = None,
-    cluster: ClusterConfig | None = None,
+    target: kube.JobTarget | None = None,
 ) -> dict:
     """The Experiment as the JSON the API server takes, built with the Katib SDK models.
 
-    Each trial pod requests `gpu` (in the pipeline: the run's s9_gpu_* parameters; else cluster.gpu's defaults)
-    and runs tune.katib.image, else `default_image` (the caller's train image: resumo.components.TRAIN_IMAGE),
-    under `cluster`'s service account with its S3 Secret.
+    Each trial pod requests `target.gpu` (in the pipeline: the run's s9_gpu_* parameters; else cluster.gpu's defaults)
+    and runs tune.katib.image, else `target.image` (the caller's train image: resumo.images.TRAIN_IMAGE),
+    under `target.cluster`'s service account with its S3 Secret.
     """
     from kubeflow_katib_api import models as k
 
@@ -118,7 +116,7 @@ def experiment(
             primary_container_name=CONTAINER,
             trial_parameters=[k.V1beta1TrialParameterSpec(name="trialName", description="Trial name: the adapter's S3 key", reference="${trialSpec.Name}")]
             + [k.V1beta1TrialParameterSpec(name=p, description=f"train.{SearchSpace.TRAIN_KEYS[p]}", reference=p) for p in cfg.search],
-            trial_spec=trial_job(cfg, train_cfg, pairs_uri, gpu or GpuConfig(), default_image, cluster),
+            trial_spec=trial_job(cfg, train_cfg, pairs_uri, target or kube.JobTarget()),
         ),
     )
     meta = k.IoK8sApimachineryPkgApisMetaV1ObjectMeta(name=name, namespace=namespace, labels={"app.kubernetes.io/part-of": "resumo"})
@@ -129,14 +127,12 @@ def render(
     cfg: TuneConfig,
     train_cfg: TrainConfig,
     pairs_uri: str,
-    gpu: GpuConfig | None = None,
-    default_image: str | None = None,
-    run_id: str | None = None,
-    cluster: ClusterConfig | None = None,
+    target: kube.JobTarget | None = None,
 ) -> dict:
-    """The Experiment of run `run_id` (a fresh one without), in tune.katib.namespace or else this pod's own (`default` off-cluster)."""
-    name, namespace = experiment_name(cfg.katib.name_prefix, run_id), cfg.katib.namespace or kube.own_namespace()
-    return kube.mark_run(experiment(cfg, train_cfg, pairs_uri, name, namespace, gpu, default_image, cluster), run_id)
+    """The Experiment of run `target.run_id` (a fresh one without), in tune.katib.namespace or else this pod's own (`default` off-cluster)."""
+    target = target or kube.JobTarget()
+    name, namespace = experiment_name(cfg.katib.name_prefix, target.run_id), cfg.katib.namespace or kube.own_namespace()
+    return kube.mark_run(experiment(cfg, train_cfg, pairs_uri, name, namespace, target), target.run_id)
 
 
 def experiment_name(prefix: str, run_id: str | None = None) -> str:
@@ -160,14 +156,12 @@ def trial_output(output: str, trial_name: str) -> str:
     return storage.join(output, trial_name)
 
 
-def trial_job(
-    cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, gpu: GpuConfig, default_image: str | None = None, cluster: ClusterConfig | None = None
-) -> dict:
+def trial_job(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, target: kube.JobTarget) -> dict:
     """The batch/v1 Job each trial runs, as JSON (kubernetes client models, sanitised by its ApiClient)."""
     from kubernetes import client as k8s
 
-    cluster = cluster or ClusterConfig()
-    image = cfg.katib.image or default_image
+    gpu, cluster = target.gpu, target.cluster
+    image = cfg.katib.image or target.image
     if not image:
         raise ConfigError("tune.katib.image is not set and no train image was given; set tune.katib.image to the image trials run")
     env = [
@@ -274,14 +268,11 @@ def run(
     pairs_uri: str,
     out_dir: str | Path | None = None,
     api_client=None,
-    gpu: GpuConfig | None = None,
-    default_image: str | None = None,
-    run_id: str | None = None,
-    cluster: ClusterConfig | None = None,
+    target: kube.JobTarget | None = None,
 ) -> KatibResult:
-    """Create the Experiment (or find run `run_id`'s), wait for it, and read its best trial; the Experiment YAML and result go to `out_dir`."""
+    """Create the Experiment (or find run `target.run_id`'s), wait for it, and read its best trial; the Experiment YAML and result go to `out_dir`."""
     api_client = api_client or kube.client(RESOURCE)
-    body = render(cfg, train_cfg, pairs_uri, gpu, default_image, run_id, cluster)
+    body = render(cfg, train_cfg, pairs_uri, target)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / artifacts.EXPERIMENT).write_text(kube.to_yaml(body))

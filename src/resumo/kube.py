@@ -13,6 +13,11 @@
 - `api_error`: an API error as one line with a hint (RBAC, CRD not installed, name taken).
 - `delete`, and `to_yaml` for people (multi-line strings as literal blocks).
 
+`JobTarget` is what both launchers are told about the job beyond its section:
+the GPU request of each pod, the image, the run it belongs to and the cluster's
+Secret and service account; `JobTarget.of_task` builds it from a pipeline task's
+parameters.
+
 Only `get` is polled (no list or watch), so a launcher's Role needs create, get and
 delete on its resource, in its namespace only (manifests/).
 """
@@ -24,10 +29,31 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from resumo.config import ClusterConfig, GpuConfig, validate
 from resumo.errors import ResumoError
+
+
+@dataclass(frozen=True)
+class JobTarget:
+    """Where and as what a launched job runs, beyond its own section (tune.katib, train.trainjob)."""
+
+    gpu: GpuConfig = field(default_factory=GpuConfig)  # each pod's request (the pipeline's s9_gpu_* parameters, else cluster.gpu)
+    image: str | None = None  # the train image, unless the section names its own; None: the section must
+    run_id: str | None = None  # the pipeline run: names the object, so a retry meets it; None: a fresh name
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)  # the S3 Secret and service account its pods get
+
+    @classmethod
+    def of_task(cls, inputs: tuple, gpu: dict, image: str, s3_secret: str, service_account: str) -> JobTarget:
+        """A pipeline task's target: its run id a key of the task's `inputs` and `gpu` (the same on every retry, and no
+        cache miss: resumo.checkpoints.inputs_key); "" for the service account is none."""
+        from resumo import checkpoints
+
+        run_id = checkpoints.inputs_key(*inputs, gpu)
+        cluster = validate(ClusterConfig, {"secrets": {"s3": s3_secret}, "service_account": service_account or None})
+        return cls(validate(GpuConfig, gpu), image, run_id, cluster)
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ starts; ids sort in time order, so "newer" means "started later" (pass
 time). Every file is written, read back and checked against the manifest
 before the pointer moves, so a crash mid-publish leaves the old pointer and the
 files it names intact (the half-written version folder is never pointed at).
-The pointer moves by compare-and-swap (`storage.write_if_unchanged`): if
+The pointer moves by compare-and-swap (`registry_pointer.move`): if
 another promotion moved it meanwhile, a newer one is left in place and an older
 one is re-judged against the candidate, whose gates must pass again.
 """
@@ -40,13 +40,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from resumo import artifacts, model_registry, report, storage, tune_policy
-from resumo.artifacts import CARD, MANIFEST, POINTER
+from resumo import artifacts, model_registry, registry_pointer, report, storage, tune_policy
+from resumo.artifacts import CARD, MANIFEST
 from resumo.config import PromoteConfig
 from resumo.errors import ConfigError, DataError
 from resumo.judge import untrusted_opponents
 from resumo.registry_pointer import check_file as _check_file
-from resumo.registry_pointer import current_production  # noqa: F401 - the pointer's readers moved there; promote's tests still read it here
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +137,7 @@ def _gate_and_publish(cfg, model_dir, scores, candidate, report_html, version, l
     if not _VERSION.match(version):
         raise ConfigError(f"version {version!r} must be letters, digits, '.', '_' or '-' (it becomes a key under models/)")
     candidate_scores = _candidate_scores(cfg, scores, candidate)
-    pointer_uri = storage.join(cfg.registry, POINTER)
-    production, tag = artifacts.read_pointer(cfg.registry)
+    production, tag = registry_pointer.read_tagged(cfg.registry)
     run_id = (lineage or {}).get("kfp_run_id")
     if run_id and production and (production.get("lineage") or {}).get("kfp_run_id") == run_id:
         # A retry of this run's promote, whose first attempt moved the pointer and then failed
@@ -159,9 +157,9 @@ def _gate_and_publish(cfg, model_dir, scores, candidate, report_html, version, l
     pointer |= tune_policy.training_record(model_dir)  # hyperparameters and validation scores: what tune.policy=reuse reuses
     for _ in range(MAX_POINTER_ATTEMPTS):
         try:
-            storage.write_if_unchanged(pointer_uri, json.dumps(pointer, indent=2).encode(), tag)
+            registry_pointer.move(cfg.registry, pointer, tag)
         except storage.StaleWrite:
-            production, tag = artifacts.read_pointer(cfg.registry)
+            production, tag = registry_pointer.read_tagged(cfg.registry)
             log.info("promote: production moved to %s while %s was published; judging again", production and production["version"], version)
             if production and production["version"] >= version:
                 reason = f"a newer version {production['version']} was promoted while {version} was published; it stays"
@@ -177,7 +175,7 @@ def _gate_and_publish(cfg, model_dir, scores, candidate, report_html, version, l
         reason = "; ".join(g.detail for g in gates)
         log.info("promote: published %s (%s)", version, reason)
         return PromoteResult(True, reason, candidate_scores[cfg.metric], compared.get(cfg.metric) if compared else None, version, gates)
-    raise storage.StaleWrite(f"{pointer_uri} kept moving during {MAX_POINTER_ATTEMPTS} attempts; {version} is published but not in production")
+    raise storage.StaleWrite(f"{registry_pointer.uri(cfg.registry)} kept moving during {MAX_POINTER_ATTEMPTS} attempts; {version} is published but not in production")
 
 
 def check_gates(cfg: PromoteConfig, candidate: dict[str, float], production: dict[str, float] | None) -> list[Gate]:

@@ -1,10 +1,10 @@
 """The registry's production pointer (`production.json` under `promote.registry`), as its readers need it.
 
-promote moves the pointer (by compare-and-swap, reading it with its tag through
-`artifacts.read_pointer`); everything else only reads it: the model registry
-that follows production, the `registry` model reference (resumo.generation), and
-tune.policy reusing production's hyperparameters. They read it here, so none of
-them imports promote.
+Every read and write of the pointer is here. promote moves it by
+compare-and-swap (`read_tagged`, then `move`); everything else only reads it
+(`current_production`): the model registry that follows production, the
+`registry` model reference (resumo.generation), and tune.policy reusing
+production's hyperparameters. None of them imports promote.
 """
 
 from __future__ import annotations
@@ -12,13 +12,37 @@ from __future__ import annotations
 import hashlib
 import json
 
-from resumo import artifacts, storage
+from resumo import storage
+from resumo.artifacts import POINTER, VERSIONS
 from resumo.errors import DataError
+
+
+def uri(registry: str) -> str:
+    """Where the registry's production pointer lies."""
+    return storage.join(registry, POINTER)
+
+
+def read_tagged(registry: str) -> tuple[dict | None, str | None]:
+    """The production pointer and its tag (for compare-and-swap), or (None, None) before the first promotion."""
+    pointer_uri = uri(registry)
+    found = storage.read_tagged(pointer_uri)
+    if found is None:
+        return None, None
+    data, tag = found
+    try:
+        return json.loads(data), tag
+    except json.JSONDecodeError as err:
+        raise DataError(f"{pointer_uri} is not JSON ({err}); restore it from {VERSIONS}/<version>/ or remove it to start a new registry") from None
+
+
+def move(registry: str, pointer: dict, tag: str | None) -> None:
+    """Write `pointer` if the stored one still has `tag` (None: if there is none yet); storage.StaleWrite if it moved."""
+    storage.write_if_unchanged(uri(registry), json.dumps(pointer, indent=2).encode(), tag)
 
 
 def current_production(registry: str, verify: bool = False) -> dict | None:
     """The production pointer, or None; with `verify`, every file of its manifest is read back and checked."""
-    pointer, _ = artifacts.read_pointer(registry)
+    pointer, _ = read_tagged(registry)
     if pointer is not None and verify:
         verify_version(pointer)
     return pointer

@@ -18,6 +18,9 @@ from resumo.config import DistillConfig, JudgeConfig, PromoteConfig, ScrapeConfi
 from resumo.errors import ConfigError
 
 SECTIONS = {"scrape": ScrapeConfig, "distill": DistillConfig, "tune": TuneConfig, "train": TrainConfig, "judge": JudgeConfig, "promote": PromoteConfig}
+# The run parameter that holds each stage's section: the pipeline's parameters are named so
+# (pipelines/summarization.py; tests/contract/test_pipeline_spec.py keeps the two equal).
+PARAMETERS = {"scrape": "s1_scrape", "distill": "s2_distill", "tune": "s3_tune", "train": "s4_train", "score": "s5_score", "judge": "s6_judge", "promote": "s7_promote"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class _Sections:
         self.__dict__.update(sections)
 
 
-def check(compiled_values: Mapping[str, Any], run_sections: Mapping[str, dict], parameter_names: Mapping[str, str]) -> None:
+def check(compiled_values: Mapping[str, Any], run_sections: Mapping[str, dict], parameter_names: Mapping[str, str] = PARAMETERS) -> None:
     """Validate the run's sections and raise one ConfigError listing every compile-time value the run changed.
 
     `run_sections`: section name -> the run's dict for it; `parameter_names`: section name ->

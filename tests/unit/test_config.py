@@ -100,11 +100,11 @@ def _walk(node, path=""):
 
 
 def test_the_storage_root_moves_the_cache_the_trial_output_and_the_registry_together():
-    from resumo import katib
+    from resumo import katib, kube
 
     cfg = load_config("full", ["storage_root=s3://elsewhere/team"])
     assert (cfg.distill.cache, cfg.tune.katib.output, cfg.promote.registry) == ("s3://elsewhere/team/cache/teacher", "s3://elsewhere/team/tune", "s3://elsewhere/team/registry")
-    job = katib.trial_job(cfg.tune, cfg.train, "s3://elsewhere/pairs", cfg.cluster.gpu, default_image="img")
+    job = katib.trial_job(cfg.tune, cfg.train, "s3://elsewhere/pairs", kube.JobTarget(cfg.cluster.gpu, "img"))
     env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["RESUMO_TRIAL_OUT"].startswith("s3://elsewhere/team/tune/")
     # a section that sets its own keeps it; the defaults of the full profile are the old literals
@@ -138,3 +138,9 @@ def test_a_renamed_field_says_its_new_name():
 def test_trial_pods_have_no_secret_or_service_account_setting_of_their_own(old, new):
     with pytest.raises(ConfigError, match=rf"{old} = 'x': replaced by {new}: set that instead"):
         load_config("full", [f"{old}=x"])
+
+
+def test_score_counts_too_short_as_the_judge_rubric_does_unless_set():
+    assert load_config("smoke").score.too_short_words == load_config("smoke").judge.too_short_words == 10  # the profile sets the judge's only
+    assert load_config("full", ["judge.too_short_words=25"]).score.too_short_words == 25
+    assert load_config("full", ["judge.too_short_words=25", "score.too_short_words=5"]).score.too_short_words == 5

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from resumo import judge, promote, report
+from resumo import judge, promote, registry_pointer, report
 from resumo.config import JudgeConfig, PromoteConfig
 from tests.servers import judge_server
 
@@ -74,6 +74,6 @@ def test_promote_records_the_flag_and_still_decides_on_the_gates_alone(tmp_path,
     assert result.promoted and [g.name for g in result.gates] == ["rougeLsum", "bertscore_f1", "not_portuguese_share"]  # no judge gate
     assert result.warnings == report.judge_warnings(json.loads((tmp_path / "judge" / "judge.json").read_text())) != []
     assert json.loads((tmp_path / "decision.json").read_text())["warnings"] == result.warnings
-    lineage = promote.current_production(cfg.registry)["lineage"]
+    lineage = registry_pointer.current_production(cfg.registry)["lineage"]
     assert lineage["judge_untrusted"] == {"untuned": judge.untrusted_opponents(json.loads((tmp_path / "judge" / "judge.json").read_text()))["untuned"]}
     assert lineage["judge"]["untuned"]["win_rate"] == 0.5

@@ -26,7 +26,7 @@ def schema_errors():
 
 def render(profile: str = "full", *sets: str) -> dict:
     cfg = load_config(profile, list(sets))
-    return katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-1a2b3c", "team-a", default_image=TRAIN_IMAGE)
+    return katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-1a2b3c", "team-a", target=kube.JobTarget(image=TRAIN_IMAGE))
 
 
 @pytest.mark.parametrize("algorithm", ["tpe", "random", "bayesianoptimization", "grid"])
@@ -119,7 +119,7 @@ def test_every_trial_parameter_is_defined_and_used():
 
 def test_the_trial_runs_the_train_image_with_the_pipeline_train_config():
     cfg = load_config("full", ["train.max_length=2048"])
-    job = katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-1a2b3c", "team-a", default_image=TRAIN_IMAGE)["spec"]["trialTemplate"]["trialSpec"]
+    job = katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-1a2b3c", "team-a", target=kube.JobTarget(image=TRAIN_IMAGE))["spec"]["trialTemplate"]["trialSpec"]
     assert (job["apiVersion"], job["kind"], job["spec"]["backoffLimit"]) == ("batch/v1", "Job", 0)
     pod = job["spec"]["template"]
     (container,) = pod["spec"]["containers"]
@@ -155,7 +155,7 @@ def test_a_trial_command_trains_reports_metrics_and_writes_its_adapter(s3, pairs
     cfg = load_config("smoke", ["train.epochs=1", "train.eval_samples=2", "train.max_new_tokens=4", f"tune.katib.output={s3}/tune"])
     for split, rows in [("train", 4), ("val", 2)]:  # one optimizer step: the test is about the plumbing
         tables.write_split(tables.read_split(pairs_dir, split).head(rows), f"{s3}/pairs", split)
-    exp = katib.experiment(cfg.tune, cfg.train, f"{s3}/pairs", "resumo-1a2b3c", "team-a", default_image=TRAIN_IMAGE)
+    exp = katib.experiment(cfg.tune, cfg.train, f"{s3}/pairs", "resumo-1a2b3c", "team-a", target=kube.JobTarget(image=TRAIN_IMAGE))
     trial = "resumo-1a2b3c-x7k2p9qd"
     text = json.dumps(exp["spec"]["trialTemplate"]["trialSpec"])
     text = text.replace("${trialParameters.trialName}", trial).replace("${trialParameters.lora_r}", "16")
@@ -224,7 +224,7 @@ def test_the_pipeline_launches_katib_or_runs_optuna_as_its_tune_task(tmp_path, b
     assert f"/{image}:" in container["image"]
     assert ("accelerator" in container.get("resources", {})) == gpu
     source = " ".join(container["command"] + container.get("args", []))
-    assert ("run_katib(" in source) == (backend == "katib")  # resumo.tune_policy, which launches katib.run
+    assert ("run_katib_stage(" in source) == (backend == "katib")  # resumo.tune_policy, which launches katib.run
     outputs = spec["components"]["comp-tune"]["outputDefinitions"]["parameters"]
     assert set(outputs) == {"best_params", "best_adapter"}
     assert spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]["params"]["taskOutputParameter"]["producerTask"] == "tune"

@@ -29,7 +29,7 @@ def _api(play, validator):
 
 def test_a_succeeded_experiment_hands_on_the_best_trial(cfg, validator, tmp_path):
     with _api("succeeded", validator) as api:
-        result = katib.run(cfg.tune, cfg.train, PAIRS, tmp_path, api_client=api.client(), default_image=TRAIN_IMAGE)
+        result = katib.run(cfg.tune, cfg.train, PAIRS, tmp_path, api_client=api.client(), target=kube.JobTarget(image=TRAIN_IMAGE))
         created = api.requests[0]
     # What was created is the Experiment the dry run renders, accepted by Katib's schema.
     method, path, body = created
@@ -54,7 +54,7 @@ def test_a_succeeded_experiment_hands_on_the_best_trial(cfg, validator, tmp_path
 def test_delete_when_asked(cfg, validator):
     cfg.tune.katib.delete = True
     with _api("succeeded", validator) as api:
-        result = katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), default_image=TRAIN_IMAGE)
+        result = katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), target=kube.JobTarget(image=TRAIN_IMAGE))
         assert api.requests[-1][:2] == ("DELETE", f"/apis/kubeflow.org/v1beta1/namespaces/team-a/experiments/{result.experiment}")
         assert api.experiments == {}
 
@@ -63,7 +63,7 @@ def test_a_failed_experiment_is_a_clear_error_and_is_deleted_when_asked(cfg, val
     cfg.tune.katib.delete = True
     with _api("failed", validator) as api:
         with pytest.raises(katib.KatibError, match=r"team-a/resumo-\w+ failed: ExperimentFailed: .*max failed count.*failed trials: \['resumo-"):
-            katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), default_image=TRAIN_IMAGE)
+            katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), target=kube.JobTarget(image=TRAIN_IMAGE))
         assert api.experiments == {}  # asked to delete: its trials stop using GPUs
 
 
@@ -72,7 +72,7 @@ def test_a_stuck_experiment_times_out_and_stays_unless_asked(cfg, validator):
     cfg.tune.katib.poll_s = 0.05
     with _api("stuck", validator) as api:
         with pytest.raises(katib.KatibError, match=r"did not finish within 1 s \(last: Running, 3 trials \(0 succeeded, 3 running"):
-            katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), default_image=TRAIN_IMAGE)
+            katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), target=kube.JobTarget(image=TRAIN_IMAGE))
         reads = sum(1 for m, *_ in api.requests if m == "GET")
         assert 2 <= reads <= 60  # polled, bounded by the timeout
         assert len(api.experiments) == 1
@@ -80,7 +80,7 @@ def test_a_stuck_experiment_times_out_and_stays_unless_asked(cfg, validator):
 
 def test_a_transient_api_error_while_waiting_is_retried(cfg, validator):
     with _api("flaky", validator) as api:
-        result = katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), default_image=TRAIN_IMAGE)
+        result = katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), target=kube.JobTarget(image=TRAIN_IMAGE))
         assert result.best_score == 0.4123
         assert sum(1 for m, *_ in api.requests if m == "GET") == 4  # one 503 among them
 
@@ -88,12 +88,12 @@ def test_a_transient_api_error_while_waiting_is_retried(cfg, validator):
 def test_an_experiment_deleted_while_waiting_is_a_clear_error(cfg, validator):
     with _api("deleted", validator) as api:
         with pytest.raises(katib.KatibError, match="disappeared while the launcher waited"):
-            katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), default_image=TRAIN_IMAGE)
+            katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), target=kube.JobTarget(image=TRAIN_IMAGE))
 
 
 def test_an_experiment_katib_refuses_is_reported_with_its_reason(cfg, validator):
     cfg.tune.max_trials = 5
-    body = katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-bad000", "team-a", default_image=TRAIN_IMAGE)
+    body = katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-bad000", "team-a", target=kube.JobTarget(image=TRAIN_IMAGE))
     body["spec"]["parameters"][0]["parameterType"] = "float"
     with _api("succeeded", validator) as api:
         with pytest.raises(katib.KatibError, match=r"cannot create Experiment team-a/resumo-bad000: HTTP 400 .*denied the request: spec.parameters.0.parameterType"):
@@ -101,7 +101,7 @@ def test_an_experiment_katib_refuses_is_reported_with_its_reason(cfg, validator)
 
 
 def test_a_name_taken_and_an_unreachable_api_are_clear_errors(cfg, validator):
-    body = katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-same00", "team-a", default_image=TRAIN_IMAGE)
+    body = katib.experiment(cfg.tune, cfg.train, PAIRS, "resumo-same00", "team-a", target=kube.JobTarget(image=TRAIN_IMAGE))
     with _api("succeeded", validator) as api:
         katib.launch(body, api.client(), cfg.tune)
         with pytest.raises(katib.KatibError, match="HTTP 409 an Experiment of that name exists already"):
@@ -116,10 +116,10 @@ def test_a_retried_launcher_waits_on_its_first_attempts_experiment(cfg, validato
     # KFP retries the tune task (cluster.retries). Each attempt once drew a fresh random name, so
     # one transient failure left two Experiments' GPU trials running; now the run id names it.
     with _api("succeeded", validator) as api:
-        first = katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE, run_id="run-1")
+        first = katib.render(cfg.tune, cfg.train, PAIRS, target=kube.JobTarget(image=TRAIN_IMAGE, run_id="run-1"))
         api.create("experiments", "team-a", first)  # the first attempt created it, then its pod was lost
         api.get("experiments", "team-a", first["metadata"]["name"])  # ... after the Experiment had started (Created)
-        result = katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), default_image=TRAIN_IMAGE, run_id="run-1")
+        result = katib.run(cfg.tune, cfg.train, PAIRS, api_client=api.client(), target=kube.JobTarget(image=TRAIN_IMAGE, run_id="run-1"))
         assert len(api.experiments) == 1
         assert [m for m, *_ in api.requests] == ["POST", "GET", "GET"]  # refused create (409), the owner check (Running), Succeeded
     assert result.experiment == first["metadata"]["name"] and result.best_trial == f"{result.experiment}-00000002"
@@ -127,7 +127,7 @@ def test_a_retried_launcher_waits_on_its_first_attempts_experiment(cfg, validato
 
 def test_an_experiment_of_another_run_under_the_same_name_is_not_adopted(cfg, validator):
     with _api("succeeded", validator) as api:
-        body = katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE, run_id="run-1")
+        body = katib.render(cfg.tune, cfg.train, PAIRS, target=kube.JobTarget(image=TRAIN_IMAGE, run_id="run-1"))
         other = json.loads(json.dumps(body))
         other["metadata"]["annotations"][kube.RUN_ID_ANNOTATION] = "run-0"
         api.create("experiments", "team-a", other)
@@ -136,11 +136,11 @@ def test_an_experiment_of_another_run_under_the_same_name_is_not_adopted(cfg, va
 
 
 def test_the_run_id_names_the_experiment(cfg):
-    names = {run: katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE, run_id=run)["metadata"]["name"] for run in ("R1", "R2")}
-    assert katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE, run_id="R1")["metadata"]["name"] == names["R1"]
+    names = {run: katib.render(cfg.tune, cfg.train, PAIRS, target=kube.JobTarget(image=TRAIN_IMAGE, run_id=run))["metadata"]["name"] for run in ("R1", "R2")}
+    assert katib.render(cfg.tune, cfg.train, PAIRS, target=kube.JobTarget(image=TRAIN_IMAGE, run_id="R1"))["metadata"]["name"] == names["R1"]
     assert names["R1"] != names["R2"] and all(len(n) <= 40 for n in names.values())
     # A hand launch without a run id gets a fresh name each time, as before.
-    assert katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE)["metadata"]["name"] != katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE)["metadata"]["name"]
+    assert katib.render(cfg.tune, cfg.train, PAIRS, target=kube.JobTarget(image=TRAIN_IMAGE))["metadata"]["name"] != katib.render(cfg.tune, cfg.train, PAIRS, target=kube.JobTarget(image=TRAIN_IMAGE))["metadata"]["name"]
 
 
 class StandIn:

@@ -14,11 +14,11 @@ SETTINGS = ["tune.katib.namespace=team-a", "tune.katib.poll_s=0", "tune.katib.de
 
 
 def _katib(cfg):
-    return "experiments", katib.render(cfg.tune, cfg.train, PAIRS, default_image=TRAIN_IMAGE, run_id="run-1"), lambda body, client: katib.launch(body, client, cfg.tune), katib.KatibError
+    return "experiments", katib.render(cfg.tune, cfg.train, PAIRS, target=kube.JobTarget(image=TRAIN_IMAGE, run_id="run-1")), lambda body, client: katib.launch(body, client, cfg.tune), katib.KatibError
 
 
 def _trainjob(cfg):
-    return "trainjobs", trainjob.render(cfg.train, PAIRS, "run-1", GpuConfig(count=8), TRAIN_IMAGE), lambda body, client: trainjob.launch(body, client, cfg.train), trainjob.TrainJobError
+    return "trainjobs", trainjob.render(cfg.train, PAIRS, kube.JobTarget(GpuConfig(count=8), TRAIN_IMAGE, "run-1")), lambda body, client: trainjob.launch(body, client, cfg.train), trainjob.TrainJobError
 
 
 @pytest.mark.parametrize("owner", ["run-0", None], ids=["another-run", "no-run"])

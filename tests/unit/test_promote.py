@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from resumo import promote, score, storage
+from resumo import artifacts, promote, registry_pointer, score, storage
 from resumo.config import PromoteConfig
 from resumo.errors import ConfigError, DataError
 
@@ -38,7 +38,7 @@ def registry(request, tmp_path):
 
 
 def pointer_bytes(registry: str) -> bytes:
-    return storage.read_bytes(storage.join(registry, promote.POINTER))
+    return storage.read_bytes(storage.join(registry, artifacts.POINTER))
 
 
 def published_versions(registry: str) -> list[str]:
@@ -51,7 +51,7 @@ def test_first_model_is_published_with_a_verified_manifest_and_a_model_card(regi
     result = promote.run(PromoteConfig(registry=registry), model_dir, scores(0.3), report_html=report)
     assert result.promoted and result.production_score is None and all(g.passed for g in result.gates)
 
-    pointer = promote.current_production(registry, verify=True)
+    pointer = registry_pointer.current_production(registry, verify=True)
     assert pointer["version"] == result.version and pointer["score"] == 0.3 and pointer["scores"]["bertscore_f1"] == 0.75
     assert storage.list_keys(pointer["model"]) == ["adapter_config.json", "adapter_model.safetensors", "resumo_model.json", "sub/extra.txt"]
     manifest = json.loads(storage.read_text(pointer["manifest"]))
@@ -93,7 +93,7 @@ def test_margin_and_same_article_production_scores(registry, model_dir):
     assert same.production_score == 0.40  # the number the gate names, not the pointer's 0.30
     result = promote.run(cfg, model_dir, scores(0.36))
     assert result.promoted and result.production_score == 0.30
-    assert promote.current_production(registry)["previous"] is not None
+    assert registry_pointer.current_production(registry)["previous"] is not None
 
 
 def test_score_adds_production_once_there_is_one(registry, model_dir):
@@ -116,7 +116,7 @@ def test_production_scored_before_the_last_promotion_is_not_trusted(registry, mo
     assert result.promoted and result.production_score == 0.40  # judged against the second's stored score
     assert f"no longer production ({storage.join(registry, f'models/{second.version}/model')})" in caplog.text
     current = scores(0.42, production={"rougeLsum": 0.45, "bertscore_f1": 0.7})
-    current["models_scored"] = {"production": promote.current_production(registry)["model"]}
+    current["models_scored"] = {"production": registry_pointer.current_production(registry)["model"]}
     assert not promote.run(PromoteConfig(registry=registry), model_dir, current).promoted
 
 
@@ -156,17 +156,17 @@ def test_crash_mid_publish_leaves_the_old_pointer_valid(registry, model_dir, mon
     monkeypatch.setattr(storage, "write_if_unchanged", real_cas)
 
     assert pointer_bytes(registry) == before
-    assert promote.current_production(registry, verify=True)["version"] == first.version  # the files it names are intact
+    assert registry_pointer.current_production(registry, verify=True)["version"] == first.version  # the files it names are intact
     assert len(published_versions(registry)) == 2  # the half-written version is there, never pointed at
     retry = promote.run(PromoteConfig(registry=registry), model_dir, scores(0.5))
-    assert retry.promoted and promote.current_production(registry, verify=True)["version"] == retry.version
+    assert retry.promoted and registry_pointer.current_production(registry, verify=True)["version"] == retry.version
 
 
 def test_verify_detects_a_file_changed_after_publishing(registry, model_dir):
     result = promote.run(PromoteConfig(registry=registry), model_dir, scores(0.3))
     storage.write_bytes(storage.join(registry, f"models/{result.version}/model/adapter_config.json"), b'{"r": 64}')
     with pytest.raises(DataError, match="adapter_config.json reads back as 9 bytes"):
-        promote.current_production(registry, verify=True)
+        registry_pointer.current_production(registry, verify=True)
 
 
 @pytest.mark.parametrize("first_to_land", ["older", "newer"])
@@ -217,7 +217,7 @@ def test_two_concurrent_promotions_leave_the_newer_in_place(registry, model_dir,
     assert results["older"].promoted == (first_to_land == "older")
     if first_to_land == "newer":
         assert "a newer version" in results["older"].reason
-    pointer = promote.current_production(registry, verify=True)
+    pointer = registry_pointer.current_production(registry, verify=True)
     assert pointer["version"] == NEWER and pointer["previous"] == (OLDER if first_to_land == "older" else "20250101T000000000000Z")
 
 
@@ -241,7 +241,7 @@ def test_racing_processes_end_with_the_newest_version(tmp_path, model_dir):
     for p in procs:
         p.join(timeout=120)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-    assert promote.current_production(registry, verify=True)["version"] == versions[-1]
+    assert registry_pointer.current_production(registry, verify=True)["version"] == versions[-1]
 
 
 def test_component_publishes_the_report_page_and_logs_each_gate(tmp_path, model_dir):
@@ -267,7 +267,7 @@ def test_component_publishes_the_report_page_and_logs_each_gate(tmp_path, model_
     )
     result = json.loads((tmp_path / "decision.json").read_text())
     assert result["promoted"] and metrics.metadata == {"promoted": 1, "gate_rougeLsum_passed": 1, "gate_bertscore_f1_passed": 1, "gate_not_portuguese_share_passed": 1}
-    pointer = promote.current_production(config["registry"], verify=True)
+    pointer = registry_pointer.current_production(config["registry"], verify=True)
     assert storage.read_text(storage.join(config["registry"], f"models/{pointer['version']}/report.html")) == "<html>scores</html>"
 
 
@@ -282,7 +282,7 @@ def test_a_retried_promote_reports_its_first_attempts_promotion_and_publishes_no
     assert published_versions(registry) == [first.version]
     # Another run with the same scores is judged as before: it does not beat production.
     other = promote.run(PromoteConfig(registry=registry), model_dir, scores(0.3), lineage={"kfp_run_id": "run-8"})
-    assert not other.promoted and promote.current_production(registry)["version"] == first.version
+    assert not other.promoted and registry_pointer.current_production(registry)["version"] == first.version
 
 
 def with_lead(scored: dict, low: float, difference: float = 0.01) -> dict:
@@ -298,7 +298,7 @@ def test_the_lead_gate_is_off_by_default_and_refuses_a_candidate_that_does_not_b
     kept = promote.run(cfg, model_dir, with_lead(scores(0.3), low=-0.001))
     assert not kept.promoted and [g.name for g in kept.gates if not g.passed] == ["versus_lead"]
     assert "rougeLsum +0.0100 against the lead at its own length, interval from -0.0010: not above 0.0" in kept.reason
-    assert promote.current_production(str(tmp_path / "on")) is None
+    assert registry_pointer.current_production(str(tmp_path / "on")) is None
     published = promote.run(cfg, model_dir, with_lead(scores(0.3), low=0.002))
     assert published.promoted and published.gates[-1].name == "versus_lead" and published.gates[-1].passed
     with pytest.raises(DataError, match="min_lead_difference=null"):

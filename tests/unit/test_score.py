@@ -244,7 +244,7 @@ def test_a_rerun_reuses_the_summaries_already_generated(test_pairs_dir, tuned_mo
 def test_the_component_scores_production_on_the_same_articles(test_pairs_dir, tuned_model, tmp_path):
     from kfp import dsl
 
-    from resumo import promote
+    from resumo import promote, registry_pointer
     from resumo.components import score as component
     from resumo.config import PromoteConfig, TrainConfig
 
@@ -263,7 +263,7 @@ def test_the_component_scores_production_on_the_same_articles(test_pairs_dir, tu
     )
     written = json.loads((tmp_path / "scores" / "scores.json").read_text())
     assert list(written["models"]) == ["baseline", "tuned", "production"]
-    assert written["models_scored"]["production"] == promote.current_production(registry)["model"]
+    assert written["models_scored"]["production"] == registry_pointer.current_production(registry)["model"]
     # production holds the same files as the candidate here: the same summaries, the same scores
     assert written["models"]["production"] == written["models"]["tuned"]
     assert metrics.metadata["tuned_minus_production_rougeLsum"] == 0

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from resumo import storage, trainjob
+from resumo import kube, storage, trainjob
 from resumo.cli import app
 from resumo.components import TRAIN_IMAGE
 from resumo.config import GpuConfig, load_config
@@ -81,7 +81,7 @@ def _node_wrote(cfg, adapter_r=64):
 
 
 def _run(api, cfg, tmp_path, **kw):
-    return trainjob.run(cfg, PAIRS, tmp_path / "model", run_id=RUN_ID, api_client=api.client(), gpu=GpuConfig(count=8), default_image=TRAIN_IMAGE, **kw)
+    return trainjob.run(cfg, PAIRS, tmp_path / "model", kube.JobTarget(GpuConfig(count=8), TRAIN_IMAGE, RUN_ID), api_client=api.client(), **kw)
 
 
 def test_a_completed_trainjob_hands_on_its_adapter(cfg, validator, tmp_path):
@@ -103,7 +103,7 @@ def test_a_retried_task_meets_its_trainjob_and_creates_no_duplicate(cfg, validat
     _node_wrote(cfg)
     with kube_api.KubeAPI("succeeded", trainjob_validator=validator) as api:
         # The first attempt created the TrainJob and was killed while it waited.
-        first = trainjob.render(cfg, PAIRS, RUN_ID, GpuConfig(count=8), TRAIN_IMAGE)
+        first = trainjob.render(cfg, PAIRS, kube.JobTarget(GpuConfig(count=8), TRAIN_IMAGE, RUN_ID))
         assert api.create("trainjobs", "team-a", first)[0] == 201
         result = _run(api, cfg, tmp_path)
         retried_again = _run(api, cfg, tmp_path / "again")  # and once more, after it completed
@@ -164,7 +164,7 @@ def test_the_node_script_trains_on_two_ranks_and_the_launcher_hands_its_adapter_
 
     storage.upload(pairs_dir, f"{s3}/pairs")
     cfg = load_config("smoke", [f"storage_root={s3}", "train.epochs=1", "train.eval_samples=2", "train.max_new_tokens=4", "train.trainjob.poll_s=0"]).train
-    body = trainjob.render(cfg, f"{s3}/pairs", RUN_ID, GpuConfig(count=2), TRAIN_IMAGE)
+    body = trainjob.render(cfg, f"{s3}/pairs", kube.JobTarget(GpuConfig(count=2), TRAIN_IMAGE, RUN_ID))
     trainer = body["spec"]["trainer"]
     env = {e["name"]: e["value"] for e in trainer["env"] if "value" in e}  # the S3 keys come from this test's environment, as from the Secret
     pet = {"PET_NNODES": "1", "PET_NPROC_PER_NODE": str(trainer["numProcPerNode"]), "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(free_port())}
@@ -176,6 +176,6 @@ def test_the_node_script_trains_on_two_ranks_and_the_launcher_hands_its_adapter_
     assert uploaded["run"]["world_size"] == 2 and uploaded["config"]["backend"] == "pod"
 
     with kube_api.KubeAPI("succeeded", trainjob_validator=validator) as api:
-        result = trainjob.run(cfg, f"{s3}/pairs", tmp_path / "model", run_id=RUN_ID, api_client=api.client(), gpu=GpuConfig(count=2), default_image=TRAIN_IMAGE)
+        result = trainjob.run(cfg, f"{s3}/pairs", tmp_path / "model", kube.JobTarget(GpuConfig(count=2), TRAIN_IMAGE, RUN_ID), api_client=api.client())
     assert result.metrics == uploaded["metrics"]
     assert (result.adapter_dir / "adapter_model.safetensors").exists()

@@ -6,7 +6,7 @@ import logging
 import pytest
 from kfp import dsl
 
-from resumo import artifacts, katib, model_registry, promote, registry_pointer, train, tune_policy
+from resumo import artifacts, katib, kube, model_registry, promote, registry_pointer, train, tune_policy
 from resumo.components import tune as component
 from resumo.config import load_config
 
@@ -112,7 +112,7 @@ def test_on_regression_searches_again_when_the_reused_values_fall_behind_and_say
 def test_katib_trains_the_reused_values_in_one_trial_of_exactly_those_values():
     cfg = load_config("full", ["tune.backend=katib"])
     params = {"lora.r": 64, "lora.alpha_ratio": 2.0, "learning_rate": 2e-5, "lora.dropout": 0.05, "epochs": 4.0}
-    body = katib.render(tune_policy.fixed_space(cfg.tune, params), cfg.train, "s3://resumo/pairs", default_image="example.org/resumo-train:test")
+    body = katib.render(tune_policy.fixed_space(cfg.tune, params), cfg.train, "s3://resumo/pairs", target=kube.JobTarget(image="example.org/resumo-train:test"))
     assert body["spec"]["maxTrialCount"] == 1 and body["spec"]["parallelTrialCount"] == 1
     assert body["spec"]["algorithm"]["algorithmName"] == "grid"
     spaces = {p["name"]: p["feasibleSpace"]["list"] for p in body["spec"]["parameters"]}
@@ -152,7 +152,7 @@ def test_the_katib_launcher_trains_production_values_in_one_trial_and_searches_o
     (registry / artifacts.POINTER).write_text(json.dumps({"version": "v1", "hyperparameters": params, "validation": {"rougeLsum": validation}}))
     cfg = load_config("full", ["tune.katib.namespace=team-a", "tune.katib.poll_s=0", "tune.katib.timeout_s=30", f"tune.policy={policy}", f"promote.registry={registry}"])
     with kube_api.KubeAPI(play="succeeded", validator=validator) as api:
-        result, decision, trials = tune_policy.run_katib(cfg.tune, cfg.train, "s3://resumo/pairs", tmp_path / "out", api_client=api.client(), default_image=TRAIN_IMAGE)
+        result, decision, trials = tune_policy.run_katib(cfg.tune, cfg.train, "s3://resumo/pairs", tmp_path / "out", api_client=api.client(), target=kube.JobTarget(image=TRAIN_IMAGE))
         created = [body for method, _, body in api.requests if method == "POST"]
     # The first Experiment is one trial over exactly production's values, and Katib's schema accepts it.
     assert created[0]["spec"]["maxTrialCount"] == 1
