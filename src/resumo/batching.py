@@ -6,25 +6,28 @@ end in one row, with `position_ids` restarting at 0 in each and no
 `attention_mask` (trl's `DataCollatorForLanguageModeling(padding_free=True)`).
 What keeps the examples apart:
 
-- flash-attention (`attn_implementation="flash_attention_2"`, GPU): the varlen
-  kernel attends within each example, from the collator's `cu_seq_lens`;
-- `sdpa` and `eager` (CPU, or a GPU without flash-attn): transformers'
-  `masking_utils.find_packed_sequence_indices` reads the restarts in
-  `position_ids` and builds a block-diagonal causal mask, but only when no 2D
-  `attention_mask` is passed and no KV cache is in use. An all-ones mask, or the
-  default `use_cache=True` (even in train mode), turns that off and the second
-  example attends to the first (DESIGN.md measured a 0.43 logit shift; on the
-  tiny model it is 6). So the collator never adds a mask and its batches carry
-  `use_cache=False` themselves rather than relying on trl's `compute_loss`
-  setting it. `tests/unit/test_batching.py` checks that each example's logits
-  equal those of the example run alone, and that either slip would leak.
+- `attn_implementation="varlen"` (resumo.attention, the default): PyTorch's flash
+  varlen kernel on a GPU, sdpa per example elsewhere, from the collator's
+  `cu_seq_lens`; `flash_attention_2` does the same through the flash-attn package;
+- `sdpa` and `eager`: transformers' `masking_utils.find_packed_sequence_indices`
+  reads the restarts in `position_ids` and builds a block-diagonal causal mask,
+  but only when no 2D `attention_mask` is passed and no KV cache is in use. An
+  all-ones mask, or the default `use_cache=True` (even in train mode), turns that
+  off and the second example attends to the first (DESIGN.md measured a 0.43 logit
+  shift; on the tiny model it is 6). So the collator never adds a mask and its
+  batches carry `use_cache=False` themselves rather than relying on trl's
+  `compute_loss` setting it. `tests/unit/test_batching.py` checks that each
+  example's logits equal those of the example run alone, and that either slip
+  would leak. The mask's attention work grows with the square of the whole row:
+  on an H200 padding-free rows under sdpa ran at a third of padded batches, so
+  train refuses that pairing on a GPU.
 
-The cost: with a mask instead of a varlen kernel, attention work grows with
-the square of the whole row, not of each example. `make bench BENCH=train`
-(tiny model, CPU, sdpa, 16 examples a row) measured padding-free at 0.75x the
-real tokens/s of plain padded batches, and length-grouped padded batches at
-1.16x, so `length_grouped` is the default and `padding_free` is for
-`flash_attention_2`, where no padding and no cross-example attention is computed.
+Token-budget micro-batches (`TokenBudgetCollator`, `train.micro_batch_tokens`):
+the dataloader hands over a whole optimizer step's examples, cut into
+micro-batches of at most that many tokens, so a step is as few forward/backward
+passes as memory allows. On an H200 a step is bound by launching kernels, about
+5,500 a micro-batch, so fewer, larger micro-batches are faster (docs/gpu.md).
+`needs_checkpointing` keeps gradient checkpointing off wherever they fit.
 """
 
 from __future__ import annotations
