@@ -147,7 +147,7 @@ STATIC_LENGTH_STEP = 256
 def resolve_engine(engine: str, device) -> str:
     """`auto`: a static KV cache on a GPU, whose decoding step transformers compiles into CUDA graphs (4.5x the
     dynamic cache's output tokens/s at batch 64 on an H200, and continuous batching was slower than both:
-    tests/bench/README.md); the dynamic cache on CPU, where a compile costs more than it saves."""
+    docs/gpu.md); the dynamic cache on CPU, where a compile costs more than it saves."""
     if engine != "auto":
         return engine
     return "static" if str(device).startswith("cuda") else "dynamic"
