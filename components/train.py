@@ -16,6 +16,5 @@ def train(config: dict, params: dict, pairs: Input[Dataset], model: Output[Model
     from resumo import checkpoints, launch
     from resumo.config import TrainConfig, validate
 
-    result = launch.run_step(validate(TrainConfig, config), params, pairs.path, model.path, best_adapter, checkpoints.inputs_key(config, params, pairs.uri))
-    for name, value in result.metrics.items():
-        metrics.log_metric(name, value)
+    result = launch.run_stage(validate(TrainConfig, config), params, pairs.path, model.path, best_adapter, checkpoints.inputs_key(config, params, pairs.uri))
+    result.log_to(metrics)

@@ -16,8 +16,9 @@ The configured batch is the global one: `batch_size x gradient_accumulation`
 examples per optimizer step whatever the world size (`resumo.distributed.split_batch`),
 so a run on 8 GPUs takes the same optimizer steps as one on 1 GPU, 8 times faster.
 
-`run_step` is the pipeline's train step on top of it: `train` with tune's
-parameters applied, or a Katib trial's outputs adopted without training again.
+`run_stage` is the pipeline's train step on top of it (the stage contract,
+resumo.stage): `train` with tune's parameters applied, or a Katib trial's
+outputs adopted without training again.
 This module sits above `resumo.train` (it imports it, inside functions, as the
 training stack is heavy); `resumo.train` asks `resumo.distributed`, not this
 module, where its process stands.
@@ -37,6 +38,7 @@ from resumo import artifacts, storage
 from resumo.config import TrainConfig
 from resumo.distributed import is_main, split_batch, under_torchrun
 from resumo.errors import ResumoError
+from resumo.stage import StageResult
 
 if TYPE_CHECKING:
     from resumo.train import TrainResult
@@ -78,10 +80,11 @@ def train(cfg: TrainConfig, pairs_dir: str | Path, out_dir: str | Path, run_id: 
     return result_of(out_dir)
 
 
-def run_step(cfg: TrainConfig, params: dict, pairs_dir: str | Path, out_dir: str | Path, best_adapter: str = "", run_id: str | None = None) -> TrainResult:
+def run_stage(cfg: TrainConfig, params: dict, pairs_dir: str | Path, out_dir: str | Path, best_adapter: str = "", run_id: str | None = None) -> StageResult:
     """The pipeline's train step: `train` with `params` (dotted train.* overrides) applied, or, given a
-    tuning trial's `best_adapter`, that trial's outputs handed on without training again."""
-    return adopt_trial(best_adapter, out_dir) if best_adapter else train(cfg.with_params(params), pairs_dir, out_dir, run_id)
+    tuning trial's `best_adapter`, that trial's outputs handed on without training again; the run's metrics."""
+    result = adopt_trial(best_adapter, out_dir) if best_adapter else train(cfg.with_params(params), pairs_dir, out_dir, run_id)
+    return StageResult(dict(result.metrics))
 
 
 def adopt_trial(adapter_uri: str, out_dir: str | Path) -> TrainResult:
