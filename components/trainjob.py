@@ -29,6 +29,5 @@ def train(
 
     gpu = {"accelerator": gpu_accelerator, "count": gpu_count, "cpu": gpu_cpu, "memory": gpu_memory, "tolerations": gpu_tolerations, "node_selector": gpu_node_selector}
     target = kube.JobTarget.of_task((config, params, pairs.uri), gpu, TRAIN_IMAGE, s3_secret, service_account)
-    result = trainjob.run_step(validate(TrainConfig, config), params, pairs.uri, model.path, target)
-    for name, value in result.metrics.items():
-        metrics.log_metric(name, value)
+    result = trainjob.run_stage(validate(TrainConfig, config), params, pairs.uri, model.path, target)
+    result.log_to(metrics)

@@ -43,6 +43,7 @@ from resumo import artifacts, kube, storage
 from resumo.config import TrainConfig
 from resumo.errors import ConfigError, ResumoError
 from resumo.distributed import split_batch
+from resumo.stage import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -188,9 +189,10 @@ def node_script() -> str:
 # --- the launcher -----------------------------------------------------------------
 
 
-def run_step(cfg: TrainConfig, params: dict, pairs_uri: str, out_dir: str | Path, target: kube.JobTarget):
-    """The pipeline's train step on a TrainJob: `run` with `params` (dotted train.* overrides, tune's best) applied."""
-    return run(cfg.with_params(params), pairs_uri, out_dir, target)
+def run_stage(cfg: TrainConfig, params: dict, pairs_uri: str, out_dir: str | Path, target: kube.JobTarget) -> StageResult:
+    """The pipeline's train step on a TrainJob (the stage contract, resumo.stage): `run` with `params`
+    (dotted train.* overrides, tune's best) applied; the run's metrics."""
+    return StageResult(dict(run(cfg.with_params(params), pairs_uri, out_dir, target).metrics))
 
 
 def run(
