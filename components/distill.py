@@ -21,9 +21,7 @@ def distill(config: dict, shard: int, articles: Input[Dataset], pairs: Output[Da
     from resumo import distill
     from resumo.config import DistillConfig, validate
 
-    result = distill.run_shard(validate(DistillConfig, config), articles.path, pairs.path, shard)
-    for name, value in result.counts.items():
-        metrics.log_metric(name, value)
+    distill.run_stage(validate(DistillConfig, config), articles.path, pairs.path, shard).log_to(metrics)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

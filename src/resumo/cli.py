@@ -81,8 +81,8 @@ def distill(
 
     cfg = _config(profile, sets).distill
     articles, out = _uri(articles, "--articles"), _uri(out, "--out")
-    result = stage.run(cfg, articles, out) if shard is None else stage.run_shard(cfg, articles, out, shard)
-    typer.echo(json.dumps(result.counts))
+    counts = stage.run(cfg, articles, out).counts if shard is None else stage.run_stage(cfg, articles, out, shard).outputs["counts"]
+    typer.echo(json.dumps(counts))
 
 
 @app.command()

@@ -12,8 +12,8 @@ output with their reason; they are never dropped.
 With `distill.cache` set, answers are cached in object storage as each chunk of
 `checkpoint_every` articles finishes (`resumo.distill_cache`): a rerun asks the
 teacher only about new or changed articles, and a crashed run redoes only what
-is missing. The pipeline runs `run_shard` on `distill.shards` parallel tasks
-and `merge` on their outputs; `run` does both in one process.
+is missing. The pipeline runs `run_stage` (the shard step) on `distill.shards` parallel tasks
+and `merge_stage` on their outputs; `run` does both in one process.
 """
 
 from __future__ import annotations
@@ -88,8 +88,9 @@ def run(cfg: DistillConfig, articles_dir: str | Path, out_dir: str | Path) -> Di
     return DistillResult(counts)
 
 
-def run_shard(cfg: DistillConfig, articles_dir: str | Path, out_dir: str | Path, shard: int) -> DistillResult:
-    """One of `cfg.shards` pipeline tasks: the articles whose id hashes to `shard`."""
+def run_stage(cfg: DistillConfig, articles_dir: str | Path, out_dir: str | Path, shard: int) -> StageResult:
+    """The pipeline's shard step, one of `cfg.shards` tasks: the articles whose id hashes to `shard`; its counts
+    as metrics (the cost figures come once, from `merge_stage`, over every shard's counts)."""
     if not 0 <= shard < cfg.shards:
         raise DataError(f"shard {shard} is outside 0..{cfg.shards - 1} (distill.shards = {cfg.shards})")
     articles = read_articles(articles_dir)
@@ -97,7 +98,7 @@ def run_shard(cfg: DistillConfig, articles_dir: str | Path, out_dir: str | Path,
     log.info("distill shard %d of %d: %d of %d articles", shard, cfg.shards, len(mine), len(articles))
     pairs, counts = distill_articles(cfg, mine)
     write_pairs(pairs, out_dir, counts)
-    return DistillResult(counts)
+    return StageResult(dict(counts), {"counts": counts})
 
 
 def merge_stage(articles_dir: str | Path, shard_dirs: list[str | Path], out_dir: str | Path) -> StageResult:

@@ -3,6 +3,12 @@
 A component logs `metrics` as KFP Metrics and hands `outputs` on; the CLI prints
 them. The metrics include the stage's cost figures (resumo.run_cost), so no
 component merges them itself.
+
+The entry is `run_stage(resolved config, inputs, output location)` in each stage's
+module: scrape, distill (its shard step), launch (train), trainjob (train on a
+TrainJob), tune_policy (and `run_katib_stage` for Katib), score, judge, report,
+promote. Distill's merge step, which has no config of its own, keeps its name:
+`distill.merge_stage` is the merge task's entry under the same contract.
 """
 
 from __future__ import annotations

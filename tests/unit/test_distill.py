@@ -141,7 +141,7 @@ def test_a_run_without_one_usable_training_summary_fails_clearly(articles_dir, t
 def test_shards_partition_the_articles_and_merge_back_in_order(articles_dir, pairs_dir, tmp_path):
     cfg = load_config("smoke", ["distill.shards=3"]).distill
     parts = [tmp_path / f"shard-{i}" for i in range(3)]
-    sizes = [distill.run_shard(cfg, articles_dir, part, i).counts["articles"] for i, part in enumerate(parts)]
+    sizes = [distill.run_stage(cfg, articles_dir, part, i).metrics["articles"] for i, part in enumerate(parts)]
     assert sum(sizes) == len(distill.read_articles(articles_dir)) and all(sizes)
     result = distill.merge(articles_dir, parts, tmp_path / "merged")
     for split in tables.SPLITS:
