@@ -17,11 +17,10 @@ def promote(
 ):
     """Publish the tuned model to the registry if it passes the gates against production, the report step's page with it; then Model Registry follows (see `resumo promote`)."""
     from resumo import promote
+    from resumo.components import path_of
     from resumo.config import PromoteConfig, validate
 
     result = promote.run_stage(
-        validate(PromoteConfig, config), model.path, scores.path, report_html=report.path if report else None, decision_file=decision.path,
-        judge=judge.path if judge else None, run_id=run_id,
-    )  # fmt: skip
-    for name, value in result.metrics.items():
-        metrics.log_metric(name, value)
+        validate(PromoteConfig, config), model.path, scores.path, report_html=path_of(report), decision_file=decision.path, judge=path_of(judge), run_id=run_id
+    )
+    result.log_to(metrics)

@@ -16,7 +16,6 @@ def report(
 ):
     """The scoring report for the Kubeflow UI: every scalar as Metrics, an HTML page and a Markdown summary (see `resumo report`)."""
     from resumo import report
+    from resumo.components import path_of
 
-    flat = report.run(scores.path, model.path, html.path, markdown.path, judge.path if judge is not None else None, store_uri or None)
-    for name, value in flat.items():
-        metrics.log_metric(name, value)
+    report.run_stage(scores.path, model.path, html.path, markdown.path, path_of(judge), store_uri).log_to(metrics)

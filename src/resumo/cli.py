@@ -235,7 +235,7 @@ def judge(
     cfg = _config(profile, sets).judge
     with _local_folder(out, "--out") as folder:
         result = stage.run_stage(cfg, _uri(predictions, "--predictions"), folder, pairs and _uri(pairs, "--pairs"))
-    typer.echo(json.dumps({name: {k: r[k] for k in ("win_rate", "interval", "n_articles", "invalid_verdicts")} for name, r in result["opponents"].items()}))
+    typer.echo(json.dumps({name: {k: r[k] for k in ("win_rate", "interval", "n_articles", "invalid_verdicts")} for name, r in result.outputs["judged"]["opponents"].items()}))
 
 
 @app.command()
@@ -286,7 +286,7 @@ def promote(
     cfg = _config(profile, sets).promote
     with _local_file(model, "--model", read=True) as model_dir, (_local_file(report, "--report", read=True) if report else nullcontext()) as page:
         result = stage.run_stage(cfg, model_dir, _uri(scores, "--scores"), report_html=page, candidate=candidate, version=version)
-    typer.echo(json.dumps(dataclasses.asdict(result)))
+    typer.echo(json.dumps(dataclasses.asdict(result.outputs["decision"])))
 
 
 @app.command("report")
@@ -310,8 +310,8 @@ def report_stage(
         (_local_file(judge, "--judge", read=True) if judge else nullcontext()) as judge_dir,
         _local_folder(out, "--out") as folder,
     ):
-        flat = stage.run(scores_dir, model_dir, folder / artifacts.REPORT_HTML, folder / artifacts.REPORT_MARKDOWN, judge_dir, store and _uri(store, "--store"))
-    typer.echo(json.dumps(flat))
+        result = stage.run_stage(scores_dir, model_dir, folder / artifacts.REPORT_HTML, folder / artifacts.REPORT_MARKDOWN, judge_dir, store and _uri(store, "--store"))
+    typer.echo(json.dumps(result.metrics))
 
 
 registry_app = typer.Typer(no_args_is_help=True, help="Versions and production: resumo's registry (promote.registry), and Kubeflow Model Registry when promote.model_registry.url is set.")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import pandas as pd
 from resumo import artifacts, chat_client, metrics, storage, tables
 from resumo.config import JudgeConfig
 from resumo.errors import ConfigError, DataError, ResumoError
+from resumo.stage import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +110,15 @@ def run(cfg: JudgeConfig, predictions: pd.DataFrame, out_dir: str | Path) -> dic
     return result
 
 
-def run_stage(cfg: JudgeConfig, predictions: str | Path, out_dir: str | Path, pairs_dir: str | Path | None = None) -> dict:
+def run_stage(cfg: JudgeConfig, predictions: str | Path, out_dir: str | Path, pairs_dir: str | Path | None = None) -> StageResult:
     """The stage, as the CLI and the component call it: score's predictions (its folder or the .parquet file),
-    joined with the article texts of `pairs_dir` when given, judged by `run`."""
+    joined with the article texts of `pairs_dir` when given, judged by `run`; judge.json's scalars
+    (`judge_scalars`, named as the report step names them) and, as output `judged`, judge.json itself."""
     import io
 
     rows = pd.read_parquet(io.BytesIO(storage.read_bytes(artifacts.predictions_file(predictions))))
-    return run(cfg, with_articles(rows, pairs_dir) if pairs_dir is not None else rows, out_dir)
+    judged = run(cfg, with_articles(rows, pairs_dir) if pairs_dir is not None else rows, out_dir)
+    return StageResult(judge_scalars(judged), {"judged": judged})
 
 
 def with_articles(predictions: pd.DataFrame, pairs_dir: str | Path) -> pd.DataFrame:
@@ -263,3 +267,27 @@ def _outcome(verdict: str | None, order: str) -> str | None:
         return "tie"
     candidate_position = "A" if order == "candidate_first" else "B"
     return "win" if verdict == candidate_position else "loss"
+
+
+def judge_scalars(judged: dict) -> dict[str, float]:
+    """judge.json's numbers, as the judge and report steps log them: `judge_<opponent>_<key>`,
+    `judge_<opponent>_win_rate_ci_low|_ci_high` and `judge_<opponent>_trusted` (1 or 0, see `untrusted_opponents`)."""
+    flat: dict[str, float | None] = {}
+    for opponent, result in (judged.get("opponents") or {}).items():
+        flat |= {f"judge_{opponent}_{k}": v for k, v in result.items() if k != "interval"}
+        flat |= interval_bounds(f"judge_{opponent}_win_rate", result.get("interval"))
+    untrusted = untrusted_opponents(judged)
+    flat |= {f"judge_{opponent}_trusted": int(opponent not in untrusted) for opponent in judged.get("opponents") or {}}
+    return finite_numbers(flat)
+
+
+def finite_numbers(flat: dict) -> dict[str, float]:
+    """The finite numbers of `flat` as floats (KFP Metrics); nulls, NaNs, booleans and the rest left out."""
+    return {k: float(v) for k, v in flat.items() if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def interval_bounds(key: str, interval) -> dict[str, float | None]:
+    """`<key>_ci_low` and `<key>_ci_high` of a [low, high] interval; nothing for anything else."""
+    if not isinstance(interval, list | tuple) or len(interval) != 2:
+        return {}
+    return {f"{key}_ci_low": interval[0], f"{key}_ci_high": interval[1]}

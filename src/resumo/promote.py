@@ -46,6 +46,7 @@ from resumo.config import PromoteConfig
 from resumo.errors import ConfigError, DataError
 from resumo.judge import untrusted_opponents
 from resumo.registry_pointer import check_file as _check_file
+from resumo.stage import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,12 @@ def run_stage(
     judge: str | Path | None = None,
     run_id: str = "",
     **options,
-) -> PromoteResult:
+) -> StageResult:
     """The stage, as the CLI and the component call it: `model` is train's folder (or its adapter folder),
     `scores` score's folder (or its scores.json), `judge` judge's folder if the run was judged; the
     decision is also written to `decision_file` as JSON. `run_id` (KFP's) and the judge's win rates go
-    into the version's lineage. `options` go to `run` (candidate, version)."""
+    into the version's lineage. `options` go to `run` (candidate, version).
+    Metrics: `PromoteResult.metrics` (promoted, each gate passed); output `decision`: the PromoteResult."""
     import resumo
 
     scores_file = artifacts.scores_file(scores)
@@ -109,7 +111,7 @@ def run_stage(
     result.warnings = report.judge_warnings(judged)
     if decision_file is not None:
         storage.write_text(decision_file, json.dumps(asdict(result), indent=2))
-    return result
+    return StageResult(result.metrics, {"decision": result})
 
 
 def run(

@@ -36,7 +36,8 @@ from pathlib import Path
 import pandas as pd
 
 from resumo import artifacts, storage, text
-from resumo.judge import untrusted_opponents
+from resumo.judge import finite_numbers, interval_bounds, judge_scalars, untrusted_opponents
+from resumo.stage import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +54,18 @@ LEAD, LEAD_AT = "lead", "lead_at_"  # score's names of the lead baselines
 OWN_LENGTH = "lead_at_own_length"
 
 
-def run(
+def run_stage(
     scores_dir: str | Path,
     model_dir: str | Path,
     html_file: str | Path,
     markdown_file: str | Path,
     judge_dir: str | Path | None = None,
     store_uri: str | None = None,
-) -> dict[str, float]:
-    """The report stage: score's folder (and judge's, and train's curves) to the two pages; returns the scalars.
+) -> StageResult:
+    """The report stage: score's folder (and judge's, and train's curves) to the two pages; the scalars
+    (`scalar_metrics`) as metrics.
 
-    With `store_uri`, the pages and report_metrics.json are also stored there, under their usual names.
+    With `store_uri` (None or "" is none), the pages and report_metrics.json are also stored there, under their usual names.
     """
     scores = json.loads(Path(scores_dir, artifacts.SCORES).read_text())
     judged = json.loads(Path(judge_dir, artifacts.JUDGE_RESULT).read_text()) if judge_dir is not None else None
@@ -81,7 +83,7 @@ def run(
         for name, data in {**pages, METRICS_FILE: json.dumps(flat, indent=2).encode()}.items():
             storage.write_bytes(storage.join(store_uri, name), data)
         log.info("report: stored %d files under %s", len(pages) + 1, store_uri)
-    return flat
+    return StageResult(flat)
 
 
 def write_reports(
@@ -119,45 +121,24 @@ def scalar_metrics(scores: dict, judge: dict | None = None) -> dict[str, float]:
     for model, values in scores.get("models", {}).items():
         for metric, value in values.items():
             flat[f"{model}_{metric}"] = value
-            flat |= _bounds(f"{model}_{metric}", intervals.get(model, {}).get(metric))
+            flat |= interval_bounds(f"{model}_{metric}", intervals.get(model, {}).get(metric))
     for other, values in (scores.get("differences") or {}).items():
         for metric, diff in values.items():
             key = f"{scores['candidate']}_minus_{other}_{metric}"
             flat[key] = diff["difference"]
-            flat |= _bounds(key, diff.get("interval"))
+            flat |= interval_bounds(key, diff.get("interval"))
     baseline_intervals = scores.get("baseline_intervals") or {}
     for baseline, values in (scores.get("baselines") or {}).items():
         for metric, value in values.items():
             flat[f"{baseline}_{metric}"] = value
-            flat |= _bounds(f"{baseline}_{metric}", baseline_intervals.get(baseline, {}).get(metric))
+            flat |= interval_bounds(f"{baseline}_{metric}", baseline_intervals.get(baseline, {}).get(metric))
     for model, values in (scores.get("versus_lead") or {}).items():
         for metric, diff in values.items():
             key = f"{model}_minus_{OWN_LENGTH}_{metric}"
             flat[key] = diff["difference"]
-            flat |= _bounds(key, diff.get("interval"))
+            flat |= interval_bounds(key, diff.get("interval"))
     flat["n_articles"] = scores.get("n_articles")
-    return _numbers(flat) | judge_scalars(judge or {})
-
-
-def judge_scalars(judge: dict) -> dict[str, float]:
-    """judge.json's numbers: `judge_<opponent>_<key>` and `judge_<opponent>_win_rate_ci_low|_ci_high`."""
-    flat: dict[str, float | None] = {}
-    for opponent, result in (judge.get("opponents") or {}).items():
-        flat |= {f"judge_{opponent}_{k}": v for k, v in result.items() if k != "interval"}
-        flat |= _bounds(f"judge_{opponent}_win_rate", result.get("interval"))
-    untrusted = untrusted_opponents(judge)
-    flat |= {f"judge_{opponent}_trusted": int(opponent not in untrusted) for opponent in judge.get("opponents") or {}}
-    return _numbers(flat)
-
-
-def _numbers(flat: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in flat.items() if _is_number(v) and math.isfinite(v)}
-
-
-def _bounds(key: str, interval) -> dict[str, float | None]:
-    if not isinstance(interval, list | tuple) or len(interval) != 2:
-        return {}
-    return {f"{key}_ci_low": interval[0], f"{key}_ci_high": interval[1]}
+    return finite_numbers(flat) | judge_scalars(judge or {})
 
 
 # --- Markdown ---------------------------------------------------------------

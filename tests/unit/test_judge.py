@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from resumo import judge, report
+from resumo import judge
 from resumo.config import JudgeConfig
 from resumo.errors import ConfigError, DataError, ResumoError
 from tests.servers import judge_server
@@ -154,7 +154,7 @@ def test_component_joins_articles_and_logs_win_rates(predictions, tmp_path):
     result = json.loads((tmp_path / "verdicts" / judge.RESULT_FILE).read_text())
     assert result["opponents"]["baseline"]["win_rate"] == 1.0
     # named as the report task names them (resumo.report), so the two tasks agree
-    assert metrics.metadata == report.judge_scalars(result)
+    assert metrics.metadata == judge.judge_scalars(result)
     logged = {k: metrics.metadata[f"judge_{k}"] for k in ("baseline_win_rate", "baseline_n_articles", "baseline_invalid_verdicts", "llama_win_rate", "llama_n_articles", "llama_invalid_verdicts")}
     assert logged == {"baseline_win_rate": 1.0, "baseline_n_articles": N, "baseline_invalid_verdicts": 0, "llama_win_rate": 0.75, "llama_n_articles": N, "llama_invalid_verdicts": 0}
 

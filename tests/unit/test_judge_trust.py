@@ -47,14 +47,14 @@ def test_a_judge_that_always_answers_a_is_flagged_in_the_report(tmp_path, predic
     assert "**Warning: the judge is not to be trusted against untuned" in page and "gates nothing" in page
     assert "50.0% (void: position-biased judge)" in page
     assert "not to be trusted" in report.render_html({"models": {}}, pd.DataFrame(), None, result, 0)
-    assert report.judge_scalars(result)["judge_untuned_trusted"] == 0
+    assert judge.judge_scalars(result)["judge_untuned_trusted"] == 0
 
 
 def test_a_fair_judge_is_not_flagged_and_the_threshold_is_the_judges_config(tmp_path, predictions):
     result = judged(tmp_path, predictions, fair)
     assert result["opponents"]["untuned"]["position_consistency"] == 1.0
     assert judge.untrusted_opponents(result) == {} and report.judge_warnings(result) == []
-    assert report.judge_scalars(result)["judge_untuned_trusted"] == 1
+    assert judge.judge_scalars(result)["judge_untuned_trusted"] == 1
     assert "Warning" not in report.render_markdown({"models": {}}, result)
     # Half the articles consistent: under the default 0.6, above a configured 0.4.
     half = lambda a, b: verdict("A" if "BOM" in a or any(f"RUIM {i}" in a for i in range(N // 2)) else "B")  # noqa: E731
@@ -70,7 +70,7 @@ def test_promote_records_the_flag_and_still_decides_on_the_gates_alone(tmp_path,
     (model_dir / "resumo_model.json").write_text(json.dumps({"base_model": "tiny:qwen2", "prompt": {"version": "pt-v1", "n_words": 40}}))
     (tmp_path / "scores.json").write_text(json.dumps({"models": {"tuned": {"rougeLsum": 0.3, "bertscore_f1": 0.8, "not_portuguese_share": 0.0}}, "n_articles": N}))
     cfg = PromoteConfig(registry=str(tmp_path / "registry"))
-    result = promote.run_stage(cfg, model_dir, tmp_path / "scores.json", judge=tmp_path / "judge", decision_file=tmp_path / "decision.json")
+    result = promote.run_stage(cfg, model_dir, tmp_path / "scores.json", judge=tmp_path / "judge", decision_file=tmp_path / "decision.json").outputs["decision"]
     assert result.promoted and [g.name for g in result.gates] == ["rougeLsum", "bertscore_f1", "not_portuguese_share"]  # no judge gate
     assert result.warnings == report.judge_warnings(json.loads((tmp_path / "judge" / "judge.json").read_text())) != []
     assert json.loads((tmp_path / "decision.json").read_text())["warnings"] == result.warnings
