@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from resumo import distill, prompts, tables, teachers
@@ -151,6 +153,17 @@ def test_shards_partition_the_articles_and_merge_back_in_order(articles_dir, pai
     # A lost shard is an error, not a smaller dataset.
     with pytest.raises(distill.DataError, match="missing"):
         distill.merge(articles_dir, parts[:2], tmp_path / "short")
+
+
+def test_the_cli_runs_one_shard_and_prints_its_counts(articles_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from resumo.cli import app
+
+    done = CliRunner().invoke(app, ["distill", "--articles", str(articles_dir), "--out", str(tmp_path / "shard"), "--shard", "1", "--set", "distill.shards=2"])
+    assert done.exit_code == 0, done.output
+    printed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert printed == distill.read_counts(tmp_path / "shard") and 0 < printed["articles"] < len(distill.read_articles(articles_dir))
 
 
 def test_shard_assignment_is_stable():

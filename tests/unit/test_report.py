@@ -156,6 +156,23 @@ def test_component_logs_every_scalar_and_writes_both_pages(tmp_path):
     assert storage.list_keys(str(tmp_path / "store")) == ["report.html", "report.md", "report_metrics.json"]
 
 
+def test_the_cli_prints_the_stages_metrics_and_writes_both_pages(tmp_path):
+    from typer.testing import CliRunner
+
+    from resumo.cli import app
+
+    scores_dir, model_dir, judge_dir = tmp_path / "scores", tmp_path / "model", tmp_path / "judge"
+    for folder in (scores_dir, model_dir, judge_dir):
+        folder.mkdir()
+    (scores_dir / "scores.json").write_text(json.dumps(sample_scores()))
+    sample_predictions().drop(columns=["text"]).to_parquet(scores_dir / "predictions.parquet")
+    (judge_dir / "judge.json").write_text(json.dumps(JUDGE))
+    done = CliRunner().invoke(app, ["report", "--scores", str(scores_dir), "--model", str(model_dir), "--judge", str(judge_dir), "--out", str(tmp_path / "out")])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout) == report.scalar_metrics(sample_scores(), JUDGE)
+    assert (tmp_path / "out" / "report.md").read_text() == report.render_markdown(sample_scores(), JUDGE)
+
+
 def test_report_and_judge_components_compile_with_an_optional_judge_input(tmp_path):
     import yaml
     from kfp import compiler

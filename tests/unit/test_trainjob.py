@@ -99,6 +99,19 @@ def test_a_completed_trainjob_hands_on_its_adapter(cfg, validator, tmp_path):
     assert len(api.trainjobs) == 1  # not asked to delete: kept, its logs readable
 
 
+def test_the_stage_entry_applies_params_and_returns_the_runs_metrics(cfg, validator, tmp_path, monkeypatch):
+    from resumo.stage import StageResult
+
+    _node_wrote(cfg)
+    with kube_api.KubeAPI("succeeded", trainjob_validator=validator) as api:
+        monkeypatch.setattr(kube, "client", lambda resource: api.client())
+        result = trainjob.run_stage(cfg, {"lora.r": 8}, PAIRS, tmp_path / "model", kube.JobTarget(GpuConfig(count=8), TRAIN_IMAGE, RUN_ID))
+    assert isinstance(result, StageResult) and result.metrics == {"eval_loss": 1.25, "rougeLsum": 0.41}
+    body = yaml.safe_load((tmp_path / "model" / "trainjob.yaml").read_text())
+    env = {e["name"]: e.get("value") for e in body["spec"]["trainer"]["env"]}
+    assert yaml.safe_load(env["RESUMO_CONFIG"])["train"]["lora"]["r"] == 8 != cfg.lora.r  # tune's params reached the TrainJob
+
+
 def test_a_retried_task_meets_its_trainjob_and_creates_no_duplicate(cfg, validator, tmp_path):
     _node_wrote(cfg)
     with kube_api.KubeAPI("succeeded", trainjob_validator=validator) as api:
