@@ -569,6 +569,12 @@ class ScoreConfig(Section):
         "`dynamic`, `static`, `continuous` (transformers' continuous batching) choose one; `vllm` generates through vLLM in the vllm image, one engine per base model "
         "with each tuned adapter as a LoRA request (resumo.vllm_engine). A compile-time choice: the score task runs in the image of its engine.",
     )
+    long_inputs: Literal["keep", "cut"] = Field(
+        "keep",
+        description="What a model that records the token-length range of its training texts (resumo_model.json `input_tokens`) reads of a longer input, in `score` and `summarize`: "
+        "`keep` the whole text (the input guard counts it), or `cut` it to its leading whole paragraphs within the longest training text, as scrape cut the training articles. "
+        "Metrics, copy diagnostics and lead baselines still read the whole article. A small student tuned on short texts stops after a headline on ones 2-4 times longer (docs/scoring.md).",
+    )
     max_new_tokens: int = Field(500, ge=1, description="Generation limit per summary (the teacher's limit in the original study).")
     max_samples: int | None = Field(None, ge=1, description="Test articles scored; None scores the whole test split (original study: 1,000).")
     min_language_words: int = Field(

@@ -221,7 +221,12 @@ def guard_line(name: str, guard: dict) -> str:
     line = f"{name}: {beyond} of {guard['n']} inputs lie outside the {low}-{high} tokens of the texts it was trained on ({guard['longer']} longer, {guard['shorter']} shorter)"
     if not beyond:
         return line
-    return line + "; it never learnt to summarise such lengths, so expect outputs that stop early or copy, and scores that say little about texts like its training data"
+    if guard.get("cut"):
+        return line + f"; the {guard['cut']} longer were cut to their leading paragraphs within {high} tokens (score.long_inputs=cut), so it summarised only what it read"
+    return line + (
+        "; it never learnt to summarise such lengths, so expect outputs that stop early or copy, and scores that say little about texts like its training data"
+        + (f" (score.long_inputs=cut reads only what fits in {high} tokens)" if guard["longer"] else "")
+    )
 
 
 def _lead_table(scores: dict) -> list[list[str]]:

@@ -21,7 +21,7 @@ The stage writes numbers only, under `--out` (resumo.report renders them):
       "baseline_intervals": {baseline: {metric: [low, high]}},
       "versus_lead": {name: {metric: {"difference": name - lead_at_<name>, "interval": [low, high], "n": articles}}},
       "lead":        {"n_words": the prompt's n_words, "rule": how the lead is taken},
-      "input_guard": {name: {"range": [low, high], "longer": int, "shorter": int, "n": int, "share": float}},
+      "input_guard": {name: {"range": [low, high], "longer": int, "shorter": int, "n": int, "share": float, "cut": int (score.long_inputs=cut)}},
       "config":      the resolved ScoreConfig
     }
     Lead baselines (quality metrics only): `lead` is the first prompt.n_words words of each
@@ -29,7 +29,8 @@ The stage writes numbers only, under `--out` (resumo.report renders them):
     skipped); `lead_at_<name>` is cut, article by article, at <name>'s own output length.
     `versus_lead` is the number that says whether a model summarises or copies the opening.
     `input_guard` has the models whose resumo_model.json records the token-length range of
-    their training texts; models.<name>.inputs_beyond_training_share repeats the share.
+    their training texts; models.<name>.inputs_beyond_training_share repeats the share. With
+    score.long_inputs=cut, such a model reads a longer article cut to that range (`fit_inputs`).
     Metrics (each present when its group is in `score.metrics`):
       rouge1, rouge2, rougeL, rougeLsum   mean F-measure (tokenizer: config.rouge_tokenizer)
       bertscore_f1                        mean BERTScore F1 (rescaled if config.bertscore_rescale)
@@ -76,7 +77,7 @@ from resumo import models as model_refs
 from resumo.config import PipelineConfig, PromoteConfig, PromptConfig, ScoreConfig
 from resumo.errors import ConfigError, DataError
 from resumo.stage import StageResult
-from resumo.text import lead_words, words
+from resumo.text import cut_to_tokens, lead_words, words
 
 log = logging.getLogger(__name__)
 
@@ -110,21 +111,23 @@ def run(
 
     predictions: dict[str, list[str]] = {}
     per_article: dict[str, dict[str, np.ndarray]] = {}
+    inputs: dict[str, list[str]] = {}
     guards: dict[str, dict] = {}
+    for name, ref in all_models.items():
+        inputs[name], guard = fit_inputs(ref, articles, cfg.long_inputs)
+        if guard is not None:
+            guards[name] = guard
+            log.log(logging.WARNING if guard["longer"] + guard["shorter"] else logging.INFO, "score: %s", report.guard_line(name, guard))
     engine = _engine(cfg, all_models)
     try:
         for name, ref in all_models.items():
-            predictions[name] = _generate_once(name, ref, test, shared_prompt, cfg, out_dir, engine)
+            predictions[name] = _generate_once(name, ref, inputs[name], test, shared_prompt, cfg, out_dir, engine)
     finally:
         if engine is not None:
             engine.close()
     for name, ref in all_models.items():
         prompt_used = generation.tuned_prompt(ref) or shared_prompt
         per_article[name] = evaluate(predictions[name], references, cfg, articles, prompt_used)
-        guard = input_guard(ref, articles)
-        if guard is not None:
-            guards[name] = guard
-            log.log(logging.WARNING if guard["longer"] + guard["shorter"] else logging.INFO, "score: %s", report.guard_line(name, guard))
     result = summarize_scores(per_article, cfg, candidate)
     lead, lead_per_article = lead_baselines(predictions, per_article, references, articles, cfg, shared_prompt.n_words)
     for name, guard in guards.items():
@@ -231,8 +234,7 @@ def summarize_file(cfg: PipelineConfig, model: str, input_file: Path, output_fil
     if column in df.columns:
         raise ConfigError(f"--in {source or input_file} already has a column {column!r}, which --column {column} would overwrite; name another with --column")
     ref = generation.resolve_ref(model, cfg.promote.registry)
-    texts = list(df["text"])
-    guard = input_guard(ref, texts)
+    texts, guard = fit_inputs(ref, list(df["text"]), cfg.score.long_inputs)
     loaded = generation.load(ref)
     df[column] = generation.summarize(loaded, texts, loaded.prompt or cfg.prompt, cfg.score.batch_size, cfg.score.max_new_tokens)
     output_file = Path(output_file)
@@ -323,21 +325,35 @@ def lead_baselines(
     return lead, lead_per_article
 
 
-def input_guard(ref: str, texts: list[str]) -> dict | None:
-    """How many `texts` fall outside the token-length range of the texts the model was trained on.
+def fit_inputs(ref: str, texts: list[str], long_inputs: str = "keep") -> tuple[list[str], dict | None]:
+    """What the model `ref` reads of `texts`, and how many fall outside the token-length range of its training texts.
 
-    The range is what `resumo train` records in resumo_model.json (`input_tokens`); models that
-    record none (not ours, or trained before it was recorded) get None. Lengths are counted as
-    train counted them: the model's tokenizer on the text, no special tokens.
+    The range is what `resumo train` records in resumo_model.json (`input_tokens`); a model that
+    records none (not ours, or trained before it was recorded) reads every text whole and gets no
+    guard (None). Lengths are counted as train counted them: the model's tokenizer on the text, no
+    special tokens. With `long_inputs="cut"` (score.long_inputs), a text longer than the longest
+    training text is cut to what fits in it (`resumo.text.cut_to_tokens`), and the guard counts it
+    under "cut".
     """
-    path = Path(model_refs.resolve(ref))
-    meta_file = path / artifacts.MODEL_META
-    trained = json.loads(meta_file.read_text()).get(INPUT_TOKENS) if meta_file.is_file() else None
+    trained, path = _trained_range(ref)
     if not trained:
-        return None
+        return list(texts), None
     from transformers import AutoTokenizer
 
-    return count_beyond(token_lengths(AutoTokenizer.from_pretrained(path), texts), trained["min"], trained["max"])
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    lengths = token_lengths(tokenizer, texts)
+    guard = count_beyond(lengths, trained["min"], trained["max"])
+    if long_inputs != "cut":
+        return list(texts), guard
+    fitted = [cut_to_tokens(text, tokenizer, trained["max"]) if n > trained["max"] else text for text, n in zip(texts, lengths)]
+    return fitted, guard | {"cut": guard["longer"]}
+
+
+def _trained_range(ref: str) -> tuple[dict | None, Path]:
+    """resumo_model.json's `input_tokens` of the model `ref` (None where it records none), and the model's folder."""
+    path = Path(model_refs.resolve(ref))
+    meta_file = path / artifacts.MODEL_META
+    return (json.loads(meta_file.read_text()).get(INPUT_TOKENS) if meta_file.is_file() else None), path
 
 
 def token_lengths(tokenizer, texts: list[str]) -> list[int]:
@@ -377,16 +393,20 @@ def _engine(cfg: ScoreConfig, refs: dict[str, str]):
     return vllm_engine.ScoreEngine({name: generation.base_and_adapter(ref) for name, ref in refs.items()}, cfg.max_new_tokens)
 
 
-def _generate_once(name: str, ref: str, test: pd.DataFrame, shared_prompt: PromptConfig, cfg: ScoreConfig, out_dir: Path, engine=None) -> list[str]:
-    """A model's summaries, kept in `out_dir/generated/<name>.json` so a rerun after a crash skips the models already done.
+def _generate_once(
+    name: str, ref: str, texts: list[str], test: pd.DataFrame, shared_prompt: PromptConfig, cfg: ScoreConfig, out_dir: Path, engine=None
+) -> list[str]:
+    """A model's summaries of `texts` (the test articles as it reads them, `fit_inputs`), kept in
+    `out_dir/generated/<name>.json` so a rerun after a crash skips the models already done.
 
-    They are reused only for the same reference, files (names, sizes, times), prompt, articles and token limit.
+    They are reused only for the same reference, files (names, sizes, times), prompt, articles, long-input rule and token limit.
     """
     key = {
         "ref": ref,
         "files": _fingerprint(ref),
         "prompt": (generation.tuned_prompt(ref) or shared_prompt).model_dump(),
         "ids": [str(i) for i in test["id"]],
+        "long_inputs": cfg.long_inputs,
         "max_new_tokens": cfg.max_new_tokens,
     }
     saved = out_dir / artifacts.GENERATED / f"{name}.json"
@@ -396,9 +416,9 @@ def _generate_once(name: str, ref: str, test: pd.DataFrame, shared_prompt: Promp
             log.info("score: %s reuses %d summaries from %s", name, len(previous["predictions"]), saved)
             return previous["predictions"]
     if engine is not None:
-        predictions = engine.summarize(name, list(test["text"]), generation.tuned_prompt(ref) or shared_prompt)
+        predictions = engine.summarize(name, texts, generation.tuned_prompt(ref) or shared_prompt)
     else:
-        predictions = _generate(ref, list(test["text"]), shared_prompt, cfg, desc=f"score {name}")
+        predictions = _generate(ref, texts, shared_prompt, cfg, desc=f"score {name}")
     storage.write_text(saved, json.dumps({"key": key, "predictions": predictions}, ensure_ascii=False))  # atomic: never half a file to reuse
     return predictions
 

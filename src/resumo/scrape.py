@@ -38,7 +38,7 @@ from resumo import artifacts, checkpoints, fanout, mediawiki, models, run_cost, 
 from resumo.config import ScrapeConfig, SplitConfig
 from resumo.errors import DataError
 from resumo.stage import StageResult
-from resumo.text import words
+from resumo.text import truncate_to_budget, words
 
 log = logging.getLogger(__name__)
 
@@ -323,24 +323,6 @@ def _token_budget(page_id: int, cfg: ScrapeConfig) -> int:
     """Uniform in [min_tokens, max_tokens], drawn per article from (seed, page id): stable across runs."""
     rng = random.Random(f"{cfg.split.seed}-{page_id}")
     return rng.randint(cfg.min_tokens, cfg.max_tokens)
-
-
-def truncate_to_budget(text: str, tokenizer, budget: int) -> tuple[str, int]:
-    """Leading whole paragraphs whose tokens fit in `budget`; ('', 0) if the first does not."""
-    paragraphs = text.split("\n\n")
-    lengths = [len(ids) for ids in tokenizer(paragraphs, add_special_tokens=False)["input_ids"]]
-    sep = len(tokenizer("\n\n", add_special_tokens=False)["input_ids"])
-    kept, total = [], 0
-    for paragraph, n in zip(paragraphs, lengths):
-        cost = n + (sep if kept else 0)
-        if total + cost > budget:
-            break
-        kept.append(paragraph)
-        total += cost
-    if not kept:
-        return "", 0
-    truncated = "\n\n".join(kept)
-    return truncated, len(tokenizer(truncated, add_special_tokens=False)["input_ids"])
 
 
 def split_articles(articles: list[dict], cfg: SplitConfig) -> dict[str, list[dict]]:

@@ -1,4 +1,4 @@
-"""Portuguese text helpers shared by the teacher, scoring and scraping."""
+"""Portuguese text helpers shared by the teacher, scoring and scraping, and cutting a text to a token budget."""
 
 from __future__ import annotations
 
@@ -68,3 +68,30 @@ def prose(text: str) -> str:
 def lead_words(text: str, n_words: int) -> str:
     """The first `n_words` words of the text's prose (`prose`): the lead baseline's summary."""
     return " ".join(words(prose(text))[: max(n_words, 0)])
+
+
+def truncate_to_budget(text: str, tokenizer, budget: int) -> tuple[str, int]:
+    """Leading whole paragraphs whose tokens fit in `budget`; ('', 0) if the first does not."""
+    paragraphs = text.split("\n\n")
+    lengths = [len(ids) for ids in tokenizer(paragraphs, add_special_tokens=False)["input_ids"]]
+    sep = len(tokenizer("\n\n", add_special_tokens=False)["input_ids"])
+    kept, total = [], 0
+    for paragraph, n in zip(paragraphs, lengths):
+        cost = n + (sep if kept else 0)
+        if total + cost > budget:
+            break
+        kept.append(paragraph)
+        total += cost
+    if not kept:
+        return "", 0
+    truncated = "\n\n".join(kept)
+    return truncated, len(tokenizer(truncated, add_special_tokens=False)["input_ids"])
+
+
+def cut_to_tokens(text: str, tokenizer, budget: int) -> str:
+    """The text within `budget` tokens: its leading whole paragraphs (`truncate_to_budget`), or,
+    where even the first paragraph is longer, that paragraph's first `budget` tokens."""
+    kept, _ = truncate_to_budget(text, tokenizer, budget)
+    if kept:
+        return kept
+    return tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:budget])

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from resumo import generation, models, report, score, tables, wiki
 from resumo.config import PromptConfig, ScoreConfig
 from resumo.errors import ConfigError, DataError
-from resumo.text import lead_words
+from resumo.text import lead_words, words
 
 pytestmark = pytest.mark.numerics  # make test-kernels reruns these on other CPU kernels
 
@@ -205,9 +205,49 @@ def test_input_guard_counts_texts_outside_the_training_range(tuned_model):
     assert score.count_beyond(lengths, low, high) == {"range": [low, high], "longer": 1, "shorter": 1, "n": 3, "share": 2 / 3}
     # train's record is the range of the same counts
     assert score.training_input_record(tokenizer, texts)["min"] == min(lengths) and score.training_input_record(tokenizer, texts)["max"] == max(lengths)
-    assert score.input_guard("tiny:qwen2", texts) is None  # a model that records no range is not guarded
-    guard = score.input_guard(tuned_model, texts)
-    assert (guard["longer"], guard["shorter"]) == (sum(n > 50 for n in lengths), 0)
+    assert score.fit_inputs("tiny:qwen2", texts) == (texts, None)  # a model that records no range is not guarded
+    kept, guard = score.fit_inputs(tuned_model, texts)
+    assert kept == texts and (guard["longer"], guard["shorter"]) == (sum(n > 50 for n in lengths), 0) and "cut" not in guard
+
+
+def test_long_inputs_cut_reads_a_longer_text_within_the_training_range(tuned_model):
+    # tuned_model was trained on texts of 1-50 tokens
+    tokenizer = AutoTokenizer.from_pretrained(tuned_model)
+    first = "A cidade de Lisboa fica na foz do rio Tejo."
+    paragraphs = "\n\n".join([first, "Lisboa é a capital de Portugal. " * 12, "Fim."])
+    one_long_paragraph = "palavra " * 200
+    texts = [first, paragraphs, one_long_paragraph]
+    fitted, guard = score.fit_inputs(tuned_model, texts, "cut")
+    assert guard["cut"] == guard["longer"] == 2
+    assert fitted[0] == first  # within the range: read whole
+    assert fitted[1] == first  # leading whole paragraphs within 50 tokens, as scrape cut the training articles
+    assert fitted[2].split() == ["palavra"] * len(fitted[2].split()) and score.token_lengths(tokenizer, [fitted[2]])[0] <= 50 < len(fitted[2].split()) * 2
+    assert score.fit_inputs("tiny:qwen2", texts, "cut") == (texts, None)  # no recorded range: nothing to cut to
+    line = report.guard_line("tuned", guard)
+    assert "2 longer were cut" in line and "score.long_inputs=cut" in line
+    assert "score.long_inputs=cut reads only" in report.guard_line("tuned", score.fit_inputs(tuned_model, texts)[1])
+
+
+def test_score_with_long_inputs_cut_generates_from_the_cut_article_and_scores_the_whole(test_pairs_dir, tuned_model, tmp_path, monkeypatch):
+    read, generate = [], score.generation.summarize
+
+    def spy(loaded, texts, *args, **kwargs):  # what the model is given, then the real generation
+        read.append(list(texts))
+        return generate(loaded, texts, *args, **kwargs)
+
+    monkeypatch.setattr(score.generation, "summarize", spy)
+    cfg = ScoreConfig(**FAST, max_new_tokens=4, metrics=["rouge", "stats"], long_inputs="cut")
+    score.run(cfg, test_pairs_dir, {"tuned": tuned_model}, tmp_path)
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    [texts] = read
+    assert max(score.token_lengths(AutoTokenizer.from_pretrained(tuned_model), texts)) <= 50 and scores["input_guard"]["tuned"]["cut"] == 3
+    # the metrics read the whole article: compression is the whole article's words over the output's
+    # (one correctly rounded float64 division of two integer counts on both sides: equal exactly)
+    rows = pd.read_parquet(tmp_path / "predictions.parquet")
+    articles = {str(r["id"]): r["text"] for r in tables.read_split(test_pairs_dir, "test").to_dict("records")}
+    for row in rows.to_dict("records"):
+        if words(row["prediction_tuned"]):
+            assert row["compression_ratio_tuned"] == len(words(articles[str(row["id"])])) / len(words(row["prediction_tuned"]))
 
 
 def test_summarize_writes_its_own_column_and_prints_the_input_guard(tuned_model, tmp_path):

@@ -6,6 +6,7 @@ import pytest
 from resumo import scrape, tables
 from resumo.config import SplitConfig, load_config
 from resumo.errors import DataError
+from resumo.text import truncate_to_budget
 
 
 def test_scrape_writes_clean_split_articles(articles_dir):
@@ -62,11 +63,11 @@ def test_truncation_keeps_whole_paragraphs_under_the_budget():
     paragraphs = ["Primeiro parágrafo com algumas palavras.", "Segundo parágrafo, um pouco maior que o primeiro.", "Terceiro."]
     text = "\n\n".join(paragraphs)
     full = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    kept, n = scrape.truncate_to_budget(text, tokenizer, full)
+    kept, n = truncate_to_budget(text, tokenizer, full)
     assert (kept, n) == (text, full)
-    kept, n = scrape.truncate_to_budget(text, tokenizer, full - 1)
+    kept, n = truncate_to_budget(text, tokenizer, full - 1)
     assert kept == "\n\n".join(paragraphs[:2]) and n < full
-    assert scrape.truncate_to_budget(text, tokenizer, 1) == ("", 0)
+    assert truncate_to_budget(text, tokenizer, 1) == ("", 0)
 
 
 def test_empty_split_is_an_error_that_leaves_old_outputs(tmp_path, articles_dir):
