@@ -93,10 +93,22 @@ def _per_example(q, k, v, boundaries: list[int], scaling):
     return torch.cat(pieces)
 
 
+def _varlen_parameters() -> frozenset[str]:
+    """varlen_attn's keyword names, read once here: its spelling changed across torch releases."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return frozenset()
+    return frozenset(inspect.signature(varlen_attn).parameters)
+
+
+_VARLEN_PARAMETERS = _varlen_parameters()  # at import, not per call: a compiled layer traces no inspect
+
+
 def _flash_varlen(q, k, v, boundaries, max_length: int, scaling):
     from torch.nn.attention.varlen import varlen_attn
 
-    params = inspect.signature(varlen_attn).parameters
+    params = _VARLEN_PARAMETERS
     if q.shape[1] != k.shape[1] and "enable_gqa" not in params:  # torch 2.10/2.11: one key/value head per query head
         groups = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)

@@ -329,6 +329,12 @@ class TrainConfig(Section):
         description="On a GPU: Liger's fused Triton kernels for RMSNorm, SwiGLU and RoPE (liger-kernel, in the train image). Off by default: at the study's shapes on an H200 a "
         "training step is bound by launching kernels, not by memory or arithmetic, and Liger's Triton launches made it slower (tests/bench/README.md). Ignored on CPU.",
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile each decoder layer in place (PyTorch's regional compilation: the layers share one graph, so it compiles once; the token count, "
+        "which every micro-batch has its own of, turns dynamic at the second). Fuses the elementwise kernels (norms, rotary, LoRA's casts and scaling) whose launches bound a step on a GPU "
+        "(docs/gpu.md). Needs a C++ compiler on CPU and Triton on a GPU; off until measured faster on one.",
+    )
     bf16: bool = Field(True, description="Train and evaluate in bfloat16 on a GPU that supports it; float32 on CPU regardless.")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every this many optimizer steps; None checkpoints at the end of each epoch. A killed run resumes from the last complete checkpoint.")
     checkpoint_store: str | None = Field(

@@ -188,7 +188,7 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path, callba
         target_modules=cfg.lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    return batching.StepGroupedSFTTrainer(
+    trainer = batching.StepGroupedSFTTrainer(
         model=model,
         args=args,
         data_collator=batching.collator(cfg.batching, tokenizer.pad_token_id, cfg.micro_batch_tokens),
@@ -198,6 +198,9 @@ def _build_trainer(cfg: TrainConfig, train_rows, val_rows, out_dir: Path, callba
         peft_config=lora,
         callbacks=list(callbacks),
     )
+    if cfg.compile:
+        _compile_layers(trainer.model)
+    return trainer
 
 
 def _refuse_slow_attention(cfg: TrainConfig, cuda: bool) -> None:
@@ -224,6 +227,22 @@ def _checkpointing(cfg: TrainConfig, model_config) -> bool:
     needed = batching.needs_checkpointing(tokens, per_token, device_bytes)
     log.info("train: a micro-batch of %d tokens keeps ~%.1f GiB of activations on a %.0f GiB GPU: gradient checkpointing %s", tokens, tokens * per_token / 2**30, device_bytes / 2**30, "on" if needed else "off")
     return needed
+
+
+def _compile_layers(model) -> int:
+    """train.compile: each decoder layer (the model's largest list of like blocks) compiled in place, so
+    state-dict keys, hooks and the saved adapter are unchanged; returns how many layers."""
+    from accelerate.utils.other import is_repeated_blocks
+
+    layers = max((m for m in model.modules() if is_repeated_blocks(m)), key=len, default=None)
+    if layers is None:
+        raise ConfigError(f"train.compile=true found no list of decoder layers in {type(model).__name__}; set train.compile=false")
+    for layer in layers:
+        # torch's automatic dynamic shapes: the first micro-batch compiles for its shape, the second marks what
+        # changed (the token count, the longest example) dynamic, and no later one recompiles; head counts stay fixed.
+        layer.compile()
+    log.info("train: compiled %d %s layers in place", len(layers), type(layers[0]).__name__)
+    return len(layers)
 
 
 def _apply_liger(model) -> None:

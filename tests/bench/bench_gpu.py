@@ -79,6 +79,10 @@ TRAIN_VARIANTS = [
     ("default, budget 24,576", ["train.micro_batch_tokens=24576"]),
     ("default, budget 28,672", ["train.micro_batch_tokens=28672"]),
     ("default, budget 32,768", ["train.micro_batch_tokens=32768"]),
+    # train.compile: the decoder layers compiled in place, against the step's ~5,500 launches per micro-batch
+    ("default, compiled layers", ["train.compile=true"]),
+    ("compiled layers, LoRA dropout 0", ["train.compile=true", "train.lora.dropout=0"]),
+    ("compiled layers, budget 24,576", ["train.compile=true", "train.micro_batch_tokens=24576"]),
 ]
 # (engine, batch, texts); static last: its first batch compiles the decoding step.
 GENERATE_RUNS = [("dynamic", 64, 64), ("continuous", 64, 64), ("continuous", 256, 256), ("static", 64, 64)]
@@ -168,6 +172,7 @@ def train_row(name: str, overrides: list[str], model_dir: Path, rows, out: Path)
             "micro_batch_tokens": cfg.micro_batch_tokens,
             "micro_batch_examples": None if cfg.micro_batch_tokens else cfg.batch_size,
             "liger": cfg.liger_kernel,
+            "compiled": cfg.compile,
             "lora_dropout": cfg.lora.dropout,
             "global_batch": cfg.batch_size * cfg.gradient_accumulation,
         },
@@ -235,6 +240,13 @@ def generate_row(engine: str, batch: int, n_texts: int, model_dir: Path, rows, d
             return generation._continuous(loaded, rendered, NEW_TOKENS, stops, desc=f"bench {engine}")
         return generation._batched(loaded, rendered, batch, NEW_TOKENS, stops, f"bench {engine}", static=engine == "static")
 
+    prefill = None
+    if engine == "dynamic":  # the same batches with one new token: how much of the time is reading the prompts
+        sync()
+        started = time.perf_counter()
+        generation._batched(loaded, rendered, batch, 1, stops, f"bench {engine} prefill", static=False)
+        sync()
+        prefill = round(time.perf_counter() - started, 2)
     first = None
     if engine == "static":  # its first call compiles the decoding step for these shapes: timed apart
         sync()
@@ -253,7 +265,7 @@ def generate_row(engine: str, batch: int, n_texts: int, model_dir: Path, rows, d
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     row = {"engine": engine, "batch": batch, "texts": n_texts, "new_tokens": NEW_TOKENS, "output_tokens": generated, "seconds": round(seconds, 1), "tokens_per_second": round(generated / seconds)}
-    return row | ({"first_call_seconds": first} if first is not None else {})
+    return row | ({"first_call_seconds": first} if first is not None else {}) | ({"prefill_seconds": prefill} if prefill is not None else {})
 
 
 def machine() -> dict:
@@ -352,7 +364,8 @@ def cpu_check() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = study_rows(tokenizer, GLOBAL_BATCH * (1 + TIMED_STEPS), seed=42)
         rows["text"] = [t[:600] for t in rows["text"]]
-        for name, overrides in TRAIN_VARIANTS[:2] + TRAIN_VARIANTS[5:6]:
+        compiled = [v for v in TRAIN_VARIANTS if v[0] == "default, compiled layers"]
+        for name, overrides in TRAIN_VARIANTS[:2] + TRAIN_VARIANTS[5:6] + compiled:
             cpu = ["train.max_length=1024", "train.micro_batch_tokens=4096"] if "train.micro_batch_tokens=0" not in overrides else ["train.max_length=1024"]
             print(json.dumps(train_row(name, cpu + [o for o in overrides if "attn_implementation=sdpa" not in o or "length_grouped" in " ".join(overrides)], tiny, rows, Path(tmp) / "train")))
         NEW_TOKENS = 8
