@@ -222,6 +222,42 @@ def profile_step(model_dir: Path, rows, out: Path, report: Path) -> None:
     torch.cuda.empty_cache()
 
 
+def profile_generation(model_dir: Path, rows, report: Path, texts: int = 16, new_tokens: int = 16, device: str = "cuda") -> None:
+    """Where one dynamic-cache batch spends its time: the prompt's forward (one new token) against the
+    decoding steps, and which kernels and host calls dominate each."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from resumo import generation, prompts
+    from resumo.config import PromptConfig
+
+    cuda = device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    loaded = generation.load(str(model_dir), device=device)
+    rendered = [loaded.tokenizer.apply_chat_template(prompts.user_message(t, PromptConfig()), tokenize=False, add_generation_prompt=True) for t in rows["text"][:texts]]
+    stops = generation.stop_token_ids(loaded.tokenizer, loaded.model)
+    generation._batched(loaded, rendered, texts, 2, stops, "warm-up", static=False)  # kernels chosen, memory pooled
+    lines = []
+    for label, tokens in (("prefill only (1 new token)", 1), (f"prefill and {new_tokens - 1} decoding steps", new_tokens)):
+        sync()
+        with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
+            generation._batched(loaded, rendered, texts, tokens, stops, label, static=False)
+            sync()
+        averages = prof.key_averages()
+        cpu_total = sum(e.self_cpu_time_total for e in averages) / 1e6
+        cuda_total = sum(getattr(e, "self_device_time_total", 0) for e in averages) / 1e6
+        launches = sum(e.count for e in averages if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+        lines.append(f"{label}, batch {texts}: host self time {cpu_total:.2f} s, GPU kernel time {cuda_total:.2f} s, kernel launches {launches}")
+        lines.append(averages.table(sort_by="self_device_time_total", row_limit=12))
+    lines.append(averages.table(sort_by="self_cpu_time_total", row_limit=15))
+    report.write_text("\n".join(lines))
+    print("\n".join(line for line in lines if line.startswith(("prefill",))), flush=True)
+    del loaded
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+
+
 def generate_row(engine: str, batch: int, n_texts: int, model_dir: Path, rows, device: str = "cuda") -> dict:
     import torch
 
@@ -290,7 +326,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=300, help="skip rows that would start after this many seconds")
     parser.add_argument("--skip", nargs="*", default=[], help="train or generate, to skip a part")
     parser.add_argument("--only", nargs="*", default=None, help="the rows to run: training variants by name, generation runs as engine:batch")
-    parser.add_argument("--profile", action="store_true", help="also profile one optimizer step of the default (torch.profiler) into <out>.profile.txt")
+    parser.add_argument("--profile", action="store_true", help="also profile one optimizer step of the default and one generation batch (torch.profiler) into <out>.profile.txt and <out>.generate.profile.txt")
     parser.add_argument("--cpu-check", action="store_true", help="the script's own check on CPU: tiny model, two training rows, small generations")
     opts = parser.parse_args()
 
@@ -318,6 +354,10 @@ def main() -> None:
                 profile_step(model_dir, rows, Path(tmp) / "profile", out.with_suffix(".profile.txt"))
             except Exception as err:  # noqa: BLE001 - the profile is a diagnosis; the rows still run
                 print(f"profile failed: {type(err).__name__}: {err}", flush=True)
+            try:
+                profile_generation(model_dir, rows, out.with_suffix(".generate.profile.txt"))
+            except Exception as err:  # noqa: BLE001
+                print(f"generation profile failed: {type(err).__name__}: {err}", flush=True)
         for name, overrides in ([] if "train" in opts.skip else TRAIN_VARIANTS):
             if opts.only is not None and name not in opts.only:
                 continue
@@ -371,6 +411,7 @@ def cpu_check() -> None:
         NEW_TOKENS = 8
         for engine, batch, n_texts in GENERATE_RUNS[:2]:
             print(json.dumps(generate_row(engine, 4, 8, tiny, rows, device="cpu")))
+        profile_generation(tiny, rows, Path(tmp) / "generate.profile.txt", texts=4, new_tokens=4, device="cpu")
 
 
 if __name__ == "__main__":
