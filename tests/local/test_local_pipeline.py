@@ -79,6 +79,10 @@ def test_smoke_pipeline_runs_end_to_end(tmp_path, monkeypatch, capsys):
     for values in scores.values():
         assert SCORE_NAMES <= set(values)
         assert all(0 <= values[k] <= 1 for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
+    # Every scored model beside the lead of each article cut at its own length, with the paired difference (issue 26).
+    (scored,) = [json.loads(f.read_text()) for f in run_artifacts.rglob("scores.json") if "versus_lead" in json.loads(f.read_text())]
+    assert set(scored["versus_lead"]) == {"baseline", "tuned"} and set(scored["baselines"]) == {"lead", "lead_at_baseline", "lead_at_tuned"}
+    assert all(set(diff["rougeLsum"]) == {"difference", "interval", "n"} for diff in scored["versus_lead"].values())
     assert summary["tune"]["params"]["lora.r"] in cfg.tune.space.lora_r.values
     # Nothing cached and tune.policy always: this run costs what a full run costs.
     cost = summary["cost"]
