@@ -90,9 +90,11 @@ def bench_student(student: str, overrides: list[str], name: str) -> dict:
     from resumo import artifacts, distill, models, report, scrape, score, train
     from resumo.config import load_config
 
-    cfg = load_config("cpu-real", [f"train.student={student}", *overrides])
     work = ROOT / "runs" / "bench" / "real_model" / name.replace(" ", "_").replace("=", "-")
     shutil.rmtree(work, ignore_errors=True)  # scrape and train resume from what they find: start clean
+    # The article cache (and the splits it keeps sticky) under this run's own folder: every run splits the
+    # corpus afresh, the same way for the seed, instead of inheriting splits from whatever ran before.
+    cfg = load_config("cpu-real", [f"train.student={student}", f"storage_root={work}", *overrides])
     seconds = {}
     started = time.perf_counter()
     base = models.resolve(student)  # built once per cache: dequantised GGUF
