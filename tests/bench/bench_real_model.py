@@ -4,7 +4,7 @@
     make bench BENCH=real_model       # = .venv/bin/python tests/bench/bench_real_model.py (about 45 min on 2 cores)
     nice -n 10 .venv/bin/python tests/bench/bench_real_model.py real:gemma3-270m    # one student
     .venv/bin/python tests/bench/bench_real_model.py real:smollm2-135m-instruct --set scrape.max_tokens=900 --set score.long_inputs=keep
-                                      # a variant of the profile, on the profile's own long split
+                                      # a variant of the profile (its long split: the profile's budget)
 
 For each student in turn (SmolLM2-135M-Instruct, then Gemma-3-270M base): scrape the bundled
 corpus with the student's own tokenizer (token budgets are its tokens), distil with the
@@ -67,7 +67,9 @@ LONG_TOO_SHORT = 2  # at most 2 of the 20 outputs under judge.too_short_words
 
 def main(students: list[str], sets: list[str]) -> None:
     """Each student with its STUDENTS overrides, then `sets` (a variant of the profile, recorded under
-    students."<name> with <sets>"; its long split is the profile's own, whatever `sets` change)."""
+    students."<name> with <sets>"). A variant's long split is drawn the same way, at the profile's budget
+    from articles it never tuned on; where `sets` change the split (a token budget does), those are
+    other articles than the profile's, in part."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = ROOT / "runs" / "bench" / "real_model.json"
     for student in students:
