@@ -34,6 +34,7 @@ and on the long split, where at most LONG_TOO_SHORT of its LONG_ARTICLES outputs
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -224,7 +225,8 @@ def print_table(result: dict) -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT / "src"))
-    args = sys.argv[1:]
-    sets = [args[i + 1] for i, arg in enumerate(args) if arg == "--set"]
-    named = [arg for i, arg in enumerate(args) if arg != "--set" and (i == 0 or args[i - 1] != "--set")]
-    main(named or list(STUDENTS), sets)
+    parser = argparse.ArgumentParser(description="cpu-real end to end for each real student (see the module docstring)")
+    parser.add_argument("students", nargs="*", default=list(STUDENTS), help="real:<name>; default: every student in STUDENTS")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="a variant of the profile, as `resumo run --set`")
+    opts = parser.parse_args()
+    main(opts.students, opts.sets)
