@@ -121,9 +121,13 @@ def test_checkpointing_goes_on_only_where_the_activations_would_not_fit():
 
 
 @pytest.mark.numerics
-def test_compiled_layers_train_the_step_eager_layers_train(pairs_dir, tmp_path):
+def test_compiled_layers_train_the_step_eager_layers_train(pairs_dir, tmp_path, monkeypatch):
     """train.compile: the decoder layers compiled in place (Inductor's C++ on CPU) give the eager step's loss and
     LoRA gradients, and the parameters keep their names (what the adapter is saved under)."""
+    # A fresh Inductor cache: its precompiled C++ header is not keyed by the thread count or ATEN_CPU_CAPABILITY,
+    # and one built under other settings broke the compile (`at::vec` undeclared with OMP_NUM_THREADS=1 after
+    # runs with 2 threads); a fresh cache compiled and passed under both.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch._dynamo.reset()
     budget = 100_000  # one micro-batch, one shape: a single compilation keeps this test near a minute on 2 cores
     _, eager_loss, eager_grads, _ = _one_step(_trainer(pairs_dir, tmp_path / "eager", budget, dtype=torch.float32))
